@@ -1,0 +1,42 @@
+-- Builds the global `scimrun` table every script and workflow sees: the scheduler
+-- primitives from C plus the small Lua helpers built on them.
+local core = require "scimrun.core"
+local build = require "scimrun.build"
+local log = require "scimrun.log"
+
+local scimrun = {
+  spawn = core.spawn,     -- scimrun.spawn(fn, ...) -> coroutine; runs fn as a new task
+  sleep = core.sleep,     -- scimrun.sleep(seconds): yields this task, timer-backed
+  now = core.now,         -- monotonic seconds, sub-millisecond
+  wall = core.wall,       -- wall-clock seconds since the epoch
+  park = core.park,       -- suspends this task until scimrun.wake(co, ...)
+  wake = core.wake,
+  is_task = core.is_task,
+  stats = core.stats,
+  version = build.version,
+  datadir = build.datadir,
+  build = build,
+  log = log,
+}
+
+-- Waits for every given task function to finish; returns their first results in order.
+-- Errors are re-raised in the caller once all have finished.
+function scimrun.all(fns)
+  local me = coroutine.running()
+  local pending, results, first_err = #fns, {}, nil
+  if pending == 0 then return results end
+  for i, fn in ipairs(fns) do
+    core.spawn(function()
+      local ok, res = pcall(fn)
+      if ok then results[i] = res elseif first_err == nil then first_err = res end
+      pending = pending - 1
+      if pending == 0 then core.wake(me) end
+    end)
+  end
+  core.park()
+  if first_err ~= nil then error(first_err, 0) end
+  return results
+end
+
+rawset(_G, "scimrun", scimrun)
+return scimrun

@@ -1,0 +1,99 @@
+-- The command line: parses argv and dispatches. Usage and configuration errors are raised
+-- with cli.fail(msg) and end the process with exit code 2 and a one-line reason.
+local M = {}
+
+local USAGE = [==[
+usage: scimrun WORKFLOW.lua [--param k=v]... [--policy NAME|FILE] [--state FILE]
+                            [--resume [ID]] [--retry-failed] [--force] [--continue-on-error]
+                            [--concurrency N] [--dry-run] [--sandbox[=FAULTS]]
+                            [--log-format text|json] [--report FILE] [--allow-deletes N]
+       scimrun runs [list | show ID] [--json]
+       scimrun dlq [list [--run ID] [--json] | show ID | replay ID...|--all | drop ID]
+       scimrun policy check [FILE] | policy simulate [FILE] --op OP --errors LIST
+       scimrun sandbox [--port N] [--faults SPEC] [--seed N]
+       scimrun -l SCRIPT.lua [ARGS]   run a Lua script with the runtime loaded
+       scimrun --version]==]
+
+local USAGE_ERROR = {}
+
+-- Raises a usage/configuration error: one line, exit code 2.
+function M.fail(fmt, ...)
+  error(setmetatable({ message = select("#", ...) > 0 and fmt:format(...) or fmt }, USAGE_ERROR), 0)
+end
+
+function M.is_usage_error(e) return getmetatable(e) == USAGE_ERROR end
+
+local function print_version()
+  local b = scimrun.build
+  io.stdout:write(("scimrun %s\n  %s\n  libuv %s\n  libcurl %s (%s)\n  SQLite %s\n  library %s\n")
+    :format(b.version, b.luajit, b.libuv, b.libcurl, b.tls or "no TLS", b.sqlite, b.datadir or "?"))
+  return 0
+end
+
+-- scimrun -l SCRIPT [ARGS]: `arg` as in plain Lua (arg[0] the script, arg[1..] its args).
+local function run_script(argv, first)
+  local path = argv[first]
+  if not path then M.fail("-l needs a script path") end
+  local chunk, err = loadfile(path)
+  if not chunk then
+    if err:find("No such file", 1, true) or err:find("cannot open", 1, true) then
+      M.fail("cannot open script %s: no such file", path)
+    end
+    M.fail("%s", err)
+  end
+  local script_arg = { [0] = path }
+  for i = first + 1, #argv do script_arg[#script_arg + 1] = argv[i] end
+  script_arg[-1] = argv[0]
+  rawset(_G, "arg", script_arg)
+  local ok, res = xpcall(chunk, debug.traceback, unpack(script_arg))
+  if not ok then
+    io.stderr:write("scimrun: ", tostring(res), "\n")
+    return 1
+  end
+  return type(res) == "number" and res or 0
+end
+
+local SUBCOMMANDS = {
+  runs = "scimrun.cli_runs",
+  dlq = "scimrun.cli_dlq",
+  policy = "scimrun.cli_policy",
+  sandbox = "scimrun.cli_sandbox",
+}
+
+local function dispatch(argv)
+  local first = argv[1]
+  if first == nil or first == "-h" or first == "--help" or first == "help" then
+    io.stdout:write(USAGE, "\n")
+    return first == nil and 2 or 0
+  end
+  if first == "--version" or first == "-V" then return print_version() end
+  if first == "-l" then return run_script(argv, 2) end
+  local sub = SUBCOMMANDS[first]
+  if sub then
+    local rest = {}
+    for i = 2, #argv do rest[#rest + 1] = argv[i] end
+    local ok, mod = pcall(require, sub)
+    if not ok then M.fail("'%s' is not available in this build (%s)", first, tostring(mod)) end
+    return mod.main(rest, M)
+  end
+  if first:sub(1, 1) == "-" then
+    M.fail("unknown option %s before the workflow file (see scimrun --help)", first)
+  end
+  return require("scimrun.runner").main(argv, M)
+end
+
+function M.main(argv)
+  local ok, res = xpcall(dispatch, function(e)
+    if M.is_usage_error(e) then return e end
+    return debug.traceback(e, 2)
+  end, argv)
+  if ok then return res or 0 end
+  if M.is_usage_error(res) then
+    io.stderr:write("scimrun: ", res.message, "\n")
+    return 2
+  end
+  io.stderr:write("scimrun: internal error: ", tostring(res), "\n")
+  return 1
+end
+
+return M
