@@ -38,5 +38,14 @@ function scimrun.all(fns)
   return results
 end
 
+-- scimrun.workflow{...}: what a workflow file returns (see lua/scimrun/workflow.lua).
+function scimrun.workflow(def) return require("scimrun.workflow").define(def) end
+
+-- Sets an environment variable for this process (the sandbox hands SCIM_BASE_URL/SCIM_TOKEN
+-- to the workflow this way). FFI is fine here: setenv never yields.
+local ffi = require "ffi"
+ffi.cdef "int setenv(const char *name, const char *value, int overwrite);"
+function scimrun.setenv(name, value) ffi.C.setenv(name, value, 1) end
+
 rawset(_G, "scimrun", scimrun)
 return scimrun

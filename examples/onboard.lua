@@ -1,0 +1,58 @@
+-- Onboarding: every row of a CSV becomes a SCIM user, then a member of one group.
+-- Each user is a saga: if adding the membership fails permanently, a user created by this
+-- run is deactivated again, so no half-onboarded account is left behind.
+--
+--   scimrun examples/onboard.lua --sandbox                       (embedded provider)
+--   SCIM_BASE_URL=https://... SCIM_TOKEN=... scimrun examples/onboard.lua --param csv=people.csv
+local scim = require "scimrun.scim"
+local csv = require "scimrun.csv"
+local mapping = require "scimrun.mapping"
+
+-- Source columns -> SCIM attributes: change the mapping here, in one place.
+local USER_MAPPING = {
+  userName = "userName",
+  displayName = "display_name",
+  ["name.givenName"] = "first_name",
+  ["name.familyName"] = "last_name",
+  ['emails[type eq "work"].value'] = "email",
+  title = "title",
+  externalId = "employee_id",
+  active = function(row) return row.status ~= "terminated" end,
+}
+
+return scimrun.workflow {
+  name = "onboard",
+  params = { csv = "data/users.csv", group = "Engineering", concurrency = 16 },
+  run = function(wf, p)
+    local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
+    local group = wf:step("group:" .. p.group, function()
+      local g, outcome = sp.groups:ensure { displayName = p.group }
+      return { id = g.id, displayName = g.displayName }, outcome
+    end)
+    local rows = csv.rows(p.csv, { required = { "userName", "email" } })
+    wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
+      local key = row.userName:lower()
+      wf:saga(function()
+        local attrs, bad = mapping.apply(USER_MAPPING, row)
+        if not attrs then
+          error({ class = "permanent", detail = bad, suggest = "fix the row in " .. p.csv .. ", then rerun" }, 0)
+        end
+        local user = wf:step("user:" .. key, function()
+          local u, outcome = sp.users:ensure(attrs)
+          return { id = u.id, created = outcome == "created" }, outcome
+        end, {
+          -- in doubt after a crash: did the create reach the provider? look before re-sending
+          recover = function()
+            local u = sp.users:find_by("userName", row.userName)
+            return u and { id = u.id, created = true } or nil
+          end,
+          -- undo only what this run created; a pre-existing account is left alone
+          compensate = function(u) if u.created then sp.users:deactivate(u.id) end end,
+        })
+        wf:step("member:" .. p.group .. ":" .. key, function()
+          return sp.groups:add_members(group.id, { user.id })
+        end)
+      end)
+    end)
+  end,
+}

@@ -1,0 +1,65 @@
+-- `scimrun runs [list | show ID] [--json] [--state FILE]`: what ran, how far it got, and the
+-- command that resumes it.
+local cjson = require "cjson"
+local common = require "scimrun.cli_common"
+
+local M = {}
+local SPEC = { ["--json"] = "flag", ["--state"] = "value", ["--limit"] = "value" }
+
+local function resume_cmd(run, o)
+  if run.status == "completed" or run.status == "completed_with_dead_letters" then return nil end
+  local cmd = ("scimrun %s --resume %s"):format(run.workflow_path, run.id)
+  if o.state then cmd = cmd .. " --state " .. o.state end
+  return cmd
+end
+
+function M.main(args, cli)
+  local o, pos = common.parse(args, SPEC, cli)
+  local sub = pos[1] or "list"
+  local db = common.open_store(o, cli, true)
+  if sub == "list" then
+    local runs = db:runs_list { limit = tonumber(o.limit) or 50 }
+    for _, r in ipairs(runs) do
+      r.steps = db:run_step_counts(r.id)
+      r.resume = resume_cmd(r, o)
+    end
+    db:close()
+    if o.json then io.stdout:write(cjson.encode(runs), "\n"); return 0 end
+    if #runs == 0 then io.stdout:write("no runs yet\n"); return 0 end
+    io.stdout:write(("%-28s %-28s %-12s %8s %7s %7s  %s\n"):format("RUN", "STATUS", "WORKFLOW", "DONE", "FAILED",
+      "INDOUBT", "STARTED"))
+    for _, r in ipairs(runs) do
+      io.stdout:write(("%-28s %-28s %-12s %8d %7d %7d  %s\n"):format(r.id, r.status, r.workflow_name or "?",
+        r.steps.completed or 0, r.steps.failed or 0, r.steps.started or 0, common.time(r.created_at)))
+    end
+    return 0
+  elseif sub == "show" then
+    local id = pos[2] or cli.fail("usage: scimrun runs show ID")
+    local r = db:run_get(id)
+    if not r then db:close(); cli.fail("no run %s (see: scimrun runs list)", id) end
+    r.steps = db:run_step_counts(id)
+    r.dead_letters = db:dlq_count { run_id = id, state = "pending" }
+    r.resume = resume_cmd(r, o)
+    db:close()
+    if o.json then io.stdout:write(cjson.encode(r), "\n"); return 0 end
+    local lines = {
+      ("run        %s"):format(r.id),
+      ("workflow   %s (%s)"):format(r.workflow_name or "?", r.workflow_path or "?"),
+      ("status     %s%s"):format(r.status, r.exit_code and (" (exit " .. r.exit_code .. ")") or ""),
+      ("started    %s"):format(common.time(r.created_at)),
+      ("updated    %s"):format(common.time(r.updated_at)),
+      ("finished   %s"):format(common.time(r.finished_at)),
+      ("steps      %d completed, %d failed, %d compensated, %d in doubt"):format(r.steps.completed or 0,
+        r.steps.failed or 0, r.steps.compensated or 0, r.steps.started or 0),
+      ("dead letters %d pending"):format(r.dead_letters or 0),
+      ("params     %s"):format(r.params_json or "{}"),
+    }
+    if r.resume then lines[#lines + 1] = "resume     " .. r.resume end
+    io.stdout:write(table.concat(lines, "\n"), "\n")
+    return 0
+  end
+  db:close()
+  cli.fail("unknown runs command %q (use: runs list | runs show ID)", sub)
+end
+
+return M

@@ -1,0 +1,113 @@
+-- What the operator reads at the end of a run: a text summary on stdout and, with
+-- --report FILE, the same per item as JSON (written to FILE.tmp, renamed when complete,
+-- so a report is never half-written). Never contains a secret: errors pass through
+-- errors.persistable, which redacts.
+local cjson = require "cjson"
+local errors = require "scimrun.errors"
+
+local M = {}
+local Report = {}
+Report.__index = Report
+
+function M.new(opts)
+  local self = setmetatable({ path = opts.path, n = 0 }, Report)
+  if opts.path then
+    self.tmp = opts.path .. ".tmp"
+    self.f = assert(io.open(self.tmp, "w"))
+    self.f:write('{"run_id":', cjson.encode(opts.run_id), ',"workflow":', cjson.encode(opts.workflow), ',"items":[\n')
+  end
+  return self
+end
+
+local function identity(item, info)
+  if type(item) == "table" then
+    return item.userName or item.username or item.displayName or item.group or item.id or item.externalId
+  end
+  if type(item) == "string" or type(item) == "number" then return item end
+  return info and info.index
+end
+
+function Report:item(rec)
+  if not self.f then return end
+  local out = { item = identity(rec.item, rec.info), status = rec.status, outcome = rec.outcome,
+                line = rec.info and rec.info.line, dead_letter = rec.dead_letter, compensated = rec.compensated }
+  if rec.error then out.error = errors.persistable(rec.error) end
+  self.f:write(self.n > 0 and ",\n" or "", cjson.encode(out))
+  self.n = self.n + 1
+end
+
+function Report:finish(t)
+  if not self.f then return end
+  self.f:write('\n],"status":', cjson.encode(t.status), ',"exit_code":', t.exit_code,
+    ',"summary":', cjson.encode(t.summary), t.error and (',"error":' .. cjson.encode(t.error)) or "", "}\n")
+  self.f:close()
+  os.rename(self.tmp, self.path)
+end
+
+-- Counts executor events (attempt, retry, breaker state changes) for the summary.
+function M.on_event(c, ev)
+  local kind = ev.type or ev.event
+  if kind == "attempt" then
+    c.attempts = c.attempts + 1
+    if ev.class then c.by_class[ev.class] = (c.by_class[ev.class] or 0) + 1 end
+  elseif kind == "retry" or kind == "delay" then
+    c.retries = c.retries + 1
+  elseif kind == "breaker" or kind == "state_change" then
+    if ev.to == "open" or ev.state == "open" then c.breaker_opened = c.breaker_opened + 1 end
+  end
+end
+
+function M.summary(stats, counters, ex, elapsed)
+  local exc = ex and ex.counters and ex:counters() or {}
+  return {
+    items = stats.items, succeeded = stats.succeeded, failed = stats.failed,
+    created = stats.created, updated = stats.updated, skipped = stats.skipped, adopted = stats.adopted,
+    compensated = stats.compensated, compensation_failed = stats.compensation_failed,
+    dead_lettered = stats.dead_lettered,
+    steps_run = stats.steps_run, steps_from_checkpoint = stats.steps_replayed, steps_recovered = stats.steps_recovered,
+    attempts = exc.attempts or counters.attempts, retries = exc.retries or counters.retries,
+    by_class = exc.by_class or counters.by_class, breaker_opened = exc.breaker_opened or counters.breaker_opened,
+    budget_exhausted = exc.budget_exhausted, throttled = exc.throttled,
+    elapsed = math.floor(elapsed * 1000 + 0.5) / 1000,
+  }
+end
+
+function M.print(out, t)
+  local s = t.summary
+  local lines = {}
+  local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
+  add("")
+  add("run %s %s in %.2fs%s", t.run_id, t.status, s.elapsed, t.dry_run and " (dry run: nothing was written)" or "")
+  add("  items      %d: %d succeeded (%d created, %d updated, %d skipped, %d adopted), %d failed",
+    s.items, s.succeeded, s.created, s.updated, s.skipped, s.adopted, s.failed)
+  if s.compensated > 0 or s.compensation_failed > 0 then
+    add("  sagas      %d steps compensated, %d compensations FAILED", s.compensated, s.compensation_failed)
+  end
+  local classes = {}
+  for k, v in pairs(s.by_class or {}) do classes[#classes + 1] = k .. "=" .. v end
+  table.sort(classes)
+  add("  requests   %d attempts, %d retries%s; breaker opened %d time(s)", s.attempts or 0, s.retries or 0,
+    #classes > 0 and (" (" .. table.concat(classes, ", ") .. ")") or "", s.breaker_opened or 0)
+  add("  steps      %d run, %d from checkpoint, %d recovered in doubt", s.steps_run, s.steps_from_checkpoint,
+    s.steps_recovered)
+  if t.planned and #t.planned > 0 then
+    add("  planned writes (dry run):")
+    for i, p in ipairs(t.planned) do
+      if i > 50 then add("    ... and %d more", #t.planned - 50); break end
+      add("    %s %s", p.op or p.method or "?", p.summary or p.url or "")
+    end
+  end
+  if t.pending_dlq > 0 then
+    add("  dead letters: %d waiting. See them: scimrun dlq list --run %s%s", t.pending_dlq, t.run_id,
+      t.state and t.state ~= ".scimrun/state.db" and (" --state " .. t.state) or "")
+    add("  after fixing the cause: scimrun dlq replay --all --run %s", t.run_id)
+  end
+  if t.err then
+    add("  stopped: %s", tostring(t.err))
+    if t.err.suggest then add("  what to do: %s", t.err.suggest) end
+  end
+  if t.status == "interrupted" or t.status == "failed" then add("  resume: %s", t.resume_cmd) end
+  out:write(table.concat(lines, "\n"), "\n")
+end
+
+return M

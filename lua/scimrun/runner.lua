@@ -1,0 +1,246 @@
+-- `scimrun WORKFLOW.lua [options]`: loads the workflow, opens the state file, creates or resumes
+-- the run, wires policy, sandbox and signals, runs it and reports. Exit codes (DESIGN.md):
+-- 0 all succeeded, 1 run failed, 2 usage/configuration, 3 dead letters, 130 interrupted.
+local cjson = require "cjson"
+local workflow = require "scimrun.workflow"
+local errors = require "scimrun.errors"
+local runfiles = require "scimrun.runfiles"
+local report = require "scimrun.report"
+
+local M = {}
+
+local FLAGS = { ["--retry-failed"] = "retry_failed", ["--force"] = "force",
+  ["--continue-on-error"] = "continue_on_error", ["--dry-run"] = "dry_run" }
+local VALUED = { ["--policy"] = "policy", ["--state"] = "state", ["--concurrency"] = "concurrency",
+  ["--log-format"] = "log_format", ["--report"] = "report", ["--allow-deletes"] = "allow_deletes",
+  ["--durability"] = "durability", ["--seed"] = "seed", ["--log-level"] = "log_level" }
+
+function M.parse(argv, cli)
+  local o = { params = {}, file = argv[1] }
+  local i = 2
+  while i <= #argv do
+    local a = argv[i]
+    local name, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
+    name = name or a
+    if FLAGS[name] then
+      if inline then cli.fail("%s takes no value", name) end
+      o[FLAGS[name]] = true
+    elseif name == "--param" or name == "-p" then
+      local kv = inline or argv[i + 1]
+      if not inline then i = i + 1 end
+      local k, v = (kv or ""):match("^([%w_%.%-]+)=(.*)$")
+      if not k then cli.fail("--param expects key=value, got %q", tostring(kv)) end
+      o.params[k] = v
+    elseif name == "--resume" then
+      o.resume = true
+      if inline then o.resume_id = inline
+      elseif argv[i + 1] and argv[i + 1]:match("^r%-") then o.resume_id = argv[i + 1]; i = i + 1 end
+    elseif name == "--sandbox" then
+      o.sandbox = inline or ""
+    elseif VALUED[name] then
+      local v = inline or argv[i + 1]
+      if v == nil then cli.fail("%s needs a value", name) end
+      if not inline then i = i + 1 end
+      o[VALUED[name]] = v
+    else
+      cli.fail("unknown option %s (see scimrun --help)", a)
+    end
+    i = i + 1
+  end
+  if o.concurrency then
+    o.concurrency = tonumber(o.concurrency)
+    if not o.concurrency or o.concurrency < 1 or o.concurrency % 1 ~= 0 then
+      cli.fail("--concurrency must be a whole number >= 1")
+    end
+  end
+  if o.allow_deletes then
+    o.allow_deletes = tonumber(o.allow_deletes)
+    if not o.allow_deletes or o.allow_deletes < 0 then cli.fail("--allow-deletes must be a number >= 0") end
+  end
+  if o.log_format and o.log_format ~= "text" and o.log_format ~= "json" then
+    cli.fail("--log-format must be text or json")
+  end
+  if o.durability and o.durability ~= "full" and o.durability ~= "normal" then
+    cli.fail("--durability must be full or normal")
+  end
+  if o.seed then o.seed = tonumber(o.seed) end
+  return o
+end
+
+-- Loads WORKFLOW.lua: syntax errors and files that do not return a workflow are usage errors.
+function M.load_workflow(path, cli)
+  local f = io.open(path, "r")
+  if not f then cli.fail("cannot open workflow %s: no such file", path) end
+  f:close()
+  local chunk, err = loadfile(path)
+  if not chunk then cli.fail("%s", err) end
+  local ok, def = pcall(chunk)
+  if not ok then cli.fail("%s failed while loading: %s", path, tostring(def)) end
+  if not workflow.is_workflow(def) then
+    cli.fail("%s does not return a workflow: end the file with `return scimrun.workflow { name = ..., run = ... }`",
+      path)
+  end
+  return def
+end
+
+local function open_store(path, durability, cli)
+  local store = require "scimrun.store"
+  runfiles.ensure_parent_dir(path)
+  local db, err = store.open(path, { durability = durability or "full" })
+  if not db then cli.fail("%s", err) end
+  return db
+end
+
+function M.main(argv, cli)
+  local o = M.parse(argv, cli)
+  if o.log_format or o.log_level then scimrun.log.configure(o.log_format or "text", o.log_level) end
+  local wf_path = runfiles.absolute(o.file)
+  local def = M.load_workflow(o.file, cli)
+  local params = runfiles.resolve_params(def.params, o.params, wf_path, cli)
+  local wf_hash = runfiles.hash_file(wf_path)
+  local inputs = runfiles.input_hashes(params)
+
+  local state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
+  if o.dry_run then state_path = os.tmpname() .. ".db" end
+  local db = open_store(state_path, o.durability, cli)
+
+  local run
+  if o.resume then
+    run = o.resume_id and db:run_get(o.resume_id) or db:run_latest_unfinished(wf_path)
+    if not run then
+      db:close()
+      if o.resume_id then cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path) end
+      cli.fail("no unfinished run of %s in %s to resume", o.file, state_path)
+    end
+    if run.status == "completed" or run.status == "completed_with_dead_letters" then
+      io.stdout:write(("run %s already finished (%s); nothing to resume\n"):format(run.id, run.status))
+      db:close()
+      return 0
+    end
+    local changed = runfiles.changes(run, wf_hash, inputs)
+    if #changed > 0 and not o.force then
+      db:close()
+      cli.fail("refusing to resume %s: %s changed since the run started; rerun without --resume for a new run, "
+        .. "or add --force to resume anyway", run.id, table.concat(changed, ", "))
+    end
+    params = cjson.decode(run.params_json)
+  else
+    run = { id = runfiles.new_run_id(), workflow_name = def.name, workflow_path = wf_path,
+            workflow_hash = wf_hash, params_json = cjson.encode(params), inputs_json = cjson.encode(inputs) }
+    local ok, err = db:run_create(run)
+    if not ok then db:close(); cli.fail("cannot record the run in %s: %s", state_path, tostring(err)) end
+  end
+  db:run_set_status(run.id, "running")
+
+  local policy_mod = require "scimrun.policy"
+  local pol_ok, pol = pcall(policy_mod.load, o.policy or "default")
+  if not pol_ok then
+    db:run_set_status(run.id, "failed", 2)
+    db:close()
+    cli.fail("%s", tostring(type(pol) == "table" and (pol.message or pol.detail) or pol))
+  end
+
+  local env = {}
+  local sandbox
+  if o.sandbox then
+    sandbox = require("scimrun.sandbox").start {
+      port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
+      persist = not o.dry_run and (state_path .. ".sandbox.json") or nil, token = os.getenv("SCIM_TOKEN"),
+    }
+    env.SCIM_BASE_URL, env.SCIM_TOKEN = sandbox.url, sandbox.token
+    scimrun.setenv("SCIM_BASE_URL", sandbox.url)
+    scimrun.setenv("SCIM_TOKEN", sandbox.token)
+    scimrun.log.add_secret(sandbox.token)
+    io.stdout:write(("sandbox: SCIM 2.0 provider at %s (faults: %s)\n"):format(sandbox.url,
+      o.sandbox ~= "" and o.sandbox or "none"))
+  end
+
+  local counters = { attempts = 0, retries = 0, by_class = {}, breaker_opened = 0 }
+  local ex = require("scimrun.retry").executor {
+    policy = pol, seed = o.seed,
+    on_event = function(ev) report.on_event(counters, ev) end,
+    state = {
+      load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
+      save = function(key, value)
+        -- resilience state is small and rewritten often: written directly, not group-committed
+        db:apply { { op = "kv_put", run_id = run.id, key = key, value_json = cjson.encode(value) } }
+      end,
+    },
+  }
+  local scim = require "scimrun.scim"
+  scim.default_executor = ex
+  scim.default_dry_run = o.dry_run or nil
+
+  local dl = pol.dead_letter or {}
+  local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
+  local engine = workflow.engine {
+    db = db, run_id = run.id, params = params, env = env,
+    retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
+    concurrency = o.concurrency or def.options.concurrency,
+    max_failed_items = def.options.max_failed_items,
+    on_item = function(item) rep:item(item) end,
+    on_dead_letter = dl.on_dead_letter,
+  }
+  engine.allow_deletes = o.allow_deletes
+  local resume_cmd = runfiles.resume_command(o, run.id)
+  require("scimrun.core").at_turn_end(function() engine:flush() end)
+  local signals = require "scimrun.signals"
+  local interrupts, finished = 0, false
+  local function hard_stop()
+    engine:flush()
+    db:apply { { op = "run_status", run_id = run.id, status = "interrupted", exit_code = 130 } }
+    io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. resume_cmd .. "\n")
+    os.exit(130)
+  end
+  local function on_stop(name)
+    interrupts = interrupts + 1
+    if interrupts > 1 then return hard_stop() end
+    engine.stopping = true
+    io.stderr:write(("\nscimrun: %s: finishing in-flight steps (signal again to stop at once)\n"):format(name))
+    -- bounded wait: polled in short sleeps so a run that ends in time exits at once
+    local deadline = scimrun.now() + (tonumber(os.getenv("SCIMRUN_STOP_GRACE")) or 30)
+    while not finished and scimrun.now() < deadline do scimrun.sleep(0.1) end
+    if not finished then return hard_stop() end
+  end
+  signals.watch("SIGINT", on_stop)
+  signals.watch("SIGTERM", on_stop)
+  signals.watch("SIGHUP", function()
+    local ok, newpol = pcall(policy_mod.load, o.policy or "default")
+    if ok then ex:set_policy(newpol); scimrun.log.emit("info", "policy reloaded", { policy = o.policy or "default" })
+    else scimrun.log.emit("error", "policy reload refused; keeping the old one",
+      { error = tostring(type(newpol) == "table" and newpol.message or newpol) }) end
+  end)
+
+  local started = scimrun.now()
+  local wf = engine:context(def)
+  wf.allow_deletes = o.allow_deletes
+  wf.dry_run = o.dry_run
+  local ok, err = pcall(def.run, wf, params)
+  finished = true
+  engine:flush()
+  err = not ok and errors.normalize(err) or nil
+
+  local pending_dlq = db:dlq_count { state = "pending", run_id = run.id } or 0
+  local status, code
+  if err and err.class == "interrupted" then status, code = "interrupted", 130
+  elseif err then status, code = "failed", (err.class == "usage" and 2 or 1)
+  elseif pending_dlq > 0 then status, code = "completed_with_dead_letters", 3
+  else status, code = "completed", 0 end
+  db:run_set_status(run.id, status, code)
+
+  local summary = report.summary(engine.stats, counters, ex, scimrun.now() - started)
+  rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
+  report.print(io.stdout, { run_id = run.id, status = status, summary = summary, err = err,
+    pending_dlq = pending_dlq, resume_cmd = resume_cmd, dry_run = o.dry_run,
+    planned = o.dry_run and scim.planned_all and scim.planned_all() or nil, state = state_path })
+
+  signals.unwatch_all()
+  require("scimrun.core").at_turn_end(nil)
+  if sandbox then sandbox.close() end
+  db:close()
+  if o.dry_run then os.remove(state_path); os.remove(state_path .. "-wal"); os.remove(state_path .. "-shm")
+    os.remove(state_path .. ".lock") end
+  return code
+end
+
+return M

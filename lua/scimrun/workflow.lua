@@ -1,0 +1,393 @@
+-- Durable workflow execution: steps checkpointed in the store, bounded streaming fan-out,
+-- saga compensation scopes, resume from the top with recorded results.
+--
+--   scimrun.workflow{ name, params, run = function(wf, p) ... end, options = {...} }
+--   wf:step(key, fn, opts)   opts: recover = fn() -> result|nil, compensate = fn(result)
+--   wf:each(iter, opts, fn)  opts: concurrency
+--   wf:saga(fn)              compensation scope
+--   wf.env(name), wf.params, wf.run_id, wf.log(level, msg, fields), wf:outcome(name)
+--
+-- A step's result is committed (group commit: every step finishing in the same loop turn
+-- shares one transaction) before wf:step returns. A step recorded `started` but never
+-- finished is in doubt: on resume opts.recover() decides whether its effect happened.
+local cjson = require "cjson"
+local errors = require "scimrun.errors"
+
+local M = {}
+
+local WORKFLOW = {}
+M.WORKFLOW = WORKFLOW
+
+-- scimrun.workflow{...}: validates the definition a workflow file returns.
+function M.define(def)
+  if type(def) ~= "table" then error("scimrun.workflow expects a table {name, params, run}", 2) end
+  if type(def.name) ~= "string" or def.name == "" then
+    error("scimrun.workflow: `name` must be a non-empty string", 2)
+  end
+  if type(def.run) ~= "function" then error("scimrun.workflow: `run` must be a function(wf, params)", 2) end
+  if def.params ~= nil and type(def.params) ~= "table" then
+    error("scimrun.workflow: `params` must be a table of defaults", 2)
+  end
+  def.params = def.params or {}
+  def.options = def.options or {}
+  return setmetatable(def, WORKFLOW)
+end
+
+function M.is_workflow(v) return getmetatable(v) == WORKFLOW end
+
+local Engine = {}
+Engine.__index = Engine
+
+-- opts: db, run_id, params, env (overrides), retry_failed, continue_on_error, concurrency,
+--       max_failed_items, log, on_item (report callback), max_wait
+function M.engine(opts)
+  local self = setmetatable({
+    db = opts.db,
+    run_id = opts.run_id,
+    params = opts.params or {},
+    env_overrides = opts.env or {},
+    retry_failed = opts.retry_failed,
+    continue_on_error = opts.continue_on_error,
+    concurrency = opts.concurrency or 16,
+    max_failed_items = opts.max_failed_items,
+    on_item = opts.on_item or function() end,
+    on_dead_letter = opts.on_dead_letter,
+    pending = {},       -- ops waiting for the next group commit
+    waiters = {},       -- tasks parked until that commit
+    session_started = scimrun.wall(),
+    stopping = false,
+    fatal = nil,        -- an error that stops the whole run (store failure)
+    inflight_keys = {}, -- keys of steps running in this process right now
+    scopes = setmetatable({}, { __mode = "k" }), -- saga scope per task
+    stats = { steps_run = 0, steps_replayed = 0, steps_recovered = 0, items = 0, succeeded = 0,
+              failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
+              compensation_failed = 0, dead_lettered = 0, commits = 0 },
+    item_outcome = setmetatable({}, { __mode = "k" }),
+  }, Engine)
+  self.log = opts.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end
+  return self
+end
+
+-- ---- group commit -----------------------------------------------------------------
+
+-- Called by the scheduler after every loop turn: commits everything queued in one transaction
+-- and wakes the waiting tasks with the outcome.
+function Engine:flush()
+  if #self.pending == 0 then return end
+  local batch, waiters = self.pending, self.waiters
+  self.pending, self.waiters = {}, {}
+  local ok, ids_or_err = self.db:apply(batch)
+  self.stats.commits = self.stats.commits + 1
+  if not ok then
+    self.fatal = self.fatal or errors.new {
+      class = "store", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
+        " (everything committed before is kept; free space or fix permissions, then --resume)",
+    }
+    self.stopping = true
+  end
+  for i, co in ipairs(waiters) do
+    local id = ok and type(ids_or_err) == "table" and ids_or_err[i] or nil
+    scimrun.wake(co, ok, ok and id or ids_or_err)
+  end
+end
+
+-- Queues one write and parks until it is durable. Raises when the store failed.
+function Engine:commit(op)
+  if self.fatal then error(self.fatal, 0) end
+  op.run_id = self.run_id
+  self.pending[#self.pending + 1] = op
+  self.waiters[#self.waiters + 1] = coroutine.running()
+  local ok, id_or_err = scimrun.park()
+  if not ok then error(self.fatal or errors.new { class = "store", detail = tostring(id_or_err) }, 0) end
+  return id_or_err
+end
+
+-- ---- steps --------------------------------------------------------------------------
+
+local function encode_result(key, value)
+  local ok, json = pcall(cjson.encode, { v = value })
+  if not ok then
+    error(errors.new { class = "usage", step = key,
+      detail = ("step %q returned a value that is not JSON-serialisable (%s); return plain tables, "
+        .. "strings, numbers and booleans"):format(key, tostring(json)) }, 0)
+  end
+  return json
+end
+
+local function decode_result(json)
+  if not json then return nil end
+  return cjson.decode(json).v
+end
+
+local function error_json(err)
+  local e = errors.normalize(err)
+  return cjson.encode(errors.persistable(e))
+end
+
+local OUTCOMES = { created = true, skipped = true, updated = true, adopted = true }
+
+function Engine:note_outcome(outcome)
+  if not OUTCOMES[outcome] then return end
+  local co = coroutine.running()
+  local prev = self.item_outcome[co]
+  -- an item is "created" if any of its steps created something, else the strongest outcome
+  if prev == nil or outcome == "created" or (prev == "skipped" and outcome ~= "skipped") then
+    self.item_outcome[co] = outcome
+  end
+end
+
+function Engine:step(key, fn, opts)
+  opts = opts or {}
+  if type(key) ~= "string" or key == "" then error("wf:step: key must be a non-empty string", 2) end
+  if type(fn) ~= "function" then error("wf:step: fn must be a function", 2) end
+  if self.fatal then error(self.fatal, 0) end
+  if self.inflight_keys[key] then
+    error(errors.new { class = "usage", step = key,
+      detail = ("duplicate step key %q in this run: step keys must be unique (add the item's id)"):format(key) }, 0)
+  end
+  local rec = self.db:step_get(self.run_id, key)
+  if rec and rec.started_at and rec.started_at >= self.session_started then
+    error(errors.new { class = "usage", step = key,
+      detail = ("duplicate step key %q in this run: step keys must be unique (add the item's id)"):format(key) }, 0)
+  end
+  local attempts = (rec and rec.attempts or 0)
+  if rec then
+    if rec.state == "completed" then
+      self.stats.steps_replayed = self.stats.steps_replayed + 1
+      self:register_compensation(key, decode_result(rec.result_json), opts)
+      return decode_result(rec.result_json)
+    elseif rec.state == "compensated" or (rec.state == "failed" and not self.retry_failed) then
+      local e = rec.error_json and cjson.decode(rec.error_json) or { detail = "failed in an earlier run" }
+      e.step = key
+      e.replayed = true
+      e.compensated = rec.state == "compensated" or nil
+      error(errors.new(e), 0)
+    end
+  end
+  if self.stopping then error(errors.interrupted(), 0) end
+
+  self.inflight_keys[key] = true
+  local ok, res = pcall(self.run_step, self, key, fn, opts, rec, attempts)
+  self.inflight_keys[key] = nil
+  if not ok then error(res, 0) end
+  return res
+end
+
+function Engine:run_step(key, fn, opts, rec, attempts)
+  -- In doubt: the previous process started this step and died before recording the outcome.
+  if rec and rec.state == "started" and opts.recover then
+    local rok, recovered = pcall(opts.recover)
+    if rok and recovered ~= nil then
+      self:commit { op = "step_complete", key = key, result_json = encode_result(key, recovered),
+                    attempts = attempts }
+      self.stats.steps_recovered = self.stats.steps_recovered + 1
+      self:note_outcome("adopted")
+      self:register_compensation(key, recovered, opts)
+      return recovered
+    elseif not rok then
+      -- Cannot tell whether the effect happened: re-running could duplicate it. Fail the step
+      -- (it stays in doubt) so a later --resume checks again.
+      local e = errors.normalize(recovered)
+      e.step = key
+      e.detail = "in doubt and the recover check failed: " .. tostring(e.detail)
+      error(e, 0)
+    end
+  end
+  attempts = attempts + 1
+  self:commit { op = "step_start", key = key, attempts = attempts }
+  self.stats.steps_run = self.stats.steps_run + 1
+  local results = { pcall(fn) }
+  if not results[1] then
+    local err = errors.normalize(results[2])
+    err.step = key
+    if err.class ~= "interrupted" and err.class ~= "store" then
+      self:commit { op = "step_fail", key = key, error_json = error_json(err), attempts = attempts }
+    end
+    error(err, 0)
+  end
+  local value, outcome = results[2], results[3]
+  if type(outcome) == "string" then self:note_outcome(outcome) end
+  self:commit { op = "step_complete", key = key, result_json = encode_result(key, value), attempts = attempts }
+  self:register_compensation(key, value, opts)
+  return value
+end
+
+-- ---- sagas --------------------------------------------------------------------------
+
+function Engine:register_compensation(key, result, opts)
+  if not opts.compensate then return end
+  local scope = self.scopes[coroutine.running()]
+  if not scope then return end
+  scope.done[#scope.done + 1] = { key = key, result = result, compensate = opts.compensate }
+end
+
+function Engine:saga(fn)
+  local co = coroutine.running()
+  local outer = self.scopes[co]
+  local scope = { done = {} }
+  self.scopes[co] = scope
+  local ok, err = pcall(fn)
+  self.scopes[co] = outer
+  if ok then return end
+  err = errors.normalize(err)
+  if err.class == "interrupted" or err.class == "store" then error(err, 0) end
+  -- Roll back in reverse; each compensation is itself a checkpointed step, so a crash here
+  -- resumes compensating. Interruption does not cut a rollback in half.
+  local was_stopping = self.stopping
+  self.stopping = false
+  for i = #scope.done, 1, -1 do
+    local d = scope.done[i]
+    local cok, cerr = pcall(self.step, self, "compensate:" .. d.key, function()
+      local r = d.compensate(d.result)
+      if r == nil then r = true end
+      return r
+    end)
+    if cok then
+      self:commit { op = "step_compensated", key = d.key }
+      self.stats.compensated = self.stats.compensated + 1
+    else
+      cerr = errors.normalize(cerr)
+      self.stats.compensation_failed = self.stats.compensation_failed + 1
+      self.log("error", "COMPENSATION FAILED: manual clean-up needed", { step = d.key, class = cerr.class,
+        detail = cerr.detail })
+      self:dead_letter(cerr, { is_compensation = true, step_key = "compensate:" .. d.key })
+    end
+  end
+  self.stopping = was_stopping or self.stopping
+  err.compensated = true
+  error(err, 0)
+end
+
+-- ---- dead letters ----------------------------------------------------------------------
+
+function Engine:dead_letter(err, extra)
+  extra = extra or {}
+  local entry = {
+    op = "dlq_add", step_key = extra.step_key or err.step or "?", operation = err.op,
+    method = err.method, url = err.url, request_body = err.request_body and scimrun.log.redact(err.request_body),
+    class = err.class, status = err.status, scim_type = err.scim_type,
+    last_error = scimrun.log.redact(err.detail or err.message or "?"), suggest = err.suggest,
+    attempts = err.attempts or 1, is_compensation = extra.is_compensation and 1 or 0, rule = err.rule,
+  }
+  local ok, id = pcall(self.commit, self, entry)
+  if not ok then return nil end
+  self.stats.dead_lettered = self.stats.dead_lettered + 1
+  if self.on_dead_letter then
+    local hok, herr = pcall(self.on_dead_letter, {
+      id = id, run_id = self.run_id, step_key = entry.step_key, operation = entry.operation, class = entry.class,
+      status = entry.status, scim_type = entry.scim_type, last_error = entry.last_error, suggest = entry.suggest,
+      is_compensation = extra.is_compensation or false })
+    if not hok then self.log("warn", "on_dead_letter hook failed", { error = tostring(herr) }) end
+  end
+  return id
+end
+
+-- ---- fan-out ----------------------------------------------------------------------------
+
+-- Runs fn(item, info) for every item of the iterator, at most `concurrency` at once. Items
+-- are pulled only when a slot frees, so memory stays flat with the number of items.
+function Engine:each(iter, opts, fn)
+  if type(opts) == "function" and fn == nil then fn, opts = opts, {} end
+  opts = opts or {}
+  local limit = opts.concurrency or self.concurrency
+  local active, parked, first_err = 0, nil, nil
+  local me = coroutine.running()
+  local failed_here, seen = 0, 0
+
+  local function item_done()
+    active = active - 1
+    if parked then parked = nil; scimrun.wake(me) end
+  end
+
+  local function run_item(item, info)
+    self.item_outcome[coroutine.running()] = nil
+    local ok, err
+    if info and info.error then
+      ok, err = false, errors.new { class = "permanent", detail = info.error, file = info.file, line = info.line,
+        suggest = "fix the row in the source file, then: scimrun --resume ID --retry-failed" }
+    else
+      ok, err = pcall(fn, item, info)
+    end
+    local outcome = self.item_outcome[coroutine.running()]
+    self.stats.items = self.stats.items + 1
+    if ok then
+      self.stats.succeeded = self.stats.succeeded + 1
+      if outcome then self.stats[outcome] = (self.stats[outcome] or 0) + 1 end
+      self.on_item { item = item, info = info, status = "ok", outcome = outcome or "done" }
+    else
+      err = errors.normalize(err)
+      if err.class == "interrupted" then
+        self.on_item { item = item, info = info, status = "interrupted" }
+      elseif err.class == "store" then
+        first_err = first_err or err
+      else
+        failed_here = failed_here + 1
+        self.stats.failed = self.stats.failed + 1
+        local dlq_id
+        if self.continue_on_error and err.class ~= "usage" then
+          if not err.replayed then dlq_id = self:dead_letter(err) end
+        else
+          first_err = first_err or err
+          self.stopping = true
+        end
+        self.on_item { item = item, info = info, status = "failed", error = err, dead_letter = dlq_id,
+                       compensated = err.compensated }
+        self.log("error", "item failed", { step = err.step, op = err.op, class = err.class, status = err.status,
+          scim_type = err.scim_type, detail = err.detail, rule = err.rule, suggest = err.suggest,
+          where = info and info.file and (info.file .. ":" .. tostring(info.line)) or nil })
+        if self.max_failed_items and self:over_failure_limit(failed_here, seen) then
+          first_err = first_err or errors.new { class = "permanent",
+            detail = ("tolerated-failure limit crossed: %d of %d items failed (max_failed_items = %s)")
+              :format(failed_here, seen, tostring(self.max_failed_items)) }
+          self.stopping = true
+        end
+      end
+    end
+    item_done()
+  end
+
+  for item, info in iter do
+    if self.stopping or self.fatal then break end
+    while active >= limit do parked = true; scimrun.park() end
+    if self.stopping or self.fatal then break end
+    active = active + 1
+    seen = seen + 1
+    scimrun.spawn(run_item, item, info)
+  end
+  while active > 0 do parked = true; scimrun.park() end
+  if self.fatal then error(self.fatal, 0) end
+  if first_err then error(first_err, 0) end
+  if self.stopping then error(errors.interrupted(), 0) end
+end
+
+function Engine:over_failure_limit(failed, seen)
+  local limit = self.max_failed_items
+  if type(limit) == "number" then return failed > limit end
+  local pct = type(limit) == "string" and tonumber(limit:match("^(%d+%.?%d*)%%$"))
+  if pct and seen >= 20 then return failed * 100 / seen > pct end
+  return false
+end
+
+-- The `wf` object handed to a workflow's run function.
+function Engine:context(def)
+  local engine = self
+  local wf = {
+    run_id = self.run_id,
+    name = def.name,
+    params = self.params,
+  }
+  function wf.env(name)
+    local v = engine.env_overrides[name]
+    if v ~= nil then return v end
+    return os.getenv(name)
+  end
+  function wf.log(level, msg, fields) engine.log(level, msg, fields) end
+  function wf.step(_, key, fn, opts) return engine:step(key, fn, opts) end
+  function wf.each(_, iter, opts, fn) return engine:each(iter, opts, fn) end
+  function wf.saga(_, fn) return engine:saga(fn) end
+  function wf.outcome(_, name) engine:note_outcome(name) end
+  function wf.stopping() return engine.stopping end
+  return wf
+end
+
+return M

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's test command: installs the Debian packages, builds, runs every test (C unit
+# tests and the busted suites, each a ctest test). SCIMRUN_SANITIZE=1 does the same in an
+# AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+if [ -f spec/interop/package-lock.json ] && [ ! -d spec/interop/node_modules ]; then
+  npm ci --prefix spec/interop --no-audit --no-fund --loglevel=error
+fi
+dir=build
+if [ "${SCIMRUN_SANITIZE:-0}" = "1" ]; then
+  dir=build-asan
+  # LuaJIT keeps its own allocations alive until lua_close; report real leaks only at exit.
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+fi
+./scripts/build.sh "$dir"
+cd "$dir"
+ctest --output-on-failure -j 2 "$@"

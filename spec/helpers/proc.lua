@@ -1,0 +1,67 @@
+-- Running the scimrun binary from specs: foreground with captured output and exit code, or
+-- in the background to be killed at a random instant.
+local M = {}
+
+M.bin = os.getenv("SCIMRUN_BIN") or "./build/scimrun"
+
+function M.tmpdir(tag)
+  local base = os.getenv("SCIMRUN_TEST_TMP") or "/tmp"
+  local dir = ("%s/%s-%d-%d"):format(base, tag or "spec", os.time(), math.random(1, 1e9))
+  os.execute("mkdir -p '" .. dir .. "'")
+  return dir
+end
+
+local function read_all(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read_all = read_all
+
+-- Runs `scimrun ARGS` (a shell-quoted string) with optional env assignments; returns exit code,
+-- stdout, stderr. Blocks the calling task (fine in specs: the binary is a separate process).
+function M.run(args, env)
+  local out = os.tmpname()
+  local err = os.tmpname()
+  local prefix = env and (env .. " ") or ""
+  local cmd = ("%s%s %s >%s 2>%s; echo $?"):format(prefix, M.bin, args, out, err)
+  local p = io.popen(cmd)
+  local code = tonumber(p:read("*l"))
+  p:close()
+  local so, se = read_all(out), read_all(err)
+  os.remove(out)
+  os.remove(err)
+  return code, so, se
+end
+
+-- Starts `scimrun ARGS` in the background; returns its pid.
+function M.spawn(args, env, log)
+  local pidfile = os.tmpname()
+  local prefix = env and (env .. " ") or ""
+  os.execute(("%s%s %s >>%s 2>&1 & echo $! >%s"):format(prefix, M.bin, args, log or "/dev/null", pidfile))
+  local pid = read_all(pidfile):match("%d+")
+  os.remove(pidfile)
+  return pid
+end
+
+-- A killed orphan may linger as a zombie until init reaps it: that counts as gone.
+function M.alive(pid)
+  local p = io.popen("ps -o stat= -p " .. pid .. " 2>/dev/null")
+  local stat = p:read("*l")
+  p:close()
+  return stat ~= nil and not stat:match("^%s*Z")
+end
+
+-- Waits (yielding) until the process is gone or the timeout passes; returns true if gone.
+function M.wait_gone(pid, timeout)
+  local deadline = scimrun.now() + (timeout or 30)
+  while scimrun.now() < deadline do
+    if not M.alive(pid) then return true end
+    scimrun.sleep(0.02)
+  end
+  return false
+end
+
+return M
