@@ -39,12 +39,31 @@ typedef struct {
   curl_socket_t fd;
 } socket_ctx;
 
+#define EASY_POOL_MAX 256
+
 static struct {
   CURLM *multi;
   uv_timer_t timer;
   http_req *inflight;
   int warned_insecure;
+  CURL *pool[EASY_POOL_MAX]; /* reset easy handles: init/cleanup per request costs CPU */
+  int npool;
 } H;
+
+static CURL *easy_get(void) {
+  if (H.npool > 0)
+    return H.pool[--H.npool];
+  return curl_easy_init();
+}
+
+static void easy_put(CURL *e) {
+  if (H.npool < EASY_POOL_MAX && H.multi) {
+    curl_easy_reset(e);
+    H.pool[H.npool++] = e;
+  } else {
+    curl_easy_cleanup(e);
+  }
+}
 
 static int buffer_append(buffer *b, const char *p, size_t n) {
   if (b->len + n + 1 > b->cap) {
@@ -72,7 +91,7 @@ static void req_free(http_req *r) {
     r->next->prev = r->prev;
   if (r->easy) {
     curl_multi_remove_handle(H.multi, r->easy);
-    curl_easy_cleanup(r->easy);
+    easy_put(r->easy);
   }
   curl_slist_free_all(r->headers);
   free(r->req_body);
@@ -349,7 +368,7 @@ static int l_request(lua_State *L) {
     return luaL_error(L, "out of memory");
   r->task = task;
   r->max_size = (size_t)opt_number(L, 1, "max_size", DEFAULT_MAX_SIZE);
-  r->easy = curl_easy_init();
+  r->easy = easy_get();
   if (!r->easy || add_headers(L, r) != 0) {
     req_free(r);
     return luaL_error(L, "http.request: out of memory");
@@ -433,6 +452,8 @@ void http_client_shutdown(void) {
     return;
   while (H.inflight)
     req_free(H.inflight);
+  while (H.npool > 0)
+    curl_easy_cleanup(H.pool[--H.npool]);
   curl_multi_cleanup(H.multi); /* removes sockets: their poll handles close and free */
   H.multi = NULL;
   uv_close((uv_handle_t *)&H.timer, NULL);

@@ -8,8 +8,12 @@ packages=(
   libluajit-5.1-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev
   lua-busted lua-cjson lua-check
   clang-format valgrind sqlite3 curl procps
-  wrk python3 python3-requests python3-tenacity
+  wrk nginx-light python3 python3-requests python3-tenacity
 )
+
+# The interop suite runs an npm server (scimmy). Machines here come with Node.js; only a
+# machine without it gets Debian's.
+if ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -106,7 +106,13 @@ function M.print(out, t)
     add("  stopped: %s", tostring(t.err))
     if t.err.suggest then add("  what to do: %s", t.err.suggest) end
   end
-  if t.status == "interrupted" or t.status == "failed" then add("  resume: %s", t.resume_cmd) end
+  if t.status == "interrupted" then
+    add("stopped; nothing is lost. Resume with:")
+    add("  %s", t.resume_cmd)
+  elseif t.status == "failed" then
+    add("  after fixing the cause, resume with: %s%s", t.resume_cmd,
+      t.err and t.err.class ~= "store" and " --retry-failed" or "")
+  end
   out:write(table.concat(lines, "\n"), "\n")
 end
 

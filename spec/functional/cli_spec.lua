@@ -1,0 +1,89 @@
+-- The binary as a user meets it: version, bad input with a one-line reason and exit code 2.
+local proc = require "helpers.proc"
+
+describe("scimrun command line", function()
+  local dir
+  setup(function() dir = proc.tmpdir("cli") end)
+
+  it("prints the versions it runs with", function()
+    local code, out = proc.run("--version")
+    assert.are.equal(0, code)
+    for _, what in ipairs { "scimrun %d+%.%d+", "LuaJIT 2%.1", "libuv %d", "libcurl %d", "SQLite 3" } do
+      assert.matches(what, out)
+    end
+  end)
+
+  local function one_line_error(code, out, err, pattern)
+    assert.are.equal(2, code, out .. err)
+    local lines = select(2, err:gsub("\n", ""))
+    assert.are.equal(1, lines, "expected one line, got: " .. err)
+    assert.matches(pattern, err)
+  end
+
+  it("refuses a missing workflow file", function()
+    local code, out, err = proc.run("no/such/workflow.lua --state " .. dir .. "/s.db")
+    one_line_error(code, out, err, "cannot open workflow no/such/workflow%.lua")
+  end)
+
+  it("shows file and line of a Lua syntax error", function()
+    local code, out, err = proc.run("spec/fixtures/bad/syntax_error.lua --state " .. dir .. "/s.db")
+    one_line_error(code, out, err, "syntax_error%.lua:4:")
+  end)
+
+  it("refuses a file that does not return a workflow", function()
+    local code, out, err = proc.run("spec/fixtures/bad/not_a_workflow.lua --state " .. dir .. "/s.db")
+    one_line_error(code, out, err, "does not return a workflow")
+  end)
+
+  it("refuses an unknown option", function()
+    local code, out, err = proc.run("spec/fixtures/workflows/hello.lua --frobnicate")
+    one_line_error(code, out, err, "unknown option %-%-frobnicate")
+  end)
+
+  it("refuses an unknown parameter, naming the known ones", function()
+    local code, out, err = proc.run("spec/fixtures/workflows/hello.lua --param colour=red --state " .. dir .. "/s.db")
+    one_line_error(code, out, err, "unknown parameter \"colour\" %(this workflow takes: times, who%)")
+  end)
+
+  it("refuses a missing script for -l", function()
+    local code, out, err = proc.run("-l /nonexistent/script.lua")
+    one_line_error(code, out, err, "cannot open script")
+  end)
+
+  it("exits non-zero when a task of a script fails", function()
+    local script = dir .. "/fails.lua"
+    local f = assert(io.open(script, "w"))
+    f:write('scimrun.spawn(function() error("task blew up") end)\nscimrun.sleep(0.01)\n')
+    f:close()
+    local code, _, err = proc.run("-l " .. script)
+    assert.are.equal(1, code)
+    assert.matches("task blew up", err)
+    assert.matches("stack traceback", err)
+  end)
+
+  it("runs a workflow, then says a finished run has nothing to resume", function()
+    local state = dir .. "/hello.db"
+    local code, out, err = proc.run("spec/fixtures/workflows/hello.lua --state " .. state)
+    assert.are.equal(0, code, out .. err)
+    assert.matches("completed", out)
+    local code2, out2 = proc.run("spec/fixtures/workflows/hello.lua --resume --state " .. state)
+    assert.are.equal(2, code2) -- no unfinished run
+    local code3, out3 = proc.run("runs list --state " .. state)
+    assert.are.equal(0, code3)
+    assert.matches("completed", out3)
+    local id = out3:match("(r%-%d+%-%d+%-%x+)")
+    local code4, out4 = proc.run("spec/fixtures/workflows/hello.lua --resume " .. id .. " --state " .. state)
+    assert.are.equal(0, code4)
+    assert.matches("nothing to resume", out4)
+    assert.is_string(out2)
+  end)
+
+  it("creates the state file readable by its owner only", function()
+    local state = dir .. "/mode.db"
+    proc.run("spec/fixtures/workflows/hello.lua --state " .. state)
+    local p = io.popen("stat -c %a " .. state)
+    local mode = p:read("*l")
+    p:close()
+    assert.are.equal("600", mode)
+  end)
+end)
