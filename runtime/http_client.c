@@ -226,8 +226,10 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
   (void)userp;
   if (timeout_ms < 0)
     uv_timer_stop(&H.timer);
-  else /* 0 means "now": still go through the loop, never call back into curl from here */
+  else { /* 0 means "now": still go through the loop, never call back into curl from here */
+    uv_update_time(sched_loop());
     uv_timer_start(&H.timer, on_timeout, (uint64_t)timeout_ms, 0);
+  }
   return 0;
 }
 

@@ -6,16 +6,22 @@
 #define SCIMRUN_MODULES_H
 
 #include "http_client.h"
+#include "http_server.h"
 #include "log.h"
 #include "paths.h"
+#include "resilience_lua.h"
 #include "scheduler.h"
 #include "signals.h"
+#include "store_lua.h"
 
 #define SCIMRUN_C_MODULES(X)                                                                       \
   X("scimrun.core", luaopen_scimrun_core)                                                          \
   X("scimrun.log", luaopen_scimrun_log)                                                            \
   X("scimrun.build", luaopen_scimrun_build)                                                        \
   X("scimrun._http", luaopen_scimrun_http)                                                         \
-  X("scimrun.signals", luaopen_scimrun_signals)
+  X("scimrun.httpserver", luaopen_scimrun_httpserver)                                              \
+  X("scimrun.signals", luaopen_scimrun_signals)                                                    \
+  X("scimrun.store", luaopen_scimrun_store)                                                        \
+  X("scimrun.resilience", luaopen_scimrun_resilience)
 
 #endif

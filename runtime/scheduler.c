@@ -266,6 +266,9 @@ static int l_sleep(lua_State *L) {
   w->task = t;
   uv_timer_init(&S.loop, &w->timer);
   w->timer.data = w;
+  /* The loop's cached clock is stale after a blocking stretch (an fsync, a long Lua turn):
+   * refresh it so the sleep lasts as long as asked. */
+  uv_update_time(&S.loop);
   uv_timer_start(&w->timer, on_sleep_done, (uint64_t)(seconds * 1000.0 + 0.5), 0);
   return sched_wait(L, t);
 }

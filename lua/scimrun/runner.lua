@@ -112,7 +112,8 @@ function M.main(argv, cli)
       if o.resume_id then cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path) end
       cli.fail("no unfinished run of %s in %s to resume", o.file, state_path)
     end
-    if run.status == "completed" or run.status == "completed_with_dead_letters" then
+    -- a run that finished with dead letters may be resumed by id: replayed items continue
+    if run.status == "completed" then
       io.stdout:write(("run %s already finished (%s); nothing to resume\n"):format(run.id, run.status))
       db:close()
       return 0

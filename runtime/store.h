@@ -1,0 +1,117 @@
+/*
+ * store: the durable checkpoint store, one SQLite database per state file.
+ *
+ * Contract:
+ *  - store_open() creates the file with mode 0600 when absent (never when readonly), refuses a
+ *    file that is not SQLite or fails `PRAGMA quick_check` without writing to it, refuses a
+ *    schema newer than this build, applies forward migrations, and (unless readonly) takes an
+ *    exclusive flock on "<path>.lock" that the kernel releases when the process dies.
+ *  - WAL mode; synchronous=FULL (default) or NORMAL; busy_timeout; foreign keys on.
+ *  - Every function returning int returns 0 on success and -1 on operational failure, with
+ *    store_errmsg() naming the file and store_errcode() a short code ("SQLITE_FULL",
+ *    "NOTFOUND", ...). Nothing here aborts the process.
+ *  - Writes outside store_begin()/store_commit() commit one by one; inside, they are atomic and
+ *    a failed batch must be ended with store_rollback(), leaving earlier commits intact.
+ *  - All SQL is fixed text prepared once per connection; user data is only ever bound.
+ *  - JSON columns are opaque text; timestamps are wall-clock seconds (REAL).
+ * Files: store.c (open, lock, checks), store_write.c (writes), store_sql.c (schema, SQL);
+ * the Lua binding is store_lua.c + store_lua_apply.c.
+ */
+#ifndef SCIMRUN_STORE_H
+#define SCIMRUN_STORE_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+/* Highest schema version this build knows (PRAGMA user_version). */
+int store_schema_version(void);
+
+typedef struct {
+  int durability_normal; /* 0: synchronous=FULL, 1: synchronous=NORMAL */
+  int readonly;          /* open without creating, migrating or locking */
+} store_options;
+
+typedef struct {
+  char code[32]; /* "LOCKED", "NOTADB", "SQLITE_CORRUPT", "SCHEMA", "CANTOPEN", "NOTFOUND", ... */
+  char msg[768]; /* names the file and what to do */
+} store_error;
+
+/* Returns NULL and fills *err on failure. */
+store *store_open(const char *path, const store_options *opt, store_error *err);
+void store_close(store *s);
+const char *store_path(const store *s);
+int store_is_readonly(const store *s);
+sqlite3 *store_handle(store *s); /* for tests and read queries */
+const char *store_errmsg(const store *s);
+const char *store_errcode(const store *s);
+double store_now(void); /* wall clock, seconds */
+
+int store_begin(store *s); /* BEGIN IMMEDIATE */
+int store_commit(store *s);
+void store_rollback(store *s); /* no-op outside a transaction */
+
+int store_run_status_valid(const char *status);
+int store_step_state_valid(const char *state);
+int store_dlq_state_valid(const char *state);
+
+typedef struct {
+  const char *id, *workflow_name, *workflow_path, *workflow_hash;
+  const char *params_json, *inputs_json, *policy_json; /* may be NULL */
+} store_run;
+
+int store_run_create(store *s, const store_run *r);
+/* Sets finished_at for failed, completed and completed_with_dead_letters; clears it otherwise.
+ * has_exit == 0 stores a NULL exit code. NOTFOUND when the run does not exist. */
+int store_run_set_status(store *s, const char *id, const char *status, int has_exit, int exit_code);
+
+/* attempts < 0: step_start counts one more attempt than before (1 for a new step);
+ * step_complete and step_fail keep the previous count (1 for a new step). */
+int store_step_start(store *s, const char *run_id, const char *key, int attempts);
+int store_step_complete(store *s, const char *run_id, const char *key, const char *result_json,
+                        int attempts);
+int store_step_fail(store *s, const char *run_id, const char *key, const char *error_json,
+                    int attempts);
+/* NOTFOUND when the step was never recorded. */
+int store_step_compensated(store *s, const char *run_id, const char *key);
+/* value_json == NULL deletes the key. */
+int store_kv_put(store *s, const char *run_id, const char *key, const char *value_json);
+
+typedef struct {
+  const char *run_id, *step_key, *operation, *method, *url, *request_body;
+  const char *class_, *scim_type, *last_error, *suggest, *rule; /* any may be NULL but run_id */
+  int status;                                                   /* HTTP status, < 0 for none */
+  int attempts;
+  int is_compensation;
+  double first_failed_at; /* <= 0: now */
+} store_dlq_entry;
+
+int store_dlq_add(store *s, const store_dlq_entry *e, int64_t *id);
+int store_dlq_set_state(store *s, int64_t id, const char *state); /* NOTFOUND if no such id */
+int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted);
+
+/* Read queries: a cached statement, reset and unbound. Bind, step, then store_query_end(). */
+typedef enum {
+  STORE_Q_RUN_GET,               /* ?1 id */
+  STORE_Q_RUN_LATEST_UNFINISHED, /* ?1 workflow_path */
+  STORE_Q_RUNS_LIST,             /* ?1 limit, ?2 workflow_path or NULL */
+  STORE_Q_RUN_STEP_COUNTS,       /* ?1 run_id -> state, n */
+  STORE_Q_STEP_GET,              /* ?1 run_id, ?2 key */
+  STORE_Q_STEPS_LOAD,            /* ?1 run_id */
+  STORE_Q_KV_GET,                /* ?1 run_id, ?2 key -> value_json */
+  STORE_Q_KV_ALL,                /* ?1 run_id -> key, value_json */
+  STORE_Q_DLQ_LIST,              /* ?1 run_id or NULL, ?2 state or NULL, ?3 limit (-1 all) */
+  STORE_Q_DLQ_GET,               /* ?1 id */
+  STORE_Q_DLQ_COUNT,             /* ?1 state or NULL, ?2 run_id or NULL -> n */
+  STORE_Q_COUNT_
+} store_query;
+
+/* NULL (with store_errmsg set) if the statement cannot be prepared. */
+sqlite3_stmt *store_query_begin(store *s, store_query q);
+/* rc is the last sqlite3_step result: SQLITE_DONE or SQLITE_ROW is success, anything else
+ * records the error. Returns 0 or -1. */
+int store_query_end(store *s, sqlite3_stmt *st, int rc);
+
+#endif

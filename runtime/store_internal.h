@@ -1,0 +1,55 @@
+/*
+ * store_internal: what store.c, store_write.c and store_sql.c share; not for other files.
+ */
+#ifndef SCIMRUN_STORE_INTERNAL_H
+#define SCIMRUN_STORE_INTERNAL_H
+
+#include "store.h"
+
+/* 'SCIM': marks a database as ours, so an unrelated SQLite file is never migrated. */
+#define STORE_APPLICATION_ID 1396918605 /* 0x5343494D */
+
+/* Statement ids: the read queries of store.h, then the writes. */
+enum store_stmt_id {
+  W_RUN_CREATE = STORE_Q_COUNT_,
+  W_RUN_SET_STATUS,
+  W_STEP_START,
+  W_STEP_COMPLETE,
+  W_STEP_FAIL,
+  W_STEP_COMPENSATED,
+  W_KV_PUT,
+  W_KV_DELETE,
+  W_DLQ_ADD,
+  W_DLQ_SET_STATE,
+  W_DLQ_PRUNE,
+  W_BEGIN,
+  W_COMMIT,
+  W_ROLLBACK,
+  N_STMTS
+};
+
+/* Fixed SQL text per statement id, and the forward migrations (store_sql.c). */
+extern const char *const store_sql[N_STMTS];
+extern const char *const store_migrations[];
+extern const int store_migration_count;
+
+struct store {
+  sqlite3 *db;
+  char *path;
+  int lock_fd;
+  int readonly;
+  sqlite3_stmt *stmts[N_STMTS];
+  char code[32];
+  char err[768];
+};
+
+/* The cached prepared statement for id (prepared on first use), or NULL with the error set. */
+sqlite3_stmt *store_stmt(store *s, int id);
+/* Steps a bound write once, resets it and clears its bindings; run_id names the run in a
+ * foreign-key or primary-key failure. Returns 0 or -1. */
+int store_write_step(store *s, sqlite3_stmt *st, const char *what, const char *run_id);
+/* Record an error; both return -1. */
+int store_set_error(store *s, const char *code, const char *fmt, ...);
+int store_fail_sqlite(store *s, int rc, const char *what);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * store_lua: `require "scimrun.store"`, the Lua face of store.h. All calls are synchronous.
+ * Misuse (wrong argument type, unknown op/status/state, a closed or readonly db) raises;
+ * operational failure returns nil, message (naming the state file), code ("SQLITE_FULL",
+ * "LOCKED", "NOTFOUND", "EXISTS", ...).
+ *
+ *   store.open(path, {durability = "full"|"normal", readonly = false}) -> db | nil, err, code
+ *   store.new_run_id() -> "r-YYYYMMDD-HHMMSS-xxxx" (UTC); store.SCHEMA_VERSION
+ *   db:close(); db:path(); db:is_readonly()
+ *   db:run_create{id, workflow_name, workflow_path, workflow_hash, params_json, inputs_json,
+ *                 policy_json} -> true
+ *   db:run_get(id) / db:run_latest_unfinished(workflow_path) -> run | nil
+ *   db:runs_list{limit = 50, workflow_path = nil} -> array, newest first
+ *   db:run_set_status(id, status, exit_code_or_nil) -> true
+ *   db:run_step_counts(id) -> {started, completed, failed, compensated}
+ *   db:step_get(run_id, key) -> step | nil;  db:steps_load(run_id) -> {[key] = step}
+ *   db:apply(batch) -> true, ids  (one transaction; ids[i] = dead-letter id for dlq_add ops)
+ *   db:kv_get(run_id, key) -> value_json | nil;  db:kv_all(run_id) -> {[key] = value_json}
+ *   db:dlq_list{run_id, state, limit} -> array by id;  db:dlq_get(id) -> entry | nil
+ *   db:dlq_set_state(id, state) -> true;  db:dlq_count{state, run_id} -> n
+ *   db:dlq_prune(retention_seconds) -> number deleted
+ *   db:_pragma("max_page_count"|"query_only", n) -> value  (test hook: simulate full/readonly)
+ * NULL columns are absent from the returned tables; is_compensation is a boolean.
+ */
+#ifndef SCIMRUN_STORE_LUA_H
+#define SCIMRUN_STORE_LUA_H
+
+#include <lua.h>
+
+int luaopen_scimrun_store(lua_State *L);
+
+#endif

@@ -1,0 +1,146 @@
+/* store_lua_apply.c: db:apply(batch), many writes in one transaction (group commit). */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_lua_internal.h"
+
+enum {
+  OP_STEP_START,
+  OP_STEP_COMPLETE,
+  OP_STEP_FAIL,
+  OP_STEP_COMPENSATED,
+  OP_KV_PUT,
+  OP_RUN_STATUS,
+  OP_DLQ_ADD
+};
+static const char *const OP_NAMES[] = {
+    "step_start", "step_complete", "step_fail", "step_compensated",
+    "kv_put",     "run_status",    "dlq_add",   NULL};
+
+typedef struct {
+  int kind;
+  const char *run_id, *key, *json, *status;
+  int attempts, has_exit, exit_code;
+  store_dlq_entry dlq;
+} batch_op;
+
+/* Reads batch[i] (on top of the stack) into op, raising on misuse. */
+static void decode_op(lua_State *L, int i, batch_op *op) {
+  char ctx[64];
+  snprintf(ctx, sizeof ctx, "apply: batch[%d]", i);
+  if (!lua_istable(L, -1))
+    luaL_error(L, "%s must be a table", ctx);
+  int t = lua_gettop(L);
+  const char *name = store_lua_field_string(L, t, "op", 1, ctx);
+  op->kind = -1;
+  for (int k = 0; OP_NAMES[k]; k++)
+    if (strcmp(name, OP_NAMES[k]) == 0)
+      op->kind = k;
+  if (op->kind < 0)
+    luaL_error(L, "%s: unknown op '%s'", ctx, name);
+  snprintf(ctx, sizeof ctx, "apply: batch[%d] (%s)", i, name);
+  op->run_id = store_lua_field_string(L, t, "run_id", 1, ctx);
+  switch (op->kind) {
+  case OP_STEP_START:
+  case OP_STEP_COMPLETE:
+  case OP_STEP_FAIL:
+  case OP_STEP_COMPENSATED:
+  case OP_KV_PUT:
+    op->key = store_lua_field_string(L, t, "key", 1, ctx);
+    op->attempts = store_lua_field_count(L, t, "attempts", -1, ctx);
+    if (op->kind == OP_STEP_COMPLETE)
+      op->json = store_lua_field_string(L, t, "result_json", 0, ctx);
+    else if (op->kind == OP_STEP_FAIL)
+      op->json = store_lua_field_string(L, t, "error_json", 0, ctx);
+    else if (op->kind == OP_KV_PUT)
+      op->json = store_lua_field_string(L, t, "value_json", 0, ctx);
+    break;
+  case OP_RUN_STATUS:
+    op->status = store_lua_field_string(L, t, "status", 1, ctx);
+    if (!store_run_status_valid(op->status))
+      luaL_error(L, "%s: unknown run status '%s'", ctx, op->status);
+    lua_getfield(L, t, "exit_code");
+    op->has_exit = !lua_isnil(L, -1);
+    if (op->has_exit && lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "%s: field 'exit_code' must be a number", ctx);
+    op->exit_code = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    break;
+  case OP_DLQ_ADD: {
+    store_dlq_entry *e = &op->dlq;
+    e->run_id = op->run_id;
+    e->step_key = store_lua_field_string(L, t, "step_key", 0, ctx);
+    e->operation = store_lua_field_string(L, t, "operation", 0, ctx);
+    e->method = store_lua_field_string(L, t, "method", 0, ctx);
+    e->url = store_lua_field_string(L, t, "url", 0, ctx);
+    e->request_body = store_lua_field_string(L, t, "request_body", 0, ctx);
+    e->class_ = store_lua_field_string(L, t, "class", 0, ctx);
+    e->scim_type = store_lua_field_string(L, t, "scim_type", 0, ctx);
+    e->last_error = store_lua_field_string(L, t, "last_error", 0, ctx);
+    e->suggest = store_lua_field_string(L, t, "suggest", 0, ctx);
+    e->rule = store_lua_field_string(L, t, "rule", 0, ctx);
+    e->status = store_lua_field_count(L, t, "status", -1, ctx);
+    e->attempts = store_lua_field_count(L, t, "attempts", 0, ctx);
+    lua_getfield(L, t, "is_compensation");
+    e->is_compensation = lua_toboolean(L, -1);
+    lua_getfield(L, t, "first_failed_at");
+    e->first_failed_at = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 2);
+    break;
+  }
+  }
+}
+
+static int run_op(store *s, const batch_op *op, int64_t *id) {
+  switch (op->kind) {
+  case OP_STEP_START: return store_step_start(s, op->run_id, op->key, op->attempts);
+  case OP_STEP_COMPLETE: return store_step_complete(s, op->run_id, op->key, op->json, op->attempts);
+  case OP_STEP_FAIL: return store_step_fail(s, op->run_id, op->key, op->json, op->attempts);
+  case OP_STEP_COMPENSATED: return store_step_compensated(s, op->run_id, op->key);
+  case OP_KV_PUT: return store_kv_put(s, op->run_id, op->key, op->json);
+  case OP_RUN_STATUS:
+    return store_run_set_status(s, op->run_id, op->status, op->has_exit, op->exit_code);
+  default: return store_dlq_add(s, &op->dlq, id);
+  }
+}
+
+int store_lua_apply(lua_State *L) {
+  store *s = store_lua_check_writable(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int n = (int)lua_objlen(L, 2);
+  /* Decode everything first: misuse raises before the transaction starts. */
+  batch_op *ops = lua_newuserdata(L, (size_t)(n > 0 ? n : 1) * sizeof *ops);
+  memset(ops, 0, (size_t)(n > 0 ? n : 1) * sizeof *ops);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    decode_op(L, i, &ops[i - 1]);
+    lua_pop(L, 1);
+  }
+  lua_newtable(L); /* ids */
+  if (n == 0) {
+    lua_pushboolean(L, 1);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (store_begin(s) != 0)
+    return store_lua_failure(L, s);
+  for (int i = 0; i < n; i++) {
+    int64_t id = 0;
+    if (run_op(s, &ops[i], &id) != 0) {
+      store_rollback(s);
+      return store_lua_failure(L, s);
+    }
+    if (ops[i].kind == OP_DLQ_ADD) {
+      lua_pushnumber(L, (lua_Number)id);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  if (store_commit(s) != 0) {
+    store_rollback(s);
+    return store_lua_failure(L, s);
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
+}
