@@ -29,8 +29,8 @@ describe("a run killed with SIGKILL and resumed", function()
       assert.is_true(proc.wait_gone(pid, 10))
       kills = kills + 1
     end
-    local code, out = proc.run(wf .. " --resume", env)
-    assert.are.equal(0, code, out .. proc.read_all(log):sub(-2000))
+    local code, out, err = proc.run(wf .. " --resume", env)
+    assert.are.equal(0, code, out .. err .. proc.read_all(log):sub(-2000))
     local res = assert(http.request { url = srv.url .. "/kv" })
     local writes = cjson.decode(res.body).writes
     local missing, dup = {}, {}
@@ -41,8 +41,10 @@ describe("a run killed with SIGKILL and resumed", function()
     assert.is_true(kills >= 20, "only " .. kills .. " kills happened: the run was too fast to test")
     assert.are.same({}, missing)
     assert.are.same({}, dup)
-    -- resuming the finished run says so and exits 0
-    local code2, out2 = proc.run(wf .. " --resume", env)
+    -- resuming the finished run by id says so and exits 0
+    local _, list = proc.run("runs list --state " .. state)
+    local id = assert(list:match("(r%-%d+%-%d+%-%x+)"))
+    local code2, out2 = proc.run(wf .. " --resume " .. id, env)
     assert.are.equal(0, code2)
     assert.matches("nothing to resume", out2)
   end)

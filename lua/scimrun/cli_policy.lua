@@ -1,0 +1,177 @@
+-- `scimrun policy check [FILE]`: loads and validates a policy, prints the effective profiles,
+-- operation map and classification rules. An invalid policy exits with code 2.
+-- `scimrun policy simulate [FILE] --op OP --errors LIST [--seed N] [--target NAME]`: prints,
+-- offline, the exact retry schedule the executor would follow for the scripted outcomes, using
+-- the executor itself on a simulated clock (so the decisions are the real ones).
+local policy = require "scimrun.policy"
+
+local M = {}
+
+local USAGE = "usage: scimrun policy check [FILE] | scimrun policy simulate [FILE] --op OP --errors LIST " ..
+  "[--seed N]\n  LIST: comma-separated outcomes in order, the last repeating: a status (503, 201), " ..
+  "a transport error (timeout, connect, reset, dns, tls, other), options after colons: " ..
+  "429:ra=7 (Retry-After seconds), 429:reset=30 (RateLimit-Reset), 400:scim=invalidValue"
+
+local KINDS = { timeout = true, connect = true, reset = true, dns = true, tls = true, too_large = true, other = true }
+
+local function load_or_fail(cli, spec)
+  local ok, pol = pcall(policy.load, spec or "default")
+  if ok then return pol end
+  if policy.is_error(pol) then cli.fail("%s", tostring(pol)) end
+  error(pol, 0)
+end
+
+local function parse_args(args, cli)
+  local o = { seed = 1, target = "simulated" }
+  local i = 1
+  local function value(name)
+    i = i + 1
+    if args[i] == nil then cli.fail("%s needs a value\n%s", name, USAGE) end
+    return args[i]
+  end
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
+    name = name or a
+    local function get() return inline or value(name) end
+    if name == "--op" then
+      o.op = get()
+    elseif name == "--errors" then
+      o.errors = get()
+    elseif name == "--seed" then
+      o.seed = tonumber(get())
+      if not o.seed then cli.fail("--seed needs a number") end
+    elseif name == "--target" then
+      o.target = get()
+    elseif a:sub(1, 2) == "--" then
+      cli.fail("unknown option %s\n%s", a, USAGE)
+    elseif o.file == nil then
+      o.file = a
+    else
+      cli.fail("unexpected argument %s\n%s", a, USAGE)
+    end
+    i = i + 1
+  end
+  return o
+end
+
+-- "503,429:ra=7,timeout,201" -> { { status = 503 }, { status = 429, headers = {...} }, ... }
+function M.parse_outcomes(list, fail)
+  local out = {}
+  for item in tostring(list):gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    local head, rest = item:match("^([^:]+)(.*)$")
+    local o = { label = item }
+    if tonumber(head) then
+      o.status = tonumber(head)
+      if o.status < 100 or o.status > 599 then fail(("'%s': not an HTTP status"):format(item)) end
+    elseif KINDS[head] then
+      o.kind = head
+    else
+      fail(("'%s': expected a status (503) or a transport error (timeout, connect, reset, dns, tls, other)")
+        :format(item))
+    end
+    for k, v in (rest or ""):gmatch(":([%w_]+)=([^:]*)") do
+      o.headers = o.headers or {}
+      if k == "ra" then
+        o.headers["retry-after"] = v
+      elseif k == "reset" then
+        o.headers["ratelimit-reset"] = v
+      elseif k == "scim" then
+        o.scim_type = v
+      else
+        fail(("'%s': unknown option %s (use ra=SECONDS, reset=SECONDS, scim=TYPE)"):format(item, k))
+      end
+    end
+    out[#out + 1] = o
+  end
+  if #out == 0 then fail("--errors is empty") end
+  return out
+end
+
+local function fmt_s(s) return ("%.3fs"):format(s) end
+
+function M.simulate(pol, o)
+  local retry = require "scimrun.retry"
+  local t = 0
+  local clock = { now = function() return t end, sleep = function(s) t = t + s end,
+                  wall = function() return 1700000000 + t end }
+  local lines, rows = {}, {}
+  local cur
+  local ex = retry.executor({
+    policy = pol, seed = o.seed, log = false, clock = clock,
+    on_event = function(ev)
+      if ev.type == "attempt" then
+        cur = { attempt = ev.attempt, at = ev.t }
+        rows[#rows + 1] = cur
+      elseif ev.type == "failure" then
+        cur.class, cur.rule, cur.budget = ev.class, ev.rule, ev.budget_left
+        cur.next = ev.retry and ("retry in %s: %s"):format(fmt_s(ev.delay), ev.why) or ("give up: " .. ev.why)
+      elseif ev.type == "success" then
+        cur.next = "success"
+      elseif ev.type == "wait" then
+        rows[#rows + 1] = { wait = ("wait %s (%s)"):format(fmt_s(ev.seconds or 0), ev.reason), at = ev.t }
+      elseif ev.type == "breaker" then
+        rows[#rows + 1] = { wait = "circuit breaker -> " .. ev.state, at = ev.t }
+      end
+    end,
+  })
+  local script = o.outcomes
+  local res, err = ex:run(o.op, o.target, function(n)
+    local s = script[math.min(n, #script)]
+    cur.outcome = s.label
+    if s.status and s.status < 400 then return { status = s.status } end
+    return nil, { status = s.status, kind = s.kind, scim_type = s.scim_type, headers = s.headers or {},
+                  detail = "simulated " .. s.label }
+  end, {})
+  local profile, pname = policy.profile_for(pol, o.op)
+  lines[#lines + 1] = ("policy %s, operation %s -> profile %s (%d attempts, max_elapsed %ss), seed %s")
+    :format(tostring(pol.file), o.op, pname, profile.attempts, tostring(profile.max_elapsed), tostring(o.seed))
+  lines[#lines + 1] = ("%-8s %-10s %-16s %-13s %-22s %-7s %s"):format("attempt", "at", "outcome", "class", "rule",
+                                                                      "budget", "next")
+  for _, r in ipairs(rows) do
+    if r.wait then
+      lines[#lines + 1] = ("%-8s %-10s %s"):format("", fmt_s(r.at), r.wait)
+    else
+      lines[#lines + 1] = ("%-8d %-10s %-16s %-13s %-22s %-7s %s"):format(r.attempt, fmt_s(r.at), r.outcome or "?",
+        r.class or "-", r.rule or "-", r.budget and ("%g"):format(r.budget) or "-", r.next or "")
+    end
+  end
+  if res then
+    lines[#lines + 1] = ("result: succeeded on attempt %d after %s"):format(ex:counters().attempts,
+                                                                             fmt_s(t))
+  else
+    lines[#lines + 1] = ("result: failed (%s, rule %s) after %d attempt(s), %s: %s"):format(err.class,
+      tostring(err.rule), err.attempts or 0, fmt_s(t), tostring(err.detail))
+    if err.suggest then lines[#lines + 1] = "suggest: " .. err.suggest end
+  end
+  return lines, res, err
+end
+
+function M.main(args, cli)
+  local sub = args[1]
+  local rest = {}
+  for i = 2, #args do rest[#rest + 1] = args[i] end
+  if sub == "check" then
+    if #rest > 1 then cli.fail("%s", USAGE) end
+    local pol = load_or_fail(cli, rest[1])
+    for _, l in ipairs(policy.describe(pol)) do io.stdout:write(l, "\n") end
+    io.stdout:write("policy OK\n")
+    return 0
+  elseif sub == "simulate" then
+    local o = parse_args(rest, cli)
+    if not o.op then cli.fail("simulate needs --op OPERATION (e.g. --op users.create)\n%s", USAGE) end
+    if not o.errors then cli.fail("simulate needs --errors LIST (e.g. --errors 503,503,201)\n%s", USAGE) end
+    o.outcomes = M.parse_outcomes(o.errors, function(msg) cli.fail("--errors %s\n%s", msg, USAGE) end)
+    local pol = load_or_fail(cli, o.file)
+    local lines = M.simulate(pol, o)
+    for _, l in ipairs(lines) do io.stdout:write(l, "\n") end
+    return 0
+  elseif sub == nil or sub == "-h" or sub == "--help" or sub == "help" then
+    io.stdout:write(USAGE, "\n")
+    return sub == nil and 2 or 0
+  end
+  cli.fail("unknown policy command '%s'\n%s", tostring(sub), USAGE)
+end
+
+return M

@@ -1,0 +1,358 @@
+-- Policy files: the operator's resilience settings (retry profiles, operation map, error
+-- classification, breaker, rate limit, bulkhead, timeouts, budget, dead letters).
+--
+-- policy.load(name_or_path, { datadir = scimrun.datadir }) -> policy, or raises a policy error
+--   (a table: { class = "config", file, key, message }, tostring() gives the message).
+--   A name ("fast-test") means policies/NAME.lua, searched in ./policies then DATADIR/policies;
+--   anything with a "/" or ending in ".lua" is a path. Files run in an allow-listed environment
+--   (no io, no require, no global writes), are validated against a schema and merged over the
+--   file they `extends` (the extending file wins; its classify rules come first).
+-- policy.profile_for(pol, op) -> profile, profile_name   (exact > "users.*" > "*")
+-- policy.describe(pol) -> { lines }                        (what `scimrun policy check` prints)
+-- policy.guard(fn, what, ...) -> ok, results...            (calls a policy function, CPU-bounded)
+-- policy.is_error(e) -> bool
+local schema = require "scimrun._policy_schema"
+
+local M = {}
+
+local CPU_LIMIT = 2 -- seconds of CPU a policy file or policy function may use per call
+
+local PolicyError = {}
+PolicyError.__index = PolicyError
+PolicyError.__tostring = function(e) return e.message end
+
+function M.is_error(e) return getmetatable(e) == PolicyError end
+
+-- problems: { { key = "profiles.x.attempts", msg = "...", fix = "..." }, ... }
+local function raise(file, problems)
+  local lines = {}
+  for _, p in ipairs(problems) do
+    local line = p.key and p.key ~= "" and (p.key .. ": " .. p.msg) or p.msg
+    if p.fix then line = line .. "; " .. p.fix end
+    lines[#lines + 1] = line
+  end
+  local msg
+  if #lines == 1 then
+    msg = ("invalid policy %s: %s"):format(file, lines[1])
+  else
+    msg = ("invalid policy %s (%d problems):\n  %s"):format(file, #lines, table.concat(lines, "\n  "))
+  end
+  error(setmetatable({ class = "config", file = file, key = problems[1] and problems[1].key,
+                       problems = problems, message = msg }, PolicyError), 0)
+end
+
+-- Runs fn(...) with a CPU-time cut-off (a count hook; policy chunks are loaded with the JIT off
+-- for them, since LuaJIT hooks do not fire inside compiled traces). Returns pcall's results.
+function M.guard(fn, what, ...)
+  local old_hook, old_mask, old_count = debug.gethook()
+  local limit = os.clock() + CPU_LIMIT
+  debug.sethook(function()
+    if os.clock() > limit then
+      debug.sethook()
+      error(("%s ran for more than %ds of CPU and was stopped"):format(what or "policy code", CPU_LIMIT), 2)
+    end
+  end, "", 10000)
+  local res = { pcall(fn, ...) }
+  if old_hook then debug.sethook(old_hook, old_mask, old_count) else debug.sethook() end
+  return unpack(res, 1, table.maxn(res))
+end
+
+local ALLOWED = { "pairs", "ipairs", "tostring", "tonumber", "type", "select", "unpack", "error" }
+
+local function copy_lib(lib, skip)
+  local t = {}
+  for k, v in pairs(lib) do
+    if not (skip and skip[k]) then t[k] = v end
+  end
+  return t
+end
+
+local function make_env(file)
+  local env = {
+    math = copy_lib(math),
+    string = copy_lib(string, { dump = true }),
+    table = copy_lib(table),
+    os = { time = os.time, date = os.date, getenv = os.getenv },
+  }
+  for _, name in ipairs(ALLOWED) do env[name] = _G[name] end
+  return setmetatable(env, {
+    __index = function(_, k)
+      error(("'%s' is not available in a policy file %s (allowed: math, string, table, os.time, os.date, " ..
+             "os.getenv, %s)"):format(tostring(k), file, table.concat(ALLOWED, ", ")), 2)
+    end,
+    __newindex = function(_, k)
+      error(("policy files may not set globals (tried to set '%s'); use `local %s = ...`")
+        :format(tostring(k), tostring(k)), 2)
+    end,
+  })
+end
+
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local function is_name(s) return not s:find("/", 1, true) and not s:match("%.lua$") end
+
+-- Resolves a policy name or path. from_dir: the directory of the file that `extends` it.
+local function resolve(spec, from_dir, datadir, referrer)
+  if type(spec) ~= "string" or spec == "" then
+    raise(referrer or "(argument)", { { key = referrer and "extends", msg = "expected a policy name or path",
+                                         fix = 'write extends = "default"' } })
+  end
+  local tried = {}
+  local function try(p)
+    tried[#tried + 1] = p
+    return file_exists(p) and p or nil
+  end
+  if is_name(spec) then
+    local found = (from_dir and try(from_dir .. "/" .. spec .. ".lua"))
+      or try("policies/" .. spec .. ".lua")
+      or (datadir and try(datadir .. "/policies/" .. spec .. ".lua"))
+    if found then return found end
+  else
+    local p = spec
+    if from_dir and p:sub(1, 1) ~= "/" and not file_exists(p) then p = from_dir .. "/" .. p end
+    if try(p) then return p end
+  end
+  local problem = { key = referrer and "extends" or nil,
+                    msg = ("no policy '%s' (looked in %s)"):format(spec, table.concat(tried, ", ")),
+                    fix = "give a name from policies/ (e.g. default, fast-test) or a path to a .lua file" }
+  if referrer then raise(referrer, { problem }) end
+  error(setmetatable({ class = "config", file = spec, message = "policy not found: " .. problem.msg ..
+                       "; " .. problem.fix }, PolicyError), 0)
+end
+
+-- Runs one file in its sandbox and validates it on its own. Returns the raw table.
+local function run_file(path)
+  local chunk, err = loadfile(path)
+  if not chunk then
+    error(setmetatable({ class = "config", file = path,
+                         message = "invalid policy (syntax): " .. tostring(err) }, PolicyError), 0)
+  end
+  setfenv(chunk, make_env(path))
+  if jit and jit.off then jit.off(chunk, true) end
+  local ok, res = M.guard(chunk, "policy file " .. path)
+  if not ok then
+    error(setmetatable({ class = "config", file = path,
+                         message = "invalid policy: " .. tostring(res) }, PolicyError), 0)
+  end
+  if type(res) ~= "table" then
+    raise(path, { { msg = ("the file must return a table, it returned %s"):format(type(res)),
+                    fix = "end the file with `return { profiles = {...}, ... }`" } })
+  end
+  local problems = schema.check_file(res)
+  if #problems > 0 then raise(path, problems) end
+  return res
+end
+
+local function deep_copy(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local t = {}
+  seen[v] = t
+  for k, x in pairs(v) do t[k] = deep_copy(x, seen) end
+  return t
+end
+
+local function is_array(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n > 0 and n == #t
+end
+
+-- The extending file (over) wins; classify rules of `over` come before those of `base`.
+local function merge(base, over, top)
+  local out = deep_copy(base)
+  for k, v in pairs(over) do
+    if top and k == "extends" then -- luacheck: ignore 542
+      -- the chain is recorded separately
+    elseif top and k == "classify" then
+      local rules = deep_copy(v)
+      for _, r in ipairs(out.classify or {}) do rules[#rules + 1] = r end
+      out.classify = rules
+    elseif type(v) == "table" and type(out[k]) == "table" and not is_array(v) and not is_array(out[k]) then
+      out[k] = merge(out[k], v, false)
+    else
+      out[k] = deep_copy(v)
+    end
+  end
+  return out
+end
+
+local function load_chain(path, datadir, seen, chain)
+  if seen[path] then
+    local names = {}
+    for _, p in ipairs(chain) do names[#names + 1] = p end
+    names[#names + 1] = path
+    raise(chain[#chain], { { key = "extends", msg = "extends cycle: " .. table.concat(names, " -> "),
+                             fix = "remove one of the extends so the chain ends in a file without extends" } })
+  end
+  seen[path] = true
+  chain[#chain + 1] = path
+  local raw = run_file(path)
+  if raw.extends == nil then return raw end
+  local base_path = resolve(raw.extends, dirname(path), datadir, path)
+  local base = load_chain(base_path, datadir, seen, chain)
+  return merge(base, raw, true)
+end
+
+function M.load(spec, opts)
+  opts = opts or {}
+  local datadir = opts.datadir
+  if datadir == nil and rawget(_G, "scimrun") then datadir = scimrun.datadir end
+  local path = resolve(spec, nil, datadir, nil)
+  local chain = {}
+  local merged = load_chain(path, datadir, {}, chain)
+  local pol = merge(schema.BUILTIN, merged, true)
+  local problems = schema.check_effective(pol)
+  if #problems > 0 then raise(path, problems) end
+  pol.file = path
+  pol.chain = chain
+  pol.name = spec
+  return pol
+end
+
+-- Operation patterns: "*" matches any run of characters; an exact name beats every pattern,
+-- then the pattern with more literal characters.
+local function glob_to_lua(p)
+  return "^" .. p:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
+end
+M.glob_to_lua = glob_to_lua
+
+local op_cache = setmetatable({}, { __mode = "k" })
+
+local function compile_ops(pol)
+  local c = op_cache[pol]
+  if c then return c end
+  c = { exact = {}, patterns = {} }
+  for pat, prof in pairs(pol.operations or {}) do
+    if pat:find("*", 1, true) then
+      local _, stars = pat:gsub("%*", "")
+      c.patterns[#c.patterns + 1] = { pat = pat, lua = glob_to_lua(pat), weight = #pat - stars, profile = prof }
+    else
+      c.exact[pat] = prof
+    end
+  end
+  table.sort(c.patterns, function(a, b)
+    if a.weight ~= b.weight then return a.weight > b.weight end
+    return a.pat < b.pat
+  end)
+  op_cache[pol] = c
+  return c
+end
+
+-- Returns the profile table for `op` and its name (the built-in fallback when nothing maps).
+function M.profile_for(pol, op)
+  local c = compile_ops(pol)
+  local name = c.exact[op or ""]
+  if not name then
+    for _, p in ipairs(c.patterns) do
+      if (op or ""):match(p.lua) then name = p.profile break end
+    end
+  end
+  local prof = name and pol.profiles[name]
+  if not prof then return schema.FALLBACK_PROFILE, "(built-in)" end
+  return prof, name
+end
+
+local function fmt_num(v)
+  if type(v) ~= "number" then return tostring(v) end
+  if v == math.floor(v) then return ("%d"):format(v) end
+  return (("%.3f"):format(v):gsub("0+$", ""))
+end
+
+local function describe_profile(p)
+  if p.attempts == 1 then return "1 attempt (no retries)" end
+  local how
+  if p.delay then
+    how = "delay from a Lua function"
+  elseif p.backoff == "exponential" then
+    how = ("exponential backoff %ss x%s"):format(fmt_num(p.base), fmt_num(p.multiplier))
+  elseif p.backoff == "linear" then
+    how = ("linear backoff %ss x retry number"):format(fmt_num(p.base))
+  else
+    how = ("constant backoff %ss"):format(fmt_num(p.base))
+  end
+  return ("%d attempts, %s, delay %s..%ss, %s jitter, give up after %ss"):format(
+    p.attempts, how, fmt_num(p.min_delay), fmt_num(p.max_delay), p.jitter, fmt_num(p.max_elapsed))
+end
+
+local function describe_rule(r)
+  local parts = {}
+  local function list(v)
+    if type(v) ~= "table" then return tostring(v) end
+    if v.min or v.max then return ("%s..%s"):format(tostring(v.min or "?"), tostring(v.max or "?")) end
+    local t = {}
+    for _, x in ipairs(v) do t[#t + 1] = tostring(x) end
+    return table.concat(t, "|")
+  end
+  for _, f in ipairs({ "status", "scim_type", "kind", "op", "detail" }) do
+    if r[f] ~= nil then parts[#parts + 1] = f .. " " .. list(r[f]) end
+  end
+  if r.header then
+    local name, value = r.header.name or r.header[1], r.header.value or r.header[2]
+    parts[#parts + 1] = "header " .. tostring(name) .. (value and ("=" .. tostring(value)) or "")
+  end
+  if r.when then parts[#parts + 1] = "when <function>" end
+  if #parts == 0 then parts[1] = "any error" end
+  local s = table.concat(parts, ", ") .. " -> " .. r.class
+  if r.suggest then s = s .. '  (suggest: "' .. r.suggest .. '")' end
+  return s
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t or {}) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+local function describe_section(t)
+  local parts = {}
+  for _, k in ipairs(sorted_keys(t)) do
+    local v = t[k]
+    parts[#parts + 1] = k .. "=" .. (type(v) == "function" and "<function>" or fmt_num(v))
+  end
+  return #parts > 0 and table.concat(parts, " ") or "(none)"
+end
+
+function M.describe(pol)
+  local classify = require "scimrun.classify"
+  local out = {}
+  local function add(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+  add("policy %s", tostring(pol.file))
+  if pol.chain and #pol.chain > 1 then add("  extends: %s", table.concat(pol.chain, " -> ")) end
+  add("")
+  add("profiles:")
+  for _, name in ipairs(sorted_keys(pol.profiles)) do
+    add("  %-14s %s", name, describe_profile(pol.profiles[name]))
+  end
+  add("")
+  add("operations (exact name first, then the most specific pattern):")
+  local c = compile_ops(pol)
+  for _, op in ipairs(sorted_keys(c.exact)) do add("  %-20s -> %s", op, c.exact[op]) end
+  for _, p in ipairs(c.patterns) do add("  %-20s -> %s", p.pat, p.profile) end
+  add("")
+  add("classify (first match wins):")
+  for i, r in ipairs(pol.classify or {}) do
+    add("  %-24s %s", r.name or ("classify[" .. i .. "]"), describe_rule(r))
+  end
+  local names = {}
+  for _, r in ipairs(classify.DEFAULTS) do names[#names + 1] = r.name end
+  add("  then the built-in defaults (the same rules as policies/default.lua): %s", table.concat(names, ", "))
+  add("  anything else -> permanent")
+  add("")
+  for _, section in ipairs({ "breaker", "rate_limit", "bulkhead", "timeouts", "budget", "dead_letter" }) do
+    add("%-12s %s", section .. ":", describe_section(pol[section]))
+  end
+  return out
+end
+
+return M

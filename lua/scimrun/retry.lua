@@ -1,0 +1,495 @@
+-- The one retry layer: every outbound operation goes through an executor, which applies the
+-- policy's profile (attempts, backoff, deadline), the target's circuit breaker, rate limiter
+-- and bulkhead, and the run's retry budget. Nothing else in scimrun retries, so the attempts an
+-- operation makes never multiply across layers.
+--
+-- local ex = retry.executor{ policy = pol, seed = n, log = scimrun.log, on_event = fn(ev),
+--                            state = { load = fn(key) -> tbl|nil, save = fn(key, tbl|nil) } }
+-- ex:run(op, target, attempt_fn, opts) -> result | nil, err
+--   attempt_fn(attempt_no) -> result | nil, err (error contract table). Success is any call that
+--   does not return (nil, err); a success without a value returns true.
+--   opts: profile (name or table), deadline (absolute scimrun.now() time), key (checkpoint key
+--   for the backoff deadline), before_retry = fn(err, attempt) -> result|nil (called before
+--   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx).
+--   err gains class, rule, suggest, attempts, trail, retry_after and, when the retry budget
+--   ran out, budget_exhausted = true.
+-- ex:set_policy(pol)  ex:counters()  ex:last_trail()
+-- retry.decide{...} -> decision   the pure retry decision, shared with `scimrun policy simulate`
+-- retry.server_delay(err, wall, class) -> seconds, source   (Retry-After and RateLimit headers)
+local R = require "scimrun.resilience"
+local policy = require "scimrun.policy"
+local classify = require "scimrun.classify"
+local bulkhead = require "scimrun._bulkhead"
+
+local M = {}
+
+local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8, sep = 9, oct = 10,
+                 nov = 11, dec = 12 }
+
+-- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- Parses the three HTTP-date forms (RFC 9110 5.6.7) into epoch seconds, or nil.
+function M.parse_http_date(s)
+  if type(s) ~= "string" then return nil end
+  local d, mon, y, hh, mm, ss = s:match("^%a+, (%d%d?) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not d then
+    d, mon, y, hh, mm, ss = s:match("^%a+, (%d%d)%-(%a%a%a)%-(%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+    if y then
+      y = tonumber(y)
+      y = y < 70 and 2000 + y or 1900 + y
+    end
+  end
+  if not d then
+    mon, d, hh, mm, ss, y = s:match("^%a+ (%a%a%a) +(%d%d?) (%d%d):(%d%d):(%d%d) (%d%d%d%d)$")
+  end
+  local m = mon and MONTHS[mon:lower()]
+  if not m then return nil end
+  return days_from_civil(tonumber(y), m, tonumber(d)) * 86400 + tonumber(hh) * 3600 + tonumber(mm) * 60
+    + tonumber(ss)
+end
+
+-- A reset header is either a delta in seconds or an epoch time (GitHub-style X-RateLimit-Reset).
+local function reset_delay(v, wall)
+  local n = tonumber(v)
+  if not n or n < 0 then return nil end
+  if n > 1e9 then n = n - wall end
+  return math.max(n, 0)
+end
+
+-- How long the server asked us to wait: err.retry_after (already parsed), Retry-After (seconds
+-- or HTTP-date) for any retryable error, RateLimit-Reset / X-RateLimit-Reset for rate_limited.
+function M.server_delay(err, wall, class)
+  if type(err) ~= "table" then return nil end
+  if type(err.retry_after) == "number" and err.retry_after >= 0 then return err.retry_after, "retry_after" end
+  local ra = classify.header_value(err.headers, "Retry-After")
+  if ra ~= nil then
+    local n = tonumber(ra)
+    if n and n >= 0 then return n, "Retry-After" end
+    local at = M.parse_http_date(tostring(ra))
+    if at then return math.max(at - wall, 0), "Retry-After (HTTP-date)" end
+  end
+  if class == "rate_limited" then
+    for _, h in ipairs({ "RateLimit-Reset", "X-RateLimit-Reset" }) do
+      local v = classify.header_value(err.headers, h)
+      local n = v ~= nil and reset_delay(v, wall)
+      if n then return n, h end
+    end
+  end
+  return nil
+end
+
+local function fmt(s) return ("%.3fs"):format(s) end
+
+local backoff_cfgs = setmetatable({}, { __mode = "k" })
+
+local function backoff_cfg(p)
+  local c = backoff_cfgs[p]
+  if not c then
+    c = { backoff = p.backoff, base = p.base, multiplier = p.multiplier, min_delay = p.min_delay,
+          max_delay = p.max_delay, jitter = p.jitter }
+    backoff_cfgs[p] = c
+  end
+  return c
+end
+
+-- The retry decision after a failed attempt. Pure apart from the rng, the budget (consumed on
+-- a retry) and an operator `delay` function. d = { profile, class, err, attempt (attempts made),
+-- time_left (seconds before max_elapsed / the deadline), prev_delay, rng, budget, wall }.
+-- Returns { retry = bool, delay = seconds, why = text, reason = "class"|"attempts"|"deadline"|
+-- "retry_after"|"budget"|nil, server_delay = seconds|nil, budget_exhausted = bool|nil }.
+function M.decide(d)
+  local p, class = d.profile, d.class
+  if not classify.retryable(class) then
+    return { retry = false, reason = "class", why = class .. " errors are never retried" }
+  end
+  if d.attempt >= p.attempts then
+    return { retry = false, reason = "attempts", why = ("all %d attempts used"):format(p.attempts) }
+  end
+  if d.time_left and d.time_left <= 0 then
+    return { retry = false, reason = "deadline", why = "out of time (max_elapsed or the deadline has passed)" }
+  end
+  local retry_no = d.attempt
+  local delay, why
+  if p.delay then
+    local ok, v = policy.guard(p.delay, "profile delay function", retry_no, d.prev_delay or 0, d.err)
+    if ok and type(v) == "number" and v == v and v >= 0 and v < math.huge then
+      delay, why = v, ("delay function, retry %d"):format(retry_no)
+    else
+      delay = R.backoff_delay(backoff_cfg(p), retry_no, d.prev_delay or 0, d.rng)
+      why = ("delay function failed (%s), used %s backoff"):format(ok and ("returned " .. tostring(v)) or
+                                                                  tostring(v), p.backoff)
+    end
+  else
+    delay = R.backoff_delay(backoff_cfg(p), retry_no, d.prev_delay or 0, d.rng)
+    why = ("%s backoff, retry %d, %s jitter"):format(p.backoff, retry_no, p.jitter)
+  end
+  local sd, source = M.server_delay(d.err, d.wall or 0, class)
+  if sd then
+    if d.time_left and sd > d.time_left then
+      return { retry = false, reason = "retry_after", server_delay = sd,
+               why = ("server asked to wait %s (%s), more than the %s left before the deadline"):format(
+                 fmt(sd), source, fmt(d.time_left)) }
+    end
+    if sd >= delay then delay, why = sd, ("server asked to wait %s (%s)"):format(fmt(sd), source) end
+  end
+  if d.time_left and delay > d.time_left then
+    return { retry = false, reason = "deadline", server_delay = sd,
+             why = ("the next retry in %s would pass the deadline (%s left)"):format(fmt(delay), fmt(d.time_left)) }
+  end
+  if d.budget and not d.budget:try_retry() then
+    return { retry = false, reason = "budget", budget_exhausted = true, server_delay = sd,
+             why = "retry budget of the run exhausted (too many retries; the service is failing broadly)" }
+  end
+  return { retry = true, delay = delay, why = why, server_delay = sd }
+end
+
+-- Does this failure say the target is unhealthy? Client errors other than 408/429 do not:
+-- the service answered.
+local function counts_against_target(err)
+  if err.kind ~= nil then return true end
+  local s = err.status
+  if type(s) ~= "number" then return false end
+  return s >= 500 or s == 429 or s == 408
+end
+
+-- The side effect of the failed attempt may have happened: the request may have been processed.
+local function outcome_unknown(err)
+  return err.kind == "timeout" or err.kind == "reset" or err.kind == "other"
+    or (type(err.status) == "number" and err.status >= 500)
+end
+
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+  for k, v in pairs(a) do
+    if not same(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+local function breaker_cfg(b)
+  return { failures = b.failures, failure_rate = b.failure_rate, window_calls = b.window_calls,
+           window_seconds = b.window, min_calls = b.min_calls, cooldown = b.cooldown,
+           cooldown_multiplier = b.cooldown_multiplier, max_cooldown = b.max_cooldown,
+           half_open_probes = b.half_open_probes, success_ratio = b.success_ratio,
+           half_open_max_wait = b.half_open_max_wait }
+end
+
+local function limiter_cfg(r)
+  if not r.rps or r.rps <= 0 then return nil end
+  return { rps = r.rps, burst = r.burst, min_fraction = r.min_fraction, recover_step = r.recover_step,
+           recover_after = r.recover_after }
+end
+
+local Executor = {}
+Executor.__index = Executor
+
+local HALF_OPEN_POLL = 0.1 -- seconds between looks at a half-open breaker whose probes are out
+
+local seed_counter = 0
+local function default_seed()
+  seed_counter = seed_counter + 1
+  return (math.floor((os.time() % 100000) * 1000) + seed_counter * 7919 + math.random(1, 1e6)) % 2147483647
+end
+
+function M.executor(o)
+  assert(type(o) == "table" and type(o.policy) == "table", "retry.executor{ policy = pol, ... }")
+  local self = setmetatable({}, Executor)
+  self.clock = o.clock or { now = scimrun.now, sleep = scimrun.sleep, wall = scimrun.wall }
+  local log = o.log
+  if log == nil then log = scimrun.log end
+  self.log = log or { emit = function() end }
+  self.on_event = o.on_event
+  self.state = o.state
+  self.rng = R.rng(o.seed or default_seed())
+  self.targets = {}
+  self.c = { attempts = 0, retries = 0, successes = 0, failures = 0, by_class = {}, breaker_opened = 0,
+             throttled = 0, budget_exhausted = 0, circuit_open = 0, adopted = 0 }
+  self:set_policy(o.policy)
+  if self.state then
+    local snap = self.state.load("budget")
+    if type(snap) == "table" then self.budget:restore(snap) end
+  end
+  return self
+end
+
+function Executor:_emit(ev)
+  if self.on_event then self.on_event(ev) end
+end
+
+-- Applies a new policy to the next attempts. Breaker and budget keep their history.
+function Executor:set_policy(pol)
+  assert(type(pol) == "table" and pol.profiles, "set_policy expects a loaded policy")
+  local old = self.policy
+  self.policy = pol
+  local bcfg = { ratio = pol.budget.retry_ratio, min_retries = pol.budget.min_retries }
+  if not self.budget or not same(bcfg, self.budget_cfg) then
+    local snap = self.budget and self.budget:snapshot()
+    self.budget, self.budget_cfg = R.budget(bcfg), bcfg
+    if snap then self.budget:restore(snap) end
+  end
+  if old then
+    local now = self.clock.now()
+    for _, tg in pairs(self.targets) do
+      local cfg = breaker_cfg(pol.breaker)
+      if not same(cfg, tg.breaker_cfg) then
+        local snap = tg.breaker:snapshot(now)
+        tg.breaker, tg.breaker_cfg = R.breaker(cfg), cfg
+        tg.breaker:restore(snap, now)
+      end
+      local lcfg = limiter_cfg(pol.rate_limit)
+      if not same(lcfg, tg.limiter_cfg) then
+        tg.limiter, tg.limiter_cfg = lcfg and R.limiter(lcfg), lcfg
+      end
+      tg.bulkhead:resize(pol.bulkhead.max_in_flight)
+    end
+  end
+end
+
+function Executor:_target(name)
+  local tg = self.targets[name]
+  if tg then return tg end
+  local pol = self.policy
+  local bcfg, lcfg = breaker_cfg(pol.breaker), limiter_cfg(pol.rate_limit)
+  tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = lcfg and R.limiter(lcfg),
+         limiter_cfg = lcfg, bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
+  self.targets[name] = tg
+  if self.state then
+    local snap = self.state.load("breaker:" .. name)
+    if type(snap) == "table" then tg.breaker:restore(snap, self.clock.now()) end
+  end
+  return tg
+end
+
+function Executor:_breaker_changed(tg, state, op)
+  if state == "open" then self.c.breaker_opened = self.c.breaker_opened + 1 end
+  self.log.emit(state == "open" and "warn" or "info", "circuit breaker " .. state, { target = tg.name, op = op })
+  self:_emit({ type = "breaker", target = tg.name, op = op, state = state, t = self.clock.now() })
+  if self.state then self.state.save("breaker:" .. tg.name, tg.breaker:snapshot(self.clock.now())) end
+end
+
+local function circuit_open_err(op, target, detail)
+  return { class = "circuit_open", op = op, target = target, rule = "breaker", detail = detail,
+           suggest = "the service is failing; the breaker lets calls through again after its cooldown " ..
+                     "(replay later with scimrun dlq replay)" }
+end
+
+-- Passes the breaker: returns true, or nil, err (circuit_open) when failing fast or out of time.
+function Executor:_pass_breaker(tg, op, deadline)
+  local clock = self.clock
+  while true do
+    local now = clock.now()
+    local ok, wait, changed = tg.breaker:allow(now)
+    if changed then self:_breaker_changed(tg, changed, op) end
+    if ok then return true end
+    wait = math.max(tonumber(wait) or 0, 0.001)
+    if self.policy.breaker.when_open == "fail" then
+      return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s is open (retry in %s)"):format(
+        tg.name, fmt(wait)))
+    end
+    if deadline and now + wait > deadline then
+      return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s is open for %s more, past the deadline")
+        :format(tg.name, fmt(wait)))
+    end
+    -- Half-open with every probe permit out: the probe's answer usually comes long before the
+    -- breaker's own limit (half_open_max_wait), so look again soon.
+    if tg.breaker:state() == "half_open" then wait = math.min(wait, HALF_OPEN_POLL) end
+    self:_emit({ type = "wait", reason = "breaker", target = tg.name, op = op, seconds = wait, t = now })
+    clock.sleep(wait)
+  end
+end
+
+function Executor:_save_deadline(key, rec)
+  if self.state and key then self.state.save("deadline:" .. key, rec) end
+end
+
+function Executor:_profile(op, opts)
+  local pol = self.policy
+  local p = opts.profile
+  if type(p) == "string" then
+    local prof = pol.profiles[p]
+    if not prof then error(("retry: no profile '%s' in policy %s"):format(p, tostring(pol.file)), 3) end
+    return prof, p
+  elseif type(p) == "table" then
+    local filled = {}
+    for k, v in pairs(require("scimrun._policy_schema").PROFILE_DEFAULTS) do filled[k] = v end
+    for k, v in pairs(p) do filled[k] = v end
+    return filled, "(given)"
+  end
+  return policy.profile_for(pol, op)
+end
+
+function Executor:run(op, target, attempt_fn, opts)
+  opts = opts or {}
+  assert(type(attempt_fn) == "function", "ex:run(op, target, attempt_fn, opts)")
+  target = target or "default"
+  local clock, c = self.clock, self.c
+  local profile, pname = self:_profile(op, opts)
+  local tg = self:_target(target)
+  local key = opts.key
+  local start, gate_wait, attempt, prev_delay = clock.now(), 0, 0, 0
+  local trail = {}
+  local checkpointed = false
+  if self.state and key then
+    local d = self.state.load("deadline:" .. key)
+    if type(d) == "table" and type(d.until_wall) == "number" then
+      checkpointed = true
+      attempt = tonumber(d.attempt) or 0
+      if type(d.started_wall) == "number" then start = start - math.max(clock.wall() - d.started_wall, 0) end
+      local remaining = d.until_wall - clock.wall()
+      if remaining > 0 then
+        self:_emit({ type = "wait", reason = "resume", op = op, target = target, seconds = remaining,
+                     attempt = attempt, t = clock.now() })
+        clock.sleep(remaining)
+      end
+    end
+  end
+  local start_wall = clock.wall() - (clock.now() - start)
+  self.budget:first()
+
+  local function finish()
+    if checkpointed then self:_save_deadline(key, nil) end
+    self._last_trail = trail
+  end
+
+  while true do
+    local pol = self.policy
+    local t0 = clock.now()
+    local ok, gerr = self:_pass_breaker(tg, op, opts.deadline)
+    if not ok then
+      c.circuit_open = c.circuit_open + 1
+      c.by_class.circuit_open = (c.by_class.circuit_open or 0) + 1
+      gerr.attempts = attempt
+      gerr.trail = trail
+      finish()
+      self:_emit({ type = "give_up", op = op, target = target, attempt = attempt, class = "circuit_open",
+                   why = gerr.detail, t = clock.now() })
+      return nil, gerr
+    end
+    tg.bulkhead:acquire(self, op, target)
+    if tg.limiter then
+      local w = tg.limiter:reserve(clock.now())
+      if w and w > 0 then
+        self:_emit({ type = "wait", reason = "rate_limit", op = op, target = target, seconds = w, t = clock.now() })
+        clock.sleep(w)
+      end
+    end
+    local sent = clock.now()
+    gate_wait = gate_wait + (sent - t0)
+    attempt = attempt + 1
+    c.attempts = c.attempts + 1
+    self:_emit({ type = "attempt", op = op, target = target, attempt = attempt, profile = pname, t = sent })
+    local pok, res, err = pcall(attempt_fn, attempt)
+    tg.bulkhead:release()
+    if not pok then
+      tg.breaker:release(clock.now())
+      finish()
+      error(res, 0)
+    end
+    local now = clock.now()
+    if res ~= nil or err == nil then
+      c.successes = c.successes + 1
+      local changed = tg.breaker:record(now, true)
+      if changed then self:_breaker_changed(tg, changed, op) end
+      if tg.limiter and pol.rate_limit.adaptive then tg.limiter:recover(now) end
+      self:_emit({ type = "success", op = op, target = target, attempt = attempt, t = now, elapsed = now - start })
+      finish()
+      if res == nil then return true end
+      return res
+    end
+
+    if type(err) ~= "table" then err = { detail = tostring(err) } end
+    err.op = err.op or op
+    local class, rule, suggest = classify.classify(pol, err, op)
+    err.class, err.rule = class, rule
+    if suggest then err.suggest = suggest end
+    c.failures = c.failures + 1
+    c.by_class[class] = (c.by_class[class] or 0) + 1
+    local changed = tg.breaker:record(now, not counts_against_target(err))
+    if changed then self:_breaker_changed(tg, changed, op) end
+    if class == "rate_limited" and tg.limiter and pol.rate_limit.adaptive then
+      tg.limiter:throttle(now, pol.rate_limit.throttle_factor)
+      c.throttled = c.throttled + 1
+      self:_emit({ type = "throttle", op = op, target = target, rate = tg.limiter:rate(), t = now })
+    end
+    local time_left = profile.max_elapsed - (now - start - gate_wait)
+    if opts.deadline then time_left = math.min(time_left, opts.deadline - now) end
+    local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt, time_left = time_left,
+                         prev_delay = prev_delay, rng = self.rng, budget = self.budget, wall = clock.wall() })
+    if d.server_delay then err.retry_after = d.server_delay end
+    local step = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
+                   retry = d.retry, delay = d.delay, why = d.why, at = sent - start }
+    trail[#trail + 1] = step
+    self:_emit({ type = "failure", op = op, target = target, attempt = attempt, status = err.status,
+                 kind = err.kind, class = class, rule = rule, retry = d.retry, delay = d.delay, why = d.why,
+                 reason = d.reason, budget_left = self.budget:remaining(), t = now })
+    if not d.retry then
+      err.attempts = attempt
+      err.trail = trail
+      if d.budget_exhausted then
+        err.budget_exhausted = true
+        c.budget_exhausted = c.budget_exhausted + 1
+      end
+      if d.reason == "retry_after" or d.reason == "deadline" or d.reason == "budget" then
+        err.detail = (err.detail and (tostring(err.detail) .. "; ") or "") .. d.why
+      end
+      if self.state and d.budget_exhausted then self.state.save("budget", self.budget:snapshot()) end
+      self:_emit({ type = "give_up", op = op, target = target, attempt = attempt, class = class,
+                   reason = d.reason, why = d.why, t = now })
+      finish()
+      return nil, err
+    end
+
+    c.retries = c.retries + 1
+    if self.state then self.state.save("budget", self.budget:snapshot()) end
+    if key and self.state then
+      checkpointed = true
+      self:_save_deadline(key, { until_wall = clock.wall() + d.delay, attempt = attempt, started_wall = start_wall })
+    end
+    self.log.emit("info", "retrying", { op = op, target = target, attempt = attempt, class = class, rule = rule,
+                                        status = err.status, kind = err.kind, delay = d.delay })
+    self:_emit({ type = "delay", op = op, target = target, attempt = attempt, seconds = d.delay, why = d.why,
+                 t = now })
+    if d.delay > 0 then clock.sleep(d.delay) end
+    prev_delay = d.delay
+    if opts.before_retry and outcome_unknown(err) then
+      local adopted = opts.before_retry(err, attempt)
+      if adopted ~= nil then
+        c.adopted = c.adopted + 1
+        self:_emit({ type = "adopted", op = op, target = target, attempt = attempt, t = clock.now() })
+        finish()
+        return adopted
+      end
+    end
+  end
+end
+
+function Executor:counters()
+  local out = {}
+  for k, v in pairs(self.c) do out[k] = v end
+  out.by_class = {}
+  for k, v in pairs(self.c.by_class) do out.by_class[k] = v end
+  out.budget_left = self.budget:remaining()
+  return out
+end
+
+function Executor:last_trail() return self._last_trail end
+
+-- The breaker state of a target ("closed", "open", "half_open"), for reports and specs.
+function Executor:breaker_state(target)
+  local tg = self.targets[target]
+  return tg and tg.breaker:state() or "closed"
+end
+
+return M

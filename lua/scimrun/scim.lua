@@ -1,0 +1,243 @@
+-- SCIM 2.0 client (RFC 7643/7644) for workflows.
+--   local scim = require "scimrun.scim"
+--   local sp = scim.connect { base_url = ..., token_env = "SCIM_TOKEN" }
+--   sp.users:ensure { userName = "alice", ... }      -> resource, "created"|"skipped"|"updated"|"adopted"
+--   sp.groups:add_members(group_id, { user_id, ... })
+-- Every request goes through one executor (the retry layer, scimrun.retry) under an operation
+-- name such as "users.create"; without one, each operation is attempted once. The bearer token
+-- is registered with the log redactor and never copied into an error, a plan or a log line.
+-- Operations live in scimrun.scim.resource; one HTTP attempt in scimrun.scim.request.
+local request = require "scimrun.scim.request"
+local resource = require "scimrun.scim.resource"
+local filter = require "scimrun.scim.filter"
+
+local M = {}
+M.filter = filter
+
+local function log() return rawget(_G, "scimrun") and scimrun.log end
+
+-- A single attempt, no retries: used when no executor is given (one retry layer only).
+M.single_attempt = { run = function(_, _, _, attempt_fn, _) return attempt_fn(1) end }
+
+-- Discovery results per base URL, shared by every connection in the process.
+local discovered = {}
+
+-- Forgets cached discovery results (specs; or after the provider changed its configuration).
+function M.forget_discovery(base_url)
+  if base_url then discovered[base_url] = nil else discovered = {} end
+end
+
+local KNOWN_OPTIONS = {
+  base_url = true, token_env = true, token_file = true, token = true, headers = true, executor = true,
+  target = true, match_attribute = true, max_members_per_patch = true, timeout = true, insecure = true,
+  patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
+}
+
+local function fail(msg, level) error("scim.connect: " .. msg, (level or 1) + 1) end
+
+local function file_mode(path)
+  local ok, lfs = pcall(require, "lfs")
+  if ok and lfs then
+    local attr = lfs.attributes(path)
+    if not attr then return nil end
+    return attr.permissions  -- "rw-------"
+  end
+  local p = io.popen("stat -c %A '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local out = p and p:read("*l")
+  if p then p:close() end
+  return out and out:sub(2)
+end
+
+local function read_token(o)
+  local sources = (o.token and 1 or 0) + (o.token_env and 1 or 0) + (o.token_file and 1 or 0)
+  if sources > 1 then fail("give only one of token, token_env, token_file", 3) end
+  if o.token then
+    if type(o.token) ~= "string" or o.token == "" then fail("token must be a non-empty string", 3) end
+    return o.token
+  end
+  if o.token_env then
+    if type(o.token_env) ~= "string" then fail("token_env must be the name of an environment variable", 3) end
+    local t = os.getenv(o.token_env)
+    if not t or t == "" then
+      fail(("environment variable %s is not set; export %s=<bearer token>"):format(o.token_env, o.token_env), 3)
+    end
+    return t
+  end
+  if o.token_file then
+    local path = o.token_file
+    if type(path) ~= "string" then fail("token_file must be a path", 3) end
+    local perms = file_mode(path)
+    if not perms then fail(("token_file %s does not exist"):format(path), 3) end
+    if perms:sub(4) ~= "------" then
+      fail(("token_file %s is readable by others (mode %s); run: chmod 600 %s"):format(path, perms, path), 3)
+    end
+    local f, ferr = io.open(path, "rb")
+    if not f then fail(("token_file %s cannot be read: %s"):format(path, tostring(ferr)), 3) end
+    local t = f:read("*a"):gsub("^%s+", ""):gsub("%s+$", "")
+    f:close()
+    if t == "" then fail(("token_file %s is empty"):format(path), 3) end
+    return t
+  end
+  return nil
+end
+
+local SP = {}
+SP.__index = SP
+
+function M.connect(o)
+  if type(o) ~= "table" then fail("expects a table of options", 2) end
+  for k in pairs(o) do
+    if not KNOWN_OPTIONS[k] then fail(("unknown option %q"):format(tostring(k)), 2) end
+  end
+  local base = o.base_url
+  if type(base) ~= "string" or not base:find("^https?://[^/]") then
+    fail(("base_url must be an http(s) URL, got %s (set SCIM_BASE_URL?)"):format(tostring(base)), 2)
+  end
+  base = base:gsub("/+$", "")
+  local match = o.match_attribute or "userName"
+  if match ~= "userName" and match ~= "externalId" then
+    fail("match_attribute must be \"userName\" or \"externalId\"", 2)
+  end
+  local chunk = o.max_members_per_patch or 100
+  if type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0 then
+    fail("max_members_per_patch must be a positive integer", 2)
+  end
+  if o.patch ~= nil and type(o.patch) ~= "boolean" then fail("patch must be true, false or nil", 2) end
+  if o.executor ~= nil and (type(o.executor) ~= "table" or type(o.executor.run) ~= "function") then
+    fail("executor must have a run(self, op, target, attempt_fn, opts) method", 2)
+  end
+  local token = read_token(o)
+  if token and log() then log().add_secret(token) end
+  local host = base:match("^https?://([^/?#]+)")
+  local version = rawget(_G, "scimrun") and scimrun.version or "dev"
+  local sp = setmetatable({
+    base_url = base,
+    target = o.target or host,
+    executor = o.executor or M.single_attempt,
+    match_attribute = match,
+    max_members_per_patch = chunk,
+    dry_run = o.dry_run == true,
+    patch_override = o.patch,
+    discover_enabled = o.discover ~= false,
+    page_size = o.page_size or 100,
+    max_pages = o.max_pages or 100000,
+    endpoints = { users = "/Users", groups = "/Groups", config = "/ServiceProviderConfig" },
+    _planned = {},
+  }, SP)
+  for k, v in pairs(o.endpoints or {}) do sp.endpoints[k] = v end
+  -- conn is what request.send reads; the token lives only here and in the redactor.
+  sp.conn = { base_url = base, token = token, headers = o.headers or {}, timeout = o.timeout or 30,
+              insecure = o.insecure == true, user_agent = "scimrun/" .. tostring(version) }
+  sp.users = resource.users(sp)
+  sp.groups = resource.groups(sp)
+  return sp
+end
+
+local function warn(msg, fields)
+  local l = log()
+  if l then l.emit("warn", msg, fields) end
+end
+
+-- Reads /ServiceProviderConfig once per base URL (SCIM 1.1: /ServiceProviderConfigs). A failure
+-- never fails the run: the defaults (PATCH on, no ETags, no page cap) are used and logged.
+local function discover(sp)
+  local conn = sp.conn
+  local paths = { sp.endpoints.config, "/ServiceProviderConfigs" }
+  local saved_timeout = conn.timeout
+  local dconn = setmetatable({ timeout = math.min(saved_timeout, 10) }, { __index = conn })
+  local last_err
+  for _, path in ipairs(paths) do
+    local res, err = request.send(dconn, { op = "config.read", method = "GET", path = path })
+    if res and type(res.json) == "table" then return res.json end
+    last_err = err or { detail = "answered " .. tostring(res and res.status) .. " without JSON" }
+    if err and err.status ~= 404 then break end
+  end
+  warn("ServiceProviderConfig unavailable; assuming PATCH supported, no ETags",
+       { url = sp.base_url, detail = last_err and last_err.detail or "" })
+  return nil
+end
+
+local function truthy(t, key)
+  return type(t) == "table" and type(t[key]) == "table" and t[key].supported == true
+end
+
+-- Effective features: {patch, etag, filter, max_results, discovered}. Cached; concurrent
+-- callers wait for the one discovery in flight.
+function SP:features()
+  local entry = discovered[self.base_url]
+  if entry and entry.state == "done" then return self:_with_overrides(entry) end
+  if entry and entry.state == "pending" then
+    entry.waiters[#entry.waiters + 1] = coroutine.running()
+    scimrun.park()
+    return self:_with_overrides(discovered[self.base_url] or entry)
+  end
+  entry = { state = "pending", waiters = {}, patch = true, etag = false, filter = true }
+  discovered[self.base_url] = entry
+  local spc = self.discover_enabled and discover(self) or nil
+  if spc then
+    entry.discovered = true
+    entry.patch = truthy(spc, "patch")
+    entry.etag = truthy(spc, "etag")
+    entry.filter = spc.filter == nil or truthy(spc, "filter")
+    local mr = type(spc.filter) == "table" and tonumber(spc.filter.maxResults)
+    if mr and mr >= 1 then entry.max_results = math.floor(mr) end
+  end
+  entry.state = "done"
+  local waiters = entry.waiters
+  entry.waiters = {}
+  for _, co in ipairs(waiters) do scimrun.wake(co) end
+  return self:_with_overrides(entry)
+end
+
+function SP:_with_overrides(entry)
+  if self.patch_override ~= nil then
+    return setmetatable({ patch = self.patch_override }, { __index = entry })
+  end
+  return entry
+end
+
+-- Called when PATCH answered 501: the target gets read-modify-PUT from now on.
+function SP:patch_unsupported()
+  local entry = discovered[self.base_url]
+  if entry then entry.patch = false end
+  self.patch_override = false
+  warn("PATCH not implemented by the service provider; using read-modify-PUT", { url = self.base_url })
+end
+
+-- Writes recorded by a dry run, in order: {op, method, url, body}.
+function SP:planned()
+  local out = {}
+  for i, p in ipairs(self._planned) do out[i] = p end
+  return out
+end
+
+-- Runs one named operation through the executor. req: {op, method, path, query, body, if_match}.
+-- extra.before_retry: adoption hook for an outcome-unknown create.
+function SP:call(req, extra)
+  if self.dry_run and req.method ~= "GET" then
+    local n = #self._planned + 1
+    local url = request.url_for(self.conn, req)
+    self._planned[n] = { op = req.op, method = req.method, url = url, body = req.body }
+    local json
+    if req.method == "POST" and type(req.body) == "table" then
+      json = {}
+      for k, v in pairs(req.body) do json[k] = v end
+      json.id = "dry-run:" .. n
+    end
+    return { status = json and 201 or 204, json = json, headers = {}, url = url, dry_run = true }
+  end
+  local conn = self.conn
+  local opts = {
+    before_retry = extra and extra.before_retry,
+    method = req.method, url = request.url_for(conn, req), payload = req.body,
+  }
+  local res, err = self.executor:run(req.op, self.target, function() return request.send(conn, req) end, opts)
+  if res == nil and err == nil then
+    err = request.error({ op = req.op, url = opts.url, method = req.method },
+                        { class = "permanent", detail = "executor returned neither a result nor an error" })
+  end
+  if err and err.op == nil then err.op = req.op end
+  return res, err
+end
+
+return M

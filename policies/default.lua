@@ -1,0 +1,104 @@
+-- The default resilience policy. Copy it (or write a file with `extends = "default"` holding
+-- only what you change) and pass it with `--policy NAME|FILE`. Times are in seconds.
+-- Check a policy with `scimrun policy check FILE`; preview a retry schedule with
+-- `scimrun policy simulate FILE --op users.create --errors 503,503,429:ra=7,201`.
+return {
+  -- Retry profiles. An operation's attempts, including the first, never exceed `attempts`:
+  -- retries happen in this one layer only.
+  --   attempts     total tries (1 = never retry)
+  --   backoff      "constant" | "linear" | "exponential" (or a function, like `delay` below)
+  --   base         first retry delay (constant: every delay; linear: base x retry number)
+  --   multiplier   exponential only: delay of retry n = base x multiplier^(n-1)
+  --   min_delay    floor of every delay; max_delay: ceiling of every computed delay
+  --                ("full" jitter draws between min_delay and the computed delay)
+  --   jitter       "none" | "full" | "equal" | "decorrelated": spreads retries of many clients
+  --   max_elapsed  give up once this much time has passed since the first attempt
+  --   delay        optional: function(retry, prev_delay, err) return seconds end, replaces backoff
+  -- A server's Retry-After / RateLimit-Reset is always honoured (never sent earlier); when it is
+  -- longer than the time left before max_elapsed the call fails at once, saying so.
+  profiles = {
+    aggressive = { attempts = 8, backoff = "exponential", base = 0.2, multiplier = 2,
+                   min_delay = 0, max_delay = 10, jitter = "full", max_elapsed = 120 },
+    balanced = { attempts = 5, backoff = "exponential", base = 1, multiplier = 2,
+                 min_delay = 0, max_delay = 30, jitter = "full", max_elapsed = 300 },
+    conservative = { attempts = 3, backoff = "exponential", base = 2, multiplier = 3,
+                     min_delay = 1, max_delay = 60, jitter = "equal", max_elapsed = 600 },
+    none = { attempts = 1 },
+  },
+
+  -- Which profile each operation (RESOURCE.VERB) uses. The most specific pattern wins:
+  -- "users.create" over "users.*" over "*".
+  -- Reads and idempotent writes (replace, patch, delete, add/remove member) retry with
+  -- balanced. Creates retry too: before re-sending a create whose outcome is unknown (timeout,
+  -- reset, 5xx) the SCIM client looks the resource up by its unique attribute and adopts it,
+  -- so a retry never makes a duplicate account.
+  operations = {
+    ["*"] = "balanced",
+    ["users.*"] = "balanced",
+    ["users.create"] = "balanced",
+    ["groups.*"] = "balanced",
+    ["groups.create"] = "balanced",
+  },
+
+  -- Error classification, tried in order; the first rule that matches decides. A rule matches
+  -- on any of: status (number, list, "5xx", or { min = 500, max = 599 }), scim_type, kind
+  -- (transport: timeout, connect, reset, dns, tls, too_large, other), header = { name, value },
+  -- op ("users.*"), when = function(err, op) return true end. All given fields must match.
+  -- class: transient (retry), rate_limited (retry after the server's delay, slow down),
+  -- permanent, auth, conflict (never retried). suggest: shown to the operator.
+  -- Put your own rules in a file that extends this one: they are tried before these.
+  -- Anything no rule matches is permanent.
+  classify = {
+    { name = "transport-transient", kind = { "timeout", "connect", "reset", "dns" }, class = "transient" },
+    { name = "tls", kind = "tls", class = "permanent",
+      suggest = "TLS verification failed: check the server certificate and the CA bundle (SSL_CERT_FILE)" },
+    { name = "http-5xx-transient", status = { 500, 502, 503, 504 }, class = "transient" },
+    { name = "http-408", status = 408, class = "transient" },
+    { name = "http-429", status = 429, class = "rate_limited" },
+    { name = "http-auth", status = { 401, 403 }, class = "auth", suggest = "token rejected: check SCIM_TOKEN" },
+    { name = "http-409", status = 409, class = "conflict" },
+    { name = "http-412", status = 412, class = "conflict",
+      suggest = "precondition failed: the resource changed since it was read; re-read it and retry" },
+    { name = "http-413", status = 413, class = "permanent",
+      suggest = "request too large for the server: send fewer members or attributes per request" },
+    { name = "http-client-error", status = { 400, 404, 422 }, class = "permanent",
+      suggest = "fix the data in the source, then: scimrun dlq replay ID" },
+  },
+
+  -- Circuit breaker, one per target (service provider). Opens after `failures` consecutive
+  -- failures (0 = off), or, with failure_rate (0..1), when that share of the calls in the last
+  -- `window` seconds (or the last window_calls calls) failed, once min_calls calls were seen.
+  -- Stays open `cooldown` seconds, times cooldown_multiplier for each re-open in a row, up to
+  -- max_cooldown (0 = no cap); then lets half_open_probes calls through and closes when
+  -- success_ratio of them succeed (a probe unanswered for half_open_max_wait re-opens it).
+  -- Client errors (4xx other than 408/429) do not count: the service answered.
+  -- when_open: "wait" (batch runs pause until a probe succeeds) or "fail" (the item fails at
+  -- once with class circuit_open and goes to the dead-letter queue).
+  breaker = {
+    failures = 5, window = 10, min_calls = 5,
+    cooldown = 30, cooldown_multiplier = 2, max_cooldown = 300,
+    half_open_probes = 1, success_ratio = 1, half_open_max_wait = 60,
+    when_open = "wait",
+  },
+
+  -- Token bucket per target: rps requests per second on average, bursts up to `burst`.
+  -- adaptive: a 429 multiplies the rate by throttle_factor (0..1); successes bring it back by
+  -- recover_step x rps every recover_after quiet seconds (optional knobs, defaults 0.1 and 1),
+  -- never below min_fraction x rps (default 0.01). rps = 0 disables rate limiting.
+  rate_limit = { rps = 50, burst = 100, adaptive = true, throttle_factor = 0.5 },
+
+  -- At most max_in_flight requests in flight per target; further calls queue.
+  bulkhead = { max_in_flight = 32 },
+
+  -- request: one HTTP exchange; connect: establishing the connection;
+  -- step: one workflow step, all its attempts and waits included (0 = no limit).
+  timeouts = { request = 30, connect = 10, step = 900 },
+
+  -- Retry budget per run: retries may add at most retry_ratio of the first attempts, plus
+  -- min_retries, so a failing service is not hit by a retry storm.
+  budget = { retry_ratio = 0.2, min_retries = 10 },
+
+  -- Dead-letter queue (in the state store). on_dead_letter = function(entry) ... end is called
+  -- for each new entry (alerting); entries never contain secrets.
+  dead_letter = { max_size = 10000, retention_days = 30, on_dead_letter = nil },
+}
