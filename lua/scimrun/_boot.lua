@@ -4,6 +4,9 @@ local core = require "scimrun.core"
 local build = require "scimrun.build"
 local log = require "scimrun.log"
 
+-- Progress and summaries must interleave with the log (stderr) in order, even through a pipe.
+io.stdout:setvbuf("line")
+
 local scimrun = {
   spawn = core.spawn,     -- scimrun.spawn(fn, ...) -> coroutine; runs fn as a new task
   sleep = core.sleep,     -- scimrun.sleep(seconds): yields this task, timer-backed

@@ -418,7 +418,11 @@ function Executor:run(op, target, attempt_fn, opts)
     c.by_class[class] = (c.by_class[class] or 0) + 1
     local changed = tg.breaker:record(now, not counts_against_target(err))
     if changed then self:_breaker_changed(tg, changed, op) end
-    if class == "rate_limited" and tg.limiter and pol.rate_limit.adaptive then
+    -- Multiplicative decrease at most once per second (as TCP does once per round trip):
+    -- a burst of 429s answering requests that were already in flight is one signal, not many.
+    if class == "rate_limited" and tg.limiter and pol.rate_limit.adaptive
+        and now - (tg.last_throttle or -math.huge) >= 1 then
+      tg.last_throttle = now
       tg.limiter:throttle(now, pol.rate_limit.throttle_factor)
       c.throttled = c.throttled + 1
       self:_emit({ type = "throttle", op = op, target = target, rate = tg.limiter:rate(), t = now })

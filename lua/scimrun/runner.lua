@@ -171,6 +171,7 @@ function M.main(argv, cli)
   local scim = require "scimrun.scim"
   scim.default_executor = ex
   scim.default_dry_run = o.dry_run or nil
+  scim.default_timeout = pol.timeouts and pol.timeouts.request or nil
 
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }

@@ -113,10 +113,11 @@ function M.connect(o)
   local sp = setmetatable({
     base_url = base,
     target = o.target or host,
-    executor = o.executor or M.single_attempt,
+    -- a workflow run sets default_executor (the run's retry layer) and default_dry_run
+    executor = o.executor or M.default_executor or M.single_attempt,
     match_attribute = match,
     max_members_per_patch = chunk,
-    dry_run = o.dry_run == true,
+    dry_run = o.dry_run == true or (o.dry_run == nil and M.default_dry_run == true),
     patch_override = o.patch,
     discover_enabled = o.discover ~= false,
     page_size = o.page_size or 100,
@@ -126,11 +127,36 @@ function M.connect(o)
   }, SP)
   for k, v in pairs(o.endpoints or {}) do sp.endpoints[k] = v end
   -- conn is what request.send reads; the token lives only here and in the redactor.
-  sp.conn = { base_url = base, token = token, headers = o.headers or {}, timeout = o.timeout or 30,
+  sp.conn = { base_url = base, token = token, headers = o.headers or {}, timeout = o.timeout or M.default_timeout or 30,
               insecure = o.insecure == true, user_agent = "scimrun/" .. tostring(version) }
   sp.users = resource.users(sp)
   sp.groups = resource.groups(sp)
+  M._connections[#M._connections + 1] = sp
   return sp
+end
+
+-- Every connection made in this process (weak), so a dry run can list all planned writes.
+M._connections = setmetatable({}, { __mode = "v" })
+
+function M.planned_all()
+  local out = {}
+  for _, sp in pairs(M._connections) do
+    for _, p in ipairs(sp:planned()) do
+      out[#out + 1] = { op = p.op, summary = p.method .. " " .. p.url }
+    end
+  end
+  return out
+end
+
+-- The request body kept with a dead letter for replay: never a password.
+local function replayable_body(body)
+  if type(body) ~= "table" then return body end
+  local copy = {}
+  for k, v in pairs(body) do
+    if type(k) ~= "string" or not k:lower():find("password", 1, true) then copy[k] = v end
+  end
+  local ok, json = pcall(require("cjson").encode, copy)
+  return ok and json or nil
 end
 
 local function warn(msg, fields)
@@ -237,6 +263,7 @@ function SP:call(req, extra)
                         { class = "permanent", detail = "executor returned neither a result nor an error" })
   end
   if err and err.op == nil then err.op = req.op end
+  if err and req.body ~= nil and err.request_body == nil then err.request_body = replayable_body(req.body) end
   return res, err
 end
 

@@ -83,7 +83,10 @@ function Sandbox:pause(seconds)
   end
 end
 
-function Sandbox:close() self.closed = true end
+function Sandbox:close()
+  self.closed = true
+  self.store:close()
+end
 
 -- request plumbing --------------------------------------------------------------------------
 

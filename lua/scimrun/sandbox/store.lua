@@ -1,13 +1,18 @@
--- In-memory resources of the sandbox, with an optional JSON snapshot on disk.
+-- In-memory resources of the sandbox, optionally persisted to a JSON-lines file: a snapshot
+-- line, then one line per change (appended at each commit, so a write costs O(1), not a
+-- rewrite of every resource). Loading replays the lines and compacts them into one snapshot.
 --   store.new{ persist = path | nil } -> store | nil, message
 --   store:get(kind, id) / store:list(kind) (creation order) / store:put(kind, res) / store:delete(kind, id)
 --   store:find_unique(kind, value) -> id of the user with that userName / group with that
 --     displayName, compared case-insensitively
 --   store:groups_of(user_id) -> { group, ... }
---   store:commit()  writes the snapshot (tmp file + os.rename, so a reader never sees half)
+--   store:commit()  appends the changes since the last commit to the file
 --   store:reset()
 -- kind is "Users" or "Groups". Resources are plain tables holding their own meta.
 local json = require "scimrun.sandbox.json"
+local ffi = require "ffi"
+
+ffi.cdef [[ int chmod(const char *path, unsigned int mode); ]]
 
 local M = {}
 
@@ -22,6 +27,16 @@ local function empty(self)
   self.unique = { Users = {}, Groups = {} }
   self.member_of = {}
   self.serial = 0
+  self.changes = {}
+end
+
+-- Passwords (writeOnly) stay in memory only: the file never holds a secret.
+local function without_password(res)
+  if res.password == nil then return res end
+  local c = {}
+  for k, v in pairs(res) do c[k] = v end
+  c.password = nil
+  return c
 end
 
 local function unique_key(kind, res)
@@ -44,24 +59,88 @@ local function index_members(self, group, add)
   end
 end
 
+-- Group lines carry membership as a diff against the previous line of that group, so adding
+-- one member to a 10,000-member group appends one small line.
+local function member_ids(group)
+  local set = {}
+  for _, m in ipairs(type(group.members) == "table" and group.members or {}) do
+    if type(m) == "table" and m.value ~= nil then set[m.value] = m end
+  end
+  return set
+end
+
+local function apply_member_diff(self, rec)
+  local old = self.data.Groups[rec.res.id]
+  local members, seen = json.array({}), {}
+  local removed = {}
+  for _, v in ipairs(rec.remove or {}) do removed[v] = true end
+  for _, m in ipairs(old and old.members or {}) do
+    if not removed[m.value] then members[#members + 1] = m; seen[m.value] = true end
+  end
+  for _, m in ipairs(rec.add or {}) do
+    if not seen[m.value] then members[#members + 1] = m; seen[m.value] = true end
+  end
+  return members
+end
+
+local function apply_line(self, rec)
+  if rec.Users or rec.Groups then -- a snapshot line
+    self.serial = tonumber(rec.serial) or self.serial
+    for _, kind in ipairs({ "Users", "Groups" }) do
+      for _, res in ipairs(rec[kind] or {}) do
+        if type(res) == "table" and type(res.id) == "string" then self:put(kind, res) end
+      end
+    end
+  elseif rec.op == "put" and UNIQUE[rec.kind] and type(rec.res) == "table" then
+    if rec.kind == "Groups" and rec.res.members == nil then rec.res.members = apply_member_diff(self, rec) end
+    self:put(rec.kind, rec.res)
+    self.serial = math.max(self.serial, tonumber(rec.serial) or 0)
+  elseif rec.op == "del" and UNIQUE[rec.kind] then
+    self:delete(rec.kind, rec.id)
+  end
+end
+
+local function write_snapshot(self)
+  local users = json.array({})
+  for i, u in ipairs(self:list("Users")) do users[i] = without_password(u) end
+  local snap = { serial = self.serial, Users = users, Groups = json.array(self:list("Groups")) }
+  local tmp = self.persist .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, ("cannot write the sandbox snapshot: %s"):format(err) end
+  f:write(json.encode(snap), "\n")
+  f:close()
+  -- provider data is personal data: owner-only, like the state file it sits beside
+  ffi.C.chmod(tmp, 384) -- 0600
+  local ok, rerr = os.rename(tmp, self.persist)
+  if not ok then return nil, ("cannot replace the sandbox snapshot: %s"):format(rerr) end
+  if self.journal then self.journal:close() end
+  self.journal = io.open(self.persist, "ab")
+  self.journaled_members = {}
+  for _, g in ipairs(self:list("Groups")) do self.journaled_members[g.id] = member_ids(g) end
+  return true
+end
+
 local function load(self, path)
   local f = io.open(path, "rb")
-  if not f then return true end
+  if not f then return write_snapshot(self) end
   local text = f:read("*a")
   f:close()
-  if text == "" then return true end
-  local snap, err = json.decode(text)
-  if type(snap) ~= "table" then
-    return nil, ("cannot read the sandbox snapshot %s: %s (move it away to start empty)")
-      :format(path, err or "not an object")
-  end
-  self.serial = tonumber(snap.serial) or 0
-  for _, kind in ipairs({ "Users", "Groups" }) do
-    for _, res in ipairs(snap[kind] or {}) do
-      if type(res) == "table" and type(res.id) == "string" then self:put(kind, res) end
+  local lines = {}
+  for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  self.loading = true
+  for n, line in ipairs(lines) do
+    local rec, err = json.decode(line)
+    if type(rec) == "table" then
+      apply_line(self, rec)
+    elseif n < #lines or n == 1 then -- a torn last line (died mid-append) is expected; nothing else is
+      self.loading = false
+      return nil, ("cannot read the sandbox snapshot %s line %d: %s (move it away to start empty)")
+        :format(path, n, err or "not an object")
     end
   end
-  return true
+  self.loading = false
+  self.changes = {}
+  return write_snapshot(self) -- compaction: one snapshot line, then appends
 end
 
 function M.new(opts)
@@ -102,6 +181,7 @@ function Store:put(kind, res)
     order[#order + 1] = res.id
   end
   self.data[kind][res.id] = res
+  if self.persist and not self.loading then self.changes[#self.changes + 1] = { "put", kind, res.id } end
   local k = unique_key(kind, res)
   if k then self.unique[kind][k] = res.id end
   if kind == "Groups" then index_members(self, res, true) end
@@ -114,6 +194,7 @@ function Store:delete(kind, id)
   if k and self.unique[kind][k] == id then self.unique[kind][k] = nil end
   if kind == "Groups" then index_members(self, old, false) end
   self.data[kind][id] = nil
+  if self.persist and not self.loading then self.changes[#self.changes + 1] = { "del", kind, id } end
   local order = self.order[kind]
   for i = 1, #order do
     if order[i] == id then table.remove(order, i) break end
@@ -151,28 +232,43 @@ end
 
 function Store:commit()
   if not self.persist then return true end
-  -- Passwords (writeOnly) stay in memory only: the snapshot never holds a secret.
-  local users = json.array({})
-  for i, u in ipairs(self:list("Users")) do
-    local c = {}
-    for k, v in pairs(u) do c[k] = v end
-    c.password = nil
-    users[i] = c
+  if not self.journal then return nil, "cannot append to the sandbox data file " .. self.persist end
+  local lines = {}
+  for i, c in ipairs(self.changes) do
+    local op, kind, id = c[1], c[2], c[3]
+    local res = op == "put" and self.data[kind][id]
+    if res and kind == "Groups" then
+      local now, before = member_ids(res), self.journaled_members[id] or {}
+      local add, remove = json.array({}), json.array({})
+      for v, m in pairs(now) do if not before[v] then add[#add + 1] = m end end
+      for v in pairs(before) do if not now[v] then remove[#remove + 1] = v end end
+      local bare = {}
+      for k, v in pairs(res) do if k ~= "members" then bare[k] = v end end
+      self.journaled_members[id] = now
+      lines[i] = json.encode({ op = "put", kind = kind, serial = self.serial, res = bare, add = add, remove = remove })
+    elseif res then
+      lines[i] = json.encode({ op = "put", kind = kind, serial = self.serial, res = without_password(res) })
+    else
+      if kind == "Groups" then self.journaled_members[id] = nil end
+      lines[i] = json.encode({ op = "del", kind = kind, id = id })
+    end
   end
-  local snap = { serial = self.serial, Users = users, Groups = json.array(self:list("Groups")) }
-  local tmp = self.persist .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then return nil, ("cannot write the sandbox snapshot: %s"):format(err) end
-  f:write(json.encode(snap), "\n")
-  f:close()
-  local ok, rerr = os.rename(tmp, self.persist)
-  if not ok then return nil, ("cannot replace the sandbox snapshot: %s"):format(rerr) end
+  self.changes = {}
+  if #lines == 0 then return true end
+  local ok, err = self.journal:write(table.concat(lines, "\n"), "\n")
+  if not ok then return nil, ("cannot append to the sandbox data file: %s"):format(err) end
+  self.journal:flush() -- in the OS now: a killed process loses nothing it answered for
   return true
 end
 
 function Store:reset()
   empty(self)
-  return self:commit()
+  if not self.persist then return true end
+  return write_snapshot(self)
+end
+
+function Store:close()
+  if self.journal then self.journal:close(); self.journal = nil end
 end
 
 return M
