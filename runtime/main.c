@@ -93,6 +93,7 @@ int main(int argc, char **argv) {
     code = 1;
 
   signals_shutdown(L);
+  http_server_shutdown_all();
   http_client_shutdown();
   if (sched_shutdown() != 0)
     log_emit(LOG_WARN, "event loop did not close cleanly", NULL);
