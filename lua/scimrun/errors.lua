@@ -31,6 +31,16 @@ function M.normalize(v)
   return M.new { class = "internal", detail = tostring(v) }
 end
 
+-- Lua shortens long chunk names to "...tail.lua:12:"; put the whole path back so an error
+-- cites the file the operator can open.
+function M.cite_file(msg, path)
+  msg = tostring(msg)
+  if msg:sub(1, 3) ~= "..." then return msg end
+  local tail, rest = msg:match("^%.%.%.([^:]*)(:%d+:.*)$")
+  if tail and path:sub(-#tail) == tail then return path .. rest end
+  return msg
+end
+
 function M.interrupted()
   return M.new { class = "interrupted", detail = "run interrupted; resumable" }
 end

@@ -128,19 +128,21 @@ local function resolve(spec, from_dir, datadir, referrer)
                        "; " .. problem.fix }, PolicyError), 0)
 end
 
+local cite_file = require("scimrun.errors").cite_file
+
 -- Runs one file in its sandbox and validates it on its own. Returns the raw table.
 local function run_file(path)
   local chunk, err = loadfile(path)
   if not chunk then
     error(setmetatable({ class = "config", file = path,
-                         message = "invalid policy (syntax): " .. tostring(err) }, PolicyError), 0)
+                         message = "invalid policy (syntax): " .. cite_file(err, path) }, PolicyError), 0)
   end
   setfenv(chunk, make_env(path))
   if jit and jit.off then jit.off(chunk, true) end
   local ok, res = M.guard(chunk, "policy file " .. path)
   if not ok then
     error(setmetatable({ class = "config", file = path,
-                         message = "invalid policy: " .. tostring(res) }, PolicyError), 0)
+                         message = "invalid policy: " .. cite_file(res, path) }, PolicyError), 0)
   end
   if type(res) ~= "table" then
     raise(path, { { msg = ("the file must return a table, it returned %s"):format(type(res)),

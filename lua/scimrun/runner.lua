@@ -73,9 +73,9 @@ function M.load_workflow(path, cli)
   if not f then cli.fail("cannot open workflow %s: no such file", path) end
   f:close()
   local chunk, err = loadfile(path)
-  if not chunk then cli.fail("%s", err) end
+  if not chunk then cli.fail("%s", errors.cite_file(err, path)) end
   local ok, def = pcall(chunk)
-  if not ok then cli.fail("%s failed while loading: %s", path, tostring(def)) end
+  if not ok then cli.fail("%s failed while loading: %s", path, errors.cite_file(def, path)) end
   if not workflow.is_workflow(def) then
     cli.fail("%s does not return a workflow: end the file with `return scimrun.workflow { name = ..., run = ... }`",
       path)
