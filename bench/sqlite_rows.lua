@@ -7,7 +7,8 @@ assert(db:run_create { id = "r-bench", workflow_name = "bench", workflow_path = 
   params_json = "{}", inputs_json = "{}" })
 local t0 = scimrun.now()
 for i = 1, n do
-  assert(db:apply { { op = "step_complete", run_id = "r-bench", key = "s" .. i, result_json = '{"v":1}', attempts = 1 } })
+  assert(db:apply { { op = "step_complete", run_id = "r-bench", key = "s" .. i, result_json = '{"v":1}',
+                      attempts = 1 } })
 end
 print(("%.0f"):format(n / (scimrun.now() - t0)))
 db:close()

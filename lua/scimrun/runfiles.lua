@@ -84,7 +84,7 @@ end
 
 function M.new_run_id()
   local t = os.date("!*t")
-  local rnd = ""
+  local rnd
   local f = io.open("/dev/urandom", "rb")
   if f then
     local b = f:read(3)

@@ -39,14 +39,15 @@ describe("durable workflow", function()
   end)
 
   it("refuses duplicate step keys", function()
-    local code, out, err = proc.run("spec/fixtures/workflows/steps.lua --param mode=dup --state " .. dir .. "/dup.db", env)
+    local code, out, err = proc.run("spec/fixtures/workflows/steps.lua --param mode=dup --state " .. dir .. "/dup.db",
+      env)
     assert.are.equal(2, code, out .. err)
     assert.matches('duplicate step key "same"', out .. err)
   end)
 
   it("names the step whose result is not JSON-serialisable", function()
-    local code, out, err = proc.run("spec/fixtures/workflows/steps.lua --param mode=nonjson --state " .. dir .. "/nj.db",
-      env)
+    local code, out, err = proc.run("spec/fixtures/workflows/steps.lua --param mode=nonjson --state "
+      .. dir .. "/nj.db", env)
     assert.are.equal(2, code, out .. err)
     assert.matches('step "bad%-result" returned a value that is not JSON%-serialisable', out .. err)
   end)
