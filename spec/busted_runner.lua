@@ -6,6 +6,6 @@ package.path = "spec/?.lua;" .. package.path
 local ok, err = pcall(require "busted.runner", { standalone = false })
 if not ok then
   if err ~= nil then io.stderr:write(tostring(err), "\n") end
-  os.exit(1)
+  os.exit(1, true)
 end
-os.exit(0)
+os.exit(0, true)
