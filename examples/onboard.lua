@@ -27,6 +27,7 @@ return scimrun.workflow {
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local group = wf:step("group:" .. p.group, function()
       local g, outcome = sp.groups:ensure { displayName = p.group }
+      if not g then return nil, outcome end
       return { id = g.id, displayName = g.displayName }, outcome
     end)
     local rows = csv.rows(p.csv, { required = { "userName", "email" } })
@@ -39,15 +40,21 @@ return scimrun.workflow {
         end
         local user = wf:step("user:" .. key, function()
           local u, outcome = sp.users:ensure(attrs)
+          if not u then return nil, outcome end -- fails the step with the SCIM error
           return { id = u.id, created = outcome == "created" }, outcome
         end, {
           -- in doubt after a crash: did the create reach the provider? look before re-sending
           recover = function()
-            local u = sp.users:find_by("userName", row.userName)
+            local u, err = sp.users:find_by("userName", row.userName)
+            if err then error(err, 0) end -- cannot tell: the step stays in doubt
             return u and { id = u.id, created = true } or nil
           end,
           -- undo only what this run created; a pre-existing account is left alone
-          compensate = function(u) if u.created then sp.users:deactivate(u.id) end end,
+          compensate = function(u)
+            if not u.created then return end
+            local ok, err = sp.users:deactivate(u.id)
+            if not ok then error(err, 0) end
+          end,
         })
         wf:step("member:" .. p.group .. ":" .. key, function()
           return sp.groups:add_members(group.id, { user.id })

@@ -197,6 +197,11 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   self:commit { op = "step_start", key = key, attempts = attempts }
   self.stats.steps_run = self.stats.steps_run + 1
   local results = { pcall(fn) }
+  -- The library's convention for operational failure is `return nil, err`: a step function
+  -- that passes such a result on (`return sp.users:ensure(attrs)`) has failed.
+  if results[1] and results[2] == nil and type(results[3]) == "table" then
+    results = { false, results[3] }
+  end
   if not results[1] then
     local err = errors.normalize(results[2])
     err.step = key

@@ -87,3 +87,25 @@ describe("scimrun command line", function()
     assert.are.equal("600", mode)
   end)
 end)
+
+describe("logging", function()
+  it("writes JSON lines with --log-format json, and never the token", function()
+    local dir = proc.tmpdir("log")
+    local token = "tok-secret-" .. math.random(1e6, 9e6)
+    local code, out, err = proc.run("examples/onboard.lua --sandbox=503:0.1 --policy fast-test --log-format json"
+      .. " --state " .. dir .. "/s.db", "SCIM_TOKEN=" .. token)
+    assert.are.equal(0, code, out .. err)
+    local cjson = require "cjson"
+    local lines = 0
+    for line in err:gmatch("[^\n]+") do
+      local ok, rec = pcall(cjson.decode, line)
+      assert.is_true(ok, "not JSON: " .. line)
+      assert.is_string(rec.level)
+      assert.is_string(rec.msg)
+      lines = lines + 1
+    end
+    assert.is_true(lines > 0, "a 10% failure rate must log retries")
+    assert.is_nil((out .. err):find(token, 1, true))
+    assert.is_nil(proc.read_all(dir .. "/s.db"):find(token, 1, true))
+  end)
+end)
