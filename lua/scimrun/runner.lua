@@ -192,7 +192,7 @@ function M.main(argv, cli)
     engine:flush()
     db:apply { { op = "run_status", run_id = run.id, status = "interrupted", exit_code = 130 } }
     io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. resume_cmd .. "\n")
-    os.exit(130)
+    os.exit(130, true) -- close the state: the store and handles are released cleanly
   end
   local function on_stop(name)
     interrupts = interrupts + 1
