@@ -337,7 +337,7 @@ function Executor:run(op, target, attempt_fn, opts)
   local clock, c = self.clock, self.c
   local profile, pname = self:_profile(op, opts)
   local tg = self:_target(target)
-  local key = opts.key
+  local key = opts.key or (self.key_source and self.key_source(op))
   local start, gate_wait, attempt, prev_delay = clock.now(), 0, 0, 0
   local trail = {}
   local checkpointed = false

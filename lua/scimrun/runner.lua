@@ -184,6 +184,8 @@ function M.main(argv, cli)
     on_dead_letter = dl.on_dead_letter,
   }
   engine.allow_deletes = o.allow_deletes
+  ex.key_source = function(op) return engine:op_key(op) end
+  engine.executor = ex
   local resume_cmd = runfiles.resume_command(o, run.id)
   require("scimrun.core").at_turn_end(function() engine:flush() end)
   local signals = require "scimrun.signals"

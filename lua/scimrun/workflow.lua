@@ -63,6 +63,7 @@ function M.engine(opts)
               failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
               compensation_failed = 0, dead_lettered = 0, commits = 0 },
     item_outcome = setmetatable({}, { __mode = "k" }),
+    step_ctx = setmetatable({}, { __mode = "k" }), -- step running on each task
   }, Engine)
   self.log = opts.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end
   return self
@@ -196,7 +197,10 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   attempts = attempts + 1
   self:commit { op = "step_start", key = key, attempts = attempts }
   self.stats.steps_run = self.stats.steps_run + 1
+  local co = coroutine.running()
+  self.step_ctx[co] = { key = key, n = 0 }
   local results = { pcall(fn) }
+  self.step_ctx[co] = nil
   -- The library's convention for operational failure is `return nil, err`: a step function
   -- that passes such a result on (`return sp.users:ensure(attrs)`) has failed.
   if results[1] and results[2] == nil and type(results[3]) == "table" then
@@ -215,6 +219,16 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   self:commit { op = "step_complete", key = key, result_json = encode_result(key, value), attempts = attempts }
   self:register_compensation(key, value, opts)
   return value
+end
+
+-- A key naming the n-th retried operation of the step running on this task, stable across a
+-- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
+-- backoff deadlines under it, so a resumed run waits only for what is left.
+function Engine:op_key(op)
+  local ctx = self.step_ctx[coroutine.running()]
+  if not ctx then return nil end
+  ctx.n = ctx.n + 1
+  return ctx.key .. "#" .. ctx.n .. ":" .. op
 end
 
 -- ---- sagas --------------------------------------------------------------------------
@@ -391,6 +405,12 @@ function Engine:context(def)
   function wf.each(_, iter, opts, fn) return engine:each(iter, opts, fn) end
   function wf.saga(_, fn) return engine:saga(fn) end
   function wf.outcome(_, name) engine:note_outcome(name) end
+  -- wf:call(op, target, attempt_fn): one operation of your own (any HTTP API) under the run's
+  -- retry layer: classified, retried, rate-limited and breaker-guarded like the SCIM client's.
+  function wf.call(_, op, target, attempt_fn, opts)
+    if not engine.executor then error("wf:call needs a run's retry layer (run with scimrun WORKFLOW.lua)", 2) end
+    return engine.executor:run(op, target, attempt_fn, opts)
+  end
   function wf.stopping() return engine.stopping end
   return wf
 end
