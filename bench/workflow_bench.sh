@@ -34,3 +34,7 @@ printf "resume of a %d-step run at 99%%: %.3f s (goal < 1 s)\n" "$N" "$(awk -v a
 rss=$("$BIN" bench/noop_steps.lua --param n=1000000 --param steps=false --state "$tmp/rss.db" 2>&1 >/dev/null \
   | awk '/peak_rss_kib/ { print $2 }')
 printf "peak RSS of wf:each over 1,000,000 items: %.1f MiB (goal < 64 MiB)\n" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
+rss=$("$BIN" bench/noop_steps.lua --param n=1000000 --durability normal --state "$tmp/rss-steps.db" 2>&1 >/dev/null \
+  | awk '/peak_rss_kib/ { print $2 }')
+printf "peak RSS of wf:each over 1,000,000 items with one durable step each: %.1f MiB\n" \
+  "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
