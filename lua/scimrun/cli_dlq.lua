@@ -4,24 +4,43 @@
 -- `--resume` continues that item from its next step.
 local cjson = require "cjson"
 local common = require "scimrun.cli_common"
+local errors = require "scimrun.errors"
 
 local M = {}
 local SPEC = { ["--json"] = "flag", ["--state"] = "value", ["--run"] = "value", ["--all"] = "flag",
   ["--policy"] = "value", ["--sandbox"] = "flag", ["--token-env"] = "value", ["--state-filter"] = "value" }
 
+local function is_comp(e) return e.is_compensation == 1 or e.is_compensation == true end
+
+local ROLLED_BACK = "(item rolled back) "
+
+local function state_opt(o)
+  local p = common.state_path(o)
+  return p ~= ".scimrun/state.db" and (" --state " .. p) or ""
+end
+
 local function show_line(e)
-  return ("%-5d %-9s %-24s %-18s %-13s %s"):format(e.id, e.state, e.step_key or "?", e.operation or "?",
-    (e.class or "?") .. (e.status and ("/" .. e.status) or ""), (e.last_error or ""):sub(1, 70))
+  local class = (e.class or "?") .. (e.status and ("/" .. e.status) or "")
+    .. (e.scim_type and ("/" .. e.scim_type) or "")
+  return ("%-5d %-9s %-28s %-18s %-26s %s"):format(e.id, e.state, (is_comp(e) and "COMPENSATION " or "")
+    .. (e.step_key or "?"), e.operation or "?", class, (e.last_error or ""):sub(1, 100))
 end
 
 local function list(db, o)
   local entries = db:dlq_list { run_id = o.run, state = o.state_filter }
   if o.json then io.stdout:write(cjson.encode(entries), "\n"); return 0 end
   if #entries == 0 then io.stdout:write("dead-letter queue is empty\n"); return 0 end
-  io.stdout:write(("%-5s %-9s %-24s %-18s %-13s %s\n"):format("ID", "STATE", "STEP", "OPERATION", "CLASS", "ERROR"))
+  io.stdout:write(("%-5s %-9s %-28s %-18s %-26s %s\n"):format("ID", "STATE", "STEP", "OPERATION", "CLASS", "ERROR"))
+  local pending = 0
   for _, e in ipairs(entries) do
     io.stdout:write(show_line(e), "\n")
-    if e.suggest then io.stdout:write("      what to do: ", e.suggest, "\n") end
+    if e.state == "pending" then pending = pending + 1 end
+    local todo = errors.with_id(e.suggest or errors.builtin_suggestion(e), e.id)
+    if todo then io.stdout:write("      what to do: ", todo, "\n") end
+  end
+  if pending > 0 then
+    io.stdout:write(("%d pending. Details: scimrun dlq show ID%s   after fixing the cause: scimrun dlq replay "
+      .. "ID|--all%s   discard: scimrun dlq drop ID%s\n"):format(pending, state_opt(o), state_opt(o), state_opt(o)))
   end
   return 0
 end
@@ -31,21 +50,47 @@ local function show(db, id, o, cli)
   if not e then cli.fail("no dead letter %s (see: scimrun dlq list)", id) end
   if o.json then io.stdout:write(cjson.encode(e), "\n"); return 0 end
   local fields = { "id", "state", "run_id", "step_key", "operation", "method", "url", "class", "status", "scim_type",
-    "rule", "attempts", "last_error", "suggest" }
+    "rule", "attempts" }
   for _, k in ipairs(fields) do
     if e[k] ~= nil then io.stdout:write(("%-14s %s\n"):format(k, tostring(e[k]))) end
   end
-  if e.is_compensation == 1 or e.is_compensation == true then
+  if is_comp(e) then
     io.stdout:write("COMPENSATION   this entry is a failed rollback: the target may hold half-done work\n")
   end
   io.stdout:write(("%-14s %s\n"):format("first failed", common.time(e.first_failed_at)))
   io.stdout:write(("%-14s %s\n"):format("last failed", common.time(e.last_failed_at)))
-  if e.request_body then io.stdout:write("payload\n  ", e.request_body, "\n") end
-  io.stdout:write(("replay with: scimrun dlq replay %d   drop with: scimrun dlq drop %d\n"):format(e.id, e.id))
+  io.stdout:write(("%-14s %s\n"):format("error", e.last_error or "?"))
+  local todo = errors.with_id(e.suggest or errors.builtin_suggestion(e), e.id)
+  if todo then io.stdout:write(("%-14s %s\n"):format("what to do", todo)) end
+  if e.request_body then
+    local ok, decoded = pcall(cjson.decode, e.request_body)
+    io.stdout:write("payload\n  ", ok and cjson.encode(decoded) or e.request_body, "\n")
+  else
+    io.stdout:write("payload        (none recorded)\n")
+  end
+  if e.state == "pending" then
+    io.stdout:write(("replay with: scimrun dlq replay %d%s   drop with: scimrun dlq drop %d%s\n"):format(e.id,
+      state_opt(o), e.id, state_opt(o)))
+  end
   return 0
 end
 
+-- Why an entry cannot be replayed by re-sending its request, or nil.
+local function not_replayable(e)
+  if (e.last_error or ""):sub(1, #ROLLED_BACK) == ROLLED_BACK then
+    return "its item was rolled back by its saga; replaying one request would leave it half-done. Fix the cause, "
+      .. "then run the workflow again (or drop the entry)"
+  end
+  if not e.url or not e.method then
+    return "the failure was not an HTTP request (nothing to re-send). Fix the cause, then resume the run with "
+      .. "--retry-failed, or drop the entry"
+  end
+  return nil
+end
+
 local function replay_one(db, e, ex, token, base_rewrite)
+  local why = not_replayable(e)
+  if why then return nil, { class = "not_replayable", detail = why } end
   local http = require "scimrun.http"
   local url = e.url
   if base_rewrite then url = url:gsub("^http://127%.0%.0%.1:%d+/scim/v2", base_rewrite) end
@@ -54,8 +99,10 @@ local function replay_one(db, e, ex, token, base_rewrite)
   if token then headers.Authorization = "Bearer " .. token end
   local target = url:match("^%a+://([^/]+)") or "default"
   local res, err = ex:run(e.operation or "dlq.replay", target, function()
-    local r, terr = http.request { method = e.method or "POST", url = url, headers = headers, body = e.request_body }
-    if not r then terr.op, terr.url, terr.method = e.operation, url, e.method; return nil, terr end
+    local r, terr = http.request { method = e.method, url = url, headers = headers, body = e.request_body }
+    if not r then
+      return nil, { kind = terr.kind, detail = terr.message, op = e.operation, url = url, method = e.method }
+    end
     if r.status >= 200 and r.status < 300 then return r end
     local body = r.body ~= "" and select(2, pcall(cjson.decode, r.body)) or nil
     return nil, { status = r.status, headers = r.headers, op = e.operation, url = url, method = e.method,
@@ -64,14 +111,25 @@ local function replay_one(db, e, ex, token, base_rewrite)
   end, {})
   if not res then return nil, err end
   local ok, decoded = pcall(cjson.decode, res.body ~= "" and res.body or "null")
-  local result_json = cjson.encode { v = ok and decoded or true }
-  local batch = { { op = "dlq_set_state", id = e.id, state = "replayed" } }
-  if e.is_compensation ~= 1 and e.is_compensation ~= true then
-    batch[#batch + 1] = { op = "step_complete", run_id = e.run_id, key = e.step_key, result_json = result_json,
-      attempts = (e.attempts or 0) + 1 }
+  if not ok or decoded == nil or decoded == cjson.null then decoded = true end
+  -- The entry is marked first: should the process die before the step is recorded, the step
+  -- stays failed and a --retry-failed resume looks before it writes, rather than a second
+  -- replay re-sending a create.
+  local sok, serr = db:dlq_set_state(e.id, "replayed")
+  if not sok then return nil, { detail = "replayed but could not record it: " .. tostring(serr) } end
+  local batch
+  if is_comp(e) then
+    -- the rollback step is done: a resume sees the compensation completed and the step undone
+    local undone = (e.step_key or ""):match("^compensate:(.+)$")
+    batch = { { op = "step_complete", run_id = e.run_id, key = e.step_key,
+      result_json = cjson.encode { v = decoded } } }
+    if undone then batch[2] = { op = "step_compensated", run_id = e.run_id, key = undone } end
+  else
+    batch = { { op = "step_complete", run_id = e.run_id, key = e.step_key, result_json = cjson.encode { v = decoded },
+      attempts = (e.attempts or 0) + 1 } }
   end
   local aok, aerr = db:apply(batch)
-  if not aok then return nil, { detail = "replayed but could not record it: " .. tostring(aerr) } end
+  if not aok then return nil, { detail = "replayed but could not record the step: " .. tostring(aerr) } end
   return true
 end
 
@@ -99,28 +157,39 @@ local function replay(db, ids, o, cli)
   local sandbox, base_rewrite
   local token = os.getenv(o.token_env or "SCIM_TOKEN")
   if o.sandbox then
-    sandbox = require("scimrun.sandbox").start { port = 0, persist = common.state_path(o) .. ".sandbox.json",
-      token = token }
+    local persist = common.state_path(o) .. ".sandbox.json"
+    local f = io.open(persist, "r")
+    if not f then
+      cli.fail("--sandbox: no sandbox data at %s (it is written by `scimrun WORKFLOW --sandbox --state %s`)",
+        persist, common.state_path(o))
+    end
+    f:close()
+    local serr
+    sandbox, serr = require("scimrun.sandbox").start { port = 0, persist = persist, token = token }
+    if not sandbox then cli.fail("--sandbox: cannot start the sandbox: %s", tostring(serr)) end
     token, base_rewrite = sandbox.token, sandbox.url
   end
   if token then scimrun.log.add_secret(token) end
-  local done, failed = 0, 0
+  local done, failed, runs = 0, 0, {}
   for _, e in ipairs(entries) do
     local rok, err = replay_one(db, e, ex, token, base_rewrite)
     if rok then
       done = done + 1
+      runs[e.run_id] = true
       io.stdout:write(("replayed %d (%s %s)\n"):format(e.id, e.operation or "?", e.step_key or ""))
     else
       failed = failed + 1
-      local detail = type(err) == "table" and (tostring(err.class or "") .. " " .. tostring(err.status or "")
-        .. " " .. tostring(err.detail or err.message or "")) or tostring(err)
-      io.stdout:write(("still failing %d (%s): %s\n"):format(e.id, e.step_key or "", scimrun.log.redact(detail)))
+      local d = errors.describe(errors.explain(errors.normalize(type(err) == "table" and err or { detail = err })))
+      io.stdout:write(("still failing %d (%s): %s\n"):format(e.id, e.step_key or "", d.why))
+      if d.todo then io.stdout:write("      what to do: ", d.todo, "\n") end
     end
   end
   if sandbox then sandbox.close() end
   io.stdout:write(("%d replayed, %d still failing\n"):format(done, failed))
-  if done > 0 then
-    io.stdout:write("continue the affected runs with: scimrun WORKFLOW.lua --resume RUN_ID\n")
+  for run_id in pairs(runs) do
+    local run = db:run_get(run_id)
+    io.stdout:write(("continue run %s from the replayed steps with: scimrun %s --resume %s%s%s\n"):format(run_id,
+      run and run.workflow_path or "WORKFLOW.lua", run_id, state_opt(o), o.sandbox and " --sandbox" or ""))
   end
   return failed > 0 and 3 or 0
 end
@@ -140,8 +209,10 @@ function M.main(args, cli)
     elseif sub == "drop" then
       local id = tonumber(pos[2]) or cli.fail("usage: scimrun dlq drop ID")
       local e = db:dlq_get(id)
-      if not e then cli.fail("no dead letter %d", id) end
-      db:dlq_set_state(id, "dropped")
+      if not e then cli.fail("no dead letter %d (see: scimrun dlq list)", id) end
+      if e.state ~= "pending" then cli.fail("dead letter %d is %s, not pending", id, e.state) end
+      local dok, derr = db:dlq_set_state(id, "dropped")
+      if not dok then cli.fail("cannot drop dead letter %d: %s", id, tostring(derr)) end
       io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(id, e.step_key or "?", e.run_id))
       return 0
     end

@@ -2,6 +2,12 @@
 -- --report FILE, the same per item as JSON (written to FILE.tmp, renamed when complete,
 -- so a report is never half-written). Never contains a secret: errors pass through
 -- errors.persistable, which redacts.
+--   report.new{path, run_id, workflow} -> r;  r:item(rec);  r:finish{status, exit_code, summary, error}
+--   report.identity(item, info) -> the item's name (userName, displayName, id, ...)
+--   report.summary(stats, counters, ex, elapsed);  report.print(out, t)
+-- A report item: {item, status = ok|failed|interrupted, outcome = created|updated|skipped|
+--   adopted|done|dead_lettered|rolled_back|failed|interrupted, line, dead_letter, compensated,
+--   error = {class, status, scim_type, detail, rule, suggest, op, url, method, step, ...}}.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
 
@@ -24,14 +30,18 @@ local function identity(item, info)
     return item.userName or item.username or item.displayName or item.group or item.id or item.externalId
   end
   if type(item) == "string" or type(item) == "number" then return item end
-  return info and info.index
+  return info and (info.index or info.line)
 end
+M.identity = identity
 
 function Report:item(rec)
   if not self.f then return end
   local out = { item = identity(rec.item, rec.info), status = rec.status, outcome = rec.outcome,
                 line = rec.info and rec.info.line, dead_letter = rec.dead_letter, compensated = rec.compensated }
-  if rec.error then out.error = errors.persistable(rec.error) end
+  if rec.error then
+    out.error = errors.persistable(rec.error)
+    out.error.suggest = errors.with_id(out.error.suggest or errors.builtin_suggestion(rec.error), rec.dead_letter)
+  end
   self.f:write(self.n > 0 and ",\n" or "", cjson.encode(out))
   self.n = self.n + 1
 end
@@ -63,7 +73,9 @@ function M.summary(stats, counters, ex, elapsed)
     items = stats.items, succeeded = stats.succeeded, failed = stats.failed,
     created = stats.created, updated = stats.updated, skipped = stats.skipped, adopted = stats.adopted,
     compensated = stats.compensated, compensation_failed = stats.compensation_failed,
-    dead_lettered = stats.dead_lettered,
+    dead_lettered = stats.dead_lettered, dlq_pruned = stats.dlq_pruned,
+    failures = stats.failures, failures_more = stats.failures_more,
+    compensation_failures = stats.compensation_failures,
     steps_run = stats.steps_run, steps_from_checkpoint = stats.steps_replayed, steps_recovered = stats.steps_recovered,
     attempts = exc.attempts or counters.attempts, retries = exc.retries or counters.retries,
     by_class = exc.by_class or counters.by_class, breaker_opened = exc.breaker_opened or counters.breaker_opened,
@@ -97,14 +109,58 @@ function M.print(out, t)
       add("    %s %s", p.op or p.method or "?", p.summary or p.url or "")
     end
   end
+  local state_opt = t.state and t.state ~= ".scimrun/state.db" and (" --state " .. t.state) or ""
+  local cfs = s.compensation_failures or {}
+  if #cfs > 0 then
+    add("")
+    add("  !! %d COMPENSATION(S) FAILED: the target may hold half-done work. Clean up by hand, or fix the cause", #cfs)
+    add("  !! and replay the compensation (it is in the dead-letter queue, marked as compensation):")
+    for _, f in ipairs(cfs) do
+      local d = errors.describe(f, { dlq_id = f.dead_letter })
+      add("  !!   %s", d.what)
+      add("  !!     why: %s", d.why)
+      if d.todo then add("  !!     what to do: %s", d.todo) end
+      if f.dead_letter then
+        add("  !!     see: scimrun dlq show %d%s   replay: scimrun dlq replay %d%s", f.dead_letter, state_opt,
+          f.dead_letter, state_opt)
+      elseif f.replayed then
+        add("  !!     already in the dead-letter queue from an earlier attempt: scimrun dlq list --run %s%s",
+          t.run_id, state_opt)
+      end
+    end
+  end
+  local shown = 0
+  for _, f in ipairs(s.failures or {}) do
+    -- the error that stopped the run is described below, with the resume command
+    if not (t.err and f.step == t.err.step and f.class == t.err.class and not f.dead_letter) then
+      if shown == 0 then add(""); add("  failed items:") end
+      shown = shown + 1
+      local d = errors.describe(f, { item = f.item, dlq_id = f.dead_letter })
+      add("    %s", d.what)
+      add("      why: %s", d.why)
+      if d.todo then add("      what to do: %s", d.todo) end
+      if f.dead_letter then
+        add("      dead letter %d: scimrun dlq show %d%s", f.dead_letter, f.dead_letter, state_opt)
+      elseif f.replayed then
+        add("      failed in an earlier attempt of this run; retry it with: %s --retry-failed",
+          t.resume_cmd or "--resume")
+      end
+    end
+  end
+  if (s.failures_more or 0) > 0 then
+    add("    ... and %d more failed items%s", s.failures_more,
+      t.pending_dlq > 0 and (": scimrun dlq list --run " .. t.run_id .. state_opt) or "")
+  end
   if t.pending_dlq > 0 then
-    add("  dead letters: %d waiting. See them: scimrun dlq list --run %s%s", t.pending_dlq, t.run_id,
-      t.state and t.state ~= ".scimrun/state.db" and (" --state " .. t.state) or "")
-    add("  after fixing the cause: scimrun dlq replay --all --run %s", t.run_id)
+    add("  dead letters: %d waiting. See them: scimrun dlq list --run %s%s", t.pending_dlq, t.run_id, state_opt)
+    add("  after fixing the cause: scimrun dlq replay --all --run %s%s, then: %s", t.run_id, state_opt,
+      t.resume_cmd or "--resume")
   end
   if t.err then
-    add("  stopped: %s", tostring(t.err))
-    if t.err.suggest then add("  what to do: %s", t.err.suggest) end
+    local d = errors.describe(t.err)
+    add("  stopped: %s", d.what)
+    add("    why: %s", d.why)
+    if d.todo then add("    what to do: %s", d.todo) end
   end
   if t.status == "interrupted" then
     add("stopped; nothing is lost. Resume with:")

@@ -33,7 +33,7 @@ function M.resolve_params(defaults, given, wf_path, cli)
   local out = {}
   local wf_dir = M.dirname(wf_path)
   for k, v in pairs(defaults or {}) do
-    if type(v) == "string" and v:sub(1, 1) ~= "/" and exists(wf_dir .. "/" .. v) then
+    if type(v) == "string" and v ~= "" and v:sub(1, 1) ~= "/" and exists(wf_dir .. "/" .. v) then
       v = wf_dir .. "/" .. v
     end
     out[k] = v
@@ -50,7 +50,7 @@ function M.resolve_params(defaults, given, wf_path, cli)
     elseif type(defaults[k]) == "boolean" then
       if v ~= "true" and v ~= "false" then cli.fail("--param %s must be true or false, got %q", k, v) end
       v = v == "true"
-    elseif v:sub(1, 1) ~= "/" and exists(v) then
+    elseif v ~= "" and v:sub(1, 1) ~= "/" and exists(v) then
       v = M.absolute(v)
     end
     out[k] = v

@@ -181,7 +181,7 @@ function M.main(argv, cli)
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
     on_item = function(item) rep:item(item) end,
-    on_dead_letter = dl.on_dead_letter,
+    dead_letter = dl,
   }
   engine.allow_deletes = o.allow_deletes
   ex.key_source = function(op) return engine:op_key(op) end
@@ -228,7 +228,7 @@ function M.main(argv, cli)
   local status, code
   if err and err.class == "interrupted" then status, code = "interrupted", 130
   elseif err then status, code = "failed", (err.class == "usage" and 2 or 1)
-  elseif pending_dlq > 0 then status, code = "completed_with_dead_letters", 3
+  elseif pending_dlq > 0 or engine.stats.failed > 0 then status, code = "completed_with_dead_letters", 3
   else status, code = "completed", 0 end
   db:run_set_status(run.id, status, code)
 

@@ -10,8 +10,23 @@
 -- A step's result is committed (group commit: every step finishing in the same loop turn
 -- shares one transaction) before wf:step returns. A step recorded `started` but never
 -- finished is in doubt: on resume opts.recover() decides whether its effect happened.
+-- A step function fails by raising an error table or by returning `nil, err` (the SCIM
+-- client's convention), so `wf:step(k, function() return sp.users:create(row) end)` works.
+--
+-- Failure handling:
+--   - saga: the compensations of the scope's completed steps run in reverse, each a checkpointed
+--     step `compensate:KEY`; a signal does not cut a rollback in half (it finishes or, on a
+--     hard stop, is left in doubt and resumed). A compensation that fails goes to the
+--     dead-letter queue marked as compensation and is reported loudly.
+--   - continue_on_error: a failed item goes to the dead-letter queue and the run goes on,
+--     until max_failed_items (count, or "N%" of the items dispatched, from 20 items on) is
+--     crossed. Without it, the first failure stops dispatch; in-flight items run to their end.
+--   - dead_letter = { max_size, retention_days, on_dead_letter } (policy): entries older than
+--     retention_days are pruned when the engine starts; a full queue fails the item (and the
+--     run) instead of dropping it; on_dead_letter(entry) runs under policy.guard.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
+local report = require "scimrun.report"
 
 local M = {}
 
@@ -39,8 +54,12 @@ local Engine = {}
 Engine.__index = Engine
 
 -- opts: db, run_id, params, env (overrides), retry_failed, continue_on_error, concurrency,
---       max_failed_items, log, on_item (report callback), max_wait
+--       max_failed_items, log, on_item (report callback), dead_letter (policy table),
+--       on_dead_letter (hook; dead_letter.on_dead_letter wins)
+local MAX_LISTED_FAILURES = 20
+
 function M.engine(opts)
+  local dl = opts.dead_letter or {}
   local self = setmetatable({
     db = opts.db,
     run_id = opts.run_id,
@@ -51,22 +70,40 @@ function M.engine(opts)
     concurrency = opts.concurrency or 16,
     max_failed_items = opts.max_failed_items,
     on_item = opts.on_item or function() end,
-    on_dead_letter = opts.on_dead_letter,
+    on_dead_letter = dl.on_dead_letter or opts.on_dead_letter,
+    dlq_max_size = dl.max_size,
+    dlq_pending = nil,  -- pending entries in the store, counted once, then kept up to date
     pending = {},       -- ops waiting for the next group commit
     waiters = {},       -- tasks parked until that commit
     session_started = scimrun.wall(),
-    stopping = false,
+    stopping = false,   -- a signal: no new steps (rollbacks excepted)
+    draining = false,   -- a failure without continue-on-error: no new items
     fatal = nil,        -- an error that stops the whole run (store failure)
     inflight_keys = {}, -- keys of steps running in this process right now
     scopes = setmetatable({}, { __mode = "k" }), -- saga scope per task
+    rolling_back = setmetatable({}, { __mode = "k" }), -- tasks running compensations
     stats = { steps_run = 0, steps_replayed = 0, steps_recovered = 0, items = 0, succeeded = 0,
               failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
-              compensation_failed = 0, dead_lettered = 0, commits = 0 },
+              compensation_failed = 0, dead_lettered = 0, commits = 0, dlq_pruned = 0,
+              -- the first failures, for the end-of-run report (bounded: memory stays flat)
+              failures = {}, failures_more = 0, compensation_failures = {} },
     item_outcome = setmetatable({}, { __mode = "k" }),
     step_ctx = setmetatable({}, { __mode = "k" }), -- step running on each task
   }, Engine)
   self.log = opts.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end
+  if dl.retention_days and self.db then self:prune_dead_letters(dl.retention_days) end
   return self
+end
+
+-- Deletes dead letters older than the policy's retention (dead_letter.retention_days).
+function Engine:prune_dead_letters(days)
+  local ok, n, err = pcall(self.db.dlq_prune, self.db, days * 86400)
+  if ok and n then
+    self.stats.dlq_pruned = n
+    if n > 0 then self.log("info", "dead letters pruned", { count = n, older_than_days = days }) end
+  else
+    self.log("warn", "could not prune old dead letters", { error = tostring(ok and err or n) })
+  end
 end
 
 -- ---- group commit -----------------------------------------------------------------
@@ -157,15 +194,18 @@ function Engine:step(key, fn, opts)
       self.stats.steps_replayed = self.stats.steps_replayed + 1
       self:register_compensation(key, decode_result(rec.result_json), opts)
       return decode_result(rec.result_json)
-    elseif rec.state == "compensated" or (rec.state == "failed" and not self.retry_failed) then
+    elseif rec.state == "compensated" then
+      error(errors.new { class = "permanent", step = key, replayed = true, compensated = true,
+        detail = "rolled back in an earlier run of this run id (a later step of its saga failed)",
+        suggest = "start a new run of the workflow to redo rolled-back items" }, 0)
+    elseif rec.state == "failed" and not self.retry_failed then
       local e = rec.error_json and cjson.decode(rec.error_json) or { detail = "failed in an earlier run" }
       e.step = key
       e.replayed = true
-      e.compensated = rec.state == "compensated" or nil
       error(errors.new(e), 0)
     end
   end
-  if self.stopping then error(errors.interrupted(), 0) end
+  if self.stopping and not self.rolling_back[coroutine.running()] then error(errors.interrupted(), 0) end
 
   self.inflight_keys[key] = true
   local ok, res = pcall(self.run_step, self, key, fn, opts, rec, attempts)
@@ -207,7 +247,7 @@ function Engine:run_step(key, fn, opts, rec, attempts)
     results = { false, results[3] }
   end
   if not results[1] then
-    local err = errors.normalize(results[2])
+    local err = errors.explain(errors.normalize(results[2]))
     err.step = key
     if err.class ~= "interrupted" and err.class ~= "store" then
       self:commit { op = "step_fail", key = key, error_json = error_json(err), attempts = attempts }
@@ -249,56 +289,127 @@ function Engine:saga(fn)
   self.scopes[co] = outer
   if ok then return end
   err = errors.normalize(err)
-  if err.class == "interrupted" or err.class == "store" then error(err, 0) end
-  -- Roll back in reverse; each compensation is itself a checkpointed step, so a crash here
-  -- resumes compensating. Interruption does not cut a rollback in half.
-  local was_stopping = self.stopping
-  self.stopping = false
+  if err.class == "interrupted" or err.class == "store" or #scope.done == 0 then error(err, 0) end
+  -- Each compensation is itself a checkpointed step, so a crash here resumes compensating.
+  -- A signal does not cut the rollback in half: this task keeps running steps until it is done.
+  local was = self.rolling_back[co]
+  self.rolling_back[co] = true
+  local rok, rerr = pcall(self.rollback, self, scope, err)
+  self.rolling_back[co] = was
+  if not rok then error(rerr, 0) end
+  error(err, 0)
+end
+
+function Engine:rollback(scope, cause)
+  self.log("info", "saga failed; compensating its completed steps in reverse",
+    { failed_step = cause.step, steps = #scope.done })
+  local undone, failed = 0, 0
   for i = #scope.done, 1, -1 do
     local d = scope.done[i]
-    local cok, cerr = pcall(self.step, self, "compensate:" .. d.key, function()
-      local r = d.compensate(d.result)
+    local ckey = "compensate:" .. d.key
+    self.log("info", "compensating step", { step = d.key })
+    local cok, cerr = pcall(self.step, self, ckey, function()
+      local r, e = d.compensate(d.result)
+      if r == nil and type(e) == "table" then return nil, e end
       if r == nil then r = true end
       return r
     end)
     if cok then
       self:commit { op = "step_compensated", key = d.key }
+      undone = undone + 1
       self.stats.compensated = self.stats.compensated + 1
     else
-      cerr = errors.normalize(cerr)
+      cerr = errors.explain(errors.normalize(cerr))
+      if cerr.class == "interrupted" or cerr.class == "store" then error(cerr, 0) end
+      failed = failed + 1
       self.stats.compensation_failed = self.stats.compensation_failed + 1
-      self.log("error", "COMPENSATION FAILED: manual clean-up needed", { step = d.key, class = cerr.class,
-        detail = cerr.detail })
-      self:dead_letter(cerr, { is_compensation = true, step_key = "compensate:" .. d.key })
+      local id, full
+      if not cerr.replayed then
+        id, full = self:dead_letter(cerr, { is_compensation = true, step_key = ckey })
+        if not id and full then self:halt(full) end
+      end
+      local list = self.stats.compensation_failures
+      if #list < MAX_LISTED_FAILURES then
+        local p = errors.persistable(cerr)
+        p.step, p.dead_letter, p.replayed = ckey, id, cerr.replayed
+        list[#list + 1] = p
+      end
+      self.log("error", "COMPENSATION FAILED: the target may hold half-done work; manual clean-up needed",
+        { step = ckey, op = cerr.op, url = cerr.url, class = cerr.class, status = cerr.status,
+          scim_type = cerr.scim_type, detail = cerr.detail, rule = cerr.rule, dead_letter = id,
+          suggest = errors.with_id(cerr.suggest, id) })
     end
   end
-  self.stopping = was_stopping or self.stopping
-  err.compensated = true
-  error(err, 0)
+  cause.compensated = undone > 0 or nil
+  cause.compensation_failed = failed > 0 or nil
 end
 
 -- ---- dead letters ----------------------------------------------------------------------
 
+-- Stops dispatch because of err, which the run then fails with.
+function Engine:halt(err)
+  self.run_err = self.run_err or err
+  self.draining = true
+end
+
+-- Parks a failure in the dead-letter queue. Returns the entry id, or nil and an error when the
+-- queue is full (dead_letter.max_size) or the store failed: the caller fails the item instead.
 function Engine:dead_letter(err, extra)
   extra = extra or {}
+  if self.dlq_max_size then
+    if self.dlq_pending == nil then self.dlq_pending = self.db:dlq_count { state = "pending" } or 0 end
+    if self.dlq_pending >= self.dlq_max_size then
+      return nil, errors.new { class = "dead_letter_full", step = err.step, op = err.op,
+        detail = ("the dead-letter queue is full (%d pending entries, dead_letter.max_size = %d), so the "
+          .. "failure of step %s cannot be parked and fails the run instead: %s")
+          :format(self.dlq_pending, self.dlq_max_size, tostring(err.step), tostring(err)),
+        suggest = "replay or drop pending entries (scimrun dlq list), or raise dead_letter.max_size in the "
+          .. "policy; then resume with --retry-failed" }
+    end
+    self.dlq_pending = self.dlq_pending + 1 -- reserved now: concurrent items see it
+  end
+  local last_error = scimrun.log.redact(err.detail or err.message or "?")
+  local suggest = err.suggest
+  if extra.rolled_back then
+    last_error = "(item rolled back) " .. last_error
+    suggest = "fix the cause, then run the workflow again: the item was rolled back, so replaying this one "
+      .. "request would leave it half-done"
+    err.suggest = suggest
+  end
   local entry = {
     op = "dlq_add", step_key = extra.step_key or err.step or "?", operation = err.op,
     method = err.method, url = err.url, request_body = err.request_body and scimrun.log.redact(err.request_body),
     class = err.class, status = err.status, scim_type = err.scim_type,
-    last_error = scimrun.log.redact(err.detail or err.message or "?"), suggest = err.suggest,
-    attempts = err.attempts or 1, is_compensation = extra.is_compensation and 1 or 0, rule = err.rule,
+    last_error = last_error, suggest = suggest and scimrun.log.redact(suggest),
+    attempts = err.attempts or 1, is_compensation = extra.is_compensation == true, rule = err.rule,
   }
   local ok, id = pcall(self.commit, self, entry)
-  if not ok then return nil end
+  if not ok then
+    if self.dlq_pending then self.dlq_pending = self.dlq_pending - 1 end
+    return nil, errors.normalize(id)
+  end
   self.stats.dead_lettered = self.stats.dead_lettered + 1
   if self.on_dead_letter then
-    local hok, herr = pcall(self.on_dead_letter, {
-      id = id, run_id = self.run_id, step_key = entry.step_key, operation = entry.operation, class = entry.class,
-      status = entry.status, scim_type = entry.scim_type, last_error = entry.last_error, suggest = entry.suggest,
-      is_compensation = extra.is_compensation or false })
-    if not hok then self.log("warn", "on_dead_letter hook failed", { error = tostring(herr) }) end
+    local hok, herr = require("scimrun.policy").guard(self.on_dead_letter, "on_dead_letter", {
+      id = id, run_id = self.run_id, step_key = entry.step_key, operation = entry.operation, method = entry.method,
+      url = entry.url, class = entry.class, status = entry.status, scim_type = entry.scim_type,
+      last_error = entry.last_error, suggest = entry.suggest, rule = entry.rule, attempts = entry.attempts,
+      item = extra.item, is_compensation = extra.is_compensation == true })
+    if not hok then self.log("warn", "on_dead_letter hook failed", { error = tostring(herr), dead_letter = id }) end
   end
   return id
+end
+
+-- Keeps the first failures (bounded) for the end-of-run report.
+function Engine:remember_failure(err, item, dlq_id)
+  local list = self.stats.failures
+  if #list >= MAX_LISTED_FAILURES then
+    self.stats.failures_more = self.stats.failures_more + 1
+    return
+  end
+  local p = errors.persistable(err)
+  p.item, p.dead_letter, p.replayed = item, dlq_id, err.replayed
+  list[#list + 1] = p
 end
 
 -- ---- fan-out ----------------------------------------------------------------------------
@@ -318,8 +429,48 @@ function Engine:each(iter, opts, fn)
     if parked then parked = nil; scimrun.wake(me) end
   end
 
+  local function item_failed(err, item, info)
+    errors.explain(err)
+    failed_here = failed_here + 1
+    self.stats.failed = self.stats.failed + 1
+    local name = report.identity(item, info)
+    if err.item == nil and (type(name) == "string" or type(name) == "number") then err.item = name end
+    local dlq_id
+    if self.continue_on_error and err.class ~= "usage" then
+      if not err.replayed then
+        local full
+        dlq_id, full = self:dead_letter(err, { item = name, rolled_back = err.compensated })
+        if not dlq_id then
+          self.log("error", "DEAD-LETTER QUEUE REFUSED the item; it fails the run", { item = name,
+            detail = full and full.detail })
+          first_err = first_err or full
+          self:halt(first_err)
+        end
+      end
+    else
+      first_err = first_err or err
+      self:halt(first_err) -- no new items; those in flight run to their end
+    end
+    self:remember_failure(err, name, dlq_id)
+    local outcome = dlq_id and "dead_lettered" or (err.compensated and "rolled_back") or "failed"
+    self.on_item { item = item, info = info, status = "failed", outcome = outcome, error = err,
+                   dead_letter = dlq_id, compensated = err.compensated }
+    self.log("error", "item failed", { item = name, step = err.step, op = err.op, method = err.method,
+      url = err.url, class = err.class, status = err.status, scim_type = err.scim_type, detail = err.detail,
+      rule = err.rule, suggest = errors.with_id(err.suggest, dlq_id), dead_letter = dlq_id,
+      rolled_back = err.compensated, where = info and info.file and (info.file .. ":" .. tostring(info.line)) or nil })
+    if self.max_failed_items and self:over_failure_limit(failed_here, seen) then
+      first_err = first_err or errors.new { class = "permanent",
+        detail = ("tolerated-failure limit crossed: %d of %d items failed (max_failed_items = %s)")
+          :format(failed_here, seen, tostring(self.max_failed_items)),
+        suggest = "look at the failures (scimrun dlq list), fix the common cause, then replay them and resume" }
+      self:halt(first_err)
+    end
+  end
+
   local function run_item(item, info)
-    self.item_outcome[coroutine.running()] = nil
+    local co = coroutine.running()
+    self.item_outcome[co] = nil
     local ok, err
     if info and info.error then
       ok, err = false, errors.new { class = "permanent", detail = info.error, file = info.file, line = info.line,
@@ -327,7 +478,7 @@ function Engine:each(iter, opts, fn)
     else
       ok, err = pcall(fn, item, info)
     end
-    local outcome = self.item_outcome[coroutine.running()]
+    local outcome = self.item_outcome[co]
     self.stats.items = self.stats.items + 1
     if ok then
       self.stats.succeeded = self.stats.succeeded + 1
@@ -336,39 +487,21 @@ function Engine:each(iter, opts, fn)
     else
       err = errors.normalize(err)
       if err.class == "interrupted" then
-        self.on_item { item = item, info = info, status = "interrupted" }
+        self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted" }
       elseif err.class == "store" then
         first_err = first_err or err
       else
-        failed_here = failed_here + 1
-        self.stats.failed = self.stats.failed + 1
-        local dlq_id
-        if self.continue_on_error and err.class ~= "usage" then
-          if not err.replayed then dlq_id = self:dead_letter(err) end
-        else
-          first_err = first_err or err
-          self.stopping = true
-        end
-        self.on_item { item = item, info = info, status = "failed", error = err, dead_letter = dlq_id,
-                       compensated = err.compensated }
-        self.log("error", "item failed", { step = err.step, op = err.op, class = err.class, status = err.status,
-          scim_type = err.scim_type, detail = err.detail, rule = err.rule, suggest = err.suggest,
-          where = info and info.file and (info.file .. ":" .. tostring(info.line)) or nil })
-        if self.max_failed_items and self:over_failure_limit(failed_here, seen) then
-          first_err = first_err or errors.new { class = "permanent",
-            detail = ("tolerated-failure limit crossed: %d of %d items failed (max_failed_items = %s)")
-              :format(failed_here, seen, tostring(self.max_failed_items)) }
-          self.stopping = true
-        end
+        local fok, ferr = pcall(item_failed, err, item, info)
+        if not fok then first_err = first_err or errors.normalize(ferr); self:halt(first_err) end
       end
     end
     item_done()
   end
 
   for item, info in iter do
-    if self.stopping or self.fatal then break end
+    if self.stopping or self.draining or self.fatal then break end
     while active >= limit do parked = true; scimrun.park() end
-    if self.stopping or self.fatal then break end
+    if self.stopping or self.draining or self.fatal then break end
     active = active + 1
     seen = seen + 1
     scimrun.spawn(run_item, item, info)
@@ -376,6 +509,7 @@ function Engine:each(iter, opts, fn)
   while active > 0 do parked = true; scimrun.park() end
   if self.fatal then error(self.fatal, 0) end
   if first_err then error(first_err, 0) end
+  if self.draining and self.run_err then error(self.run_err, 0) end
   if self.stopping then error(errors.interrupted(), 0) end
 end
 
