@@ -30,6 +30,14 @@ return scimrun.workflow {
       if not g then return nil, outcome end
       return { id = g.id, displayName = g.displayName }, outcome
     end)
+    -- The group's members, read once: a rerun sends no PATCH for someone already in it (some
+    -- providers append a value that a repeated PATCH "add" repeats). A dry-run group has none.
+    local members = {}
+    if not tostring(group.id):find("^dry%-run:") then
+      local g, gerr = sp.groups:get(group.id)
+      if not g then error(gerr, 0) end
+      for _, m in ipairs(type(g.members) == "table" and g.members or {}) do members[m.value] = true end
+    end
     local rows = csv.rows(p.csv, { required = { "userName", "email" } })
     wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
       local key = row.userName:lower()
@@ -56,9 +64,11 @@ return scimrun.workflow {
             if not ok then error(err, 0) end
           end,
         })
-        wf:step("member:" .. p.group .. ":" .. key, function()
-          return sp.groups:add_members(group.id, { user.id })
-        end)
+        if not members[user.id] then
+          wf:step("member:" .. p.group .. ":" .. key, function()
+            return sp.groups:add_members(group.id, { user.id })
+          end)
+        end
       end)
     end)
   end,

@@ -33,6 +33,8 @@ M.BUILTIN = {
   timeouts = { request = 30, connect = 10, step = 900 },
   budget = { retry_ratio = 0.2, min_retries = 10 },
   dead_letter = { max_size = 10000, retention_days = 30 },
+  -- SCIM client settings the runner hands to scimrun.scim (scim.default_max_members_per_patch)
+  scim = { max_members_per_patch = 100 },
 }
 
 -- Edit distance, for "did you mean".
@@ -118,10 +120,11 @@ local SECTIONS = {
   budget = { retry_ratio = num(0, 1, { fix = "a share of first attempts between 0 and 1, e.g. 0.2" }),
              min_retries = int(0) },
   dead_letter = { max_size = int(1), retention_days = num(nil, nil, { gt = 0 }), on_dead_letter = FUNC },
+  scim = { max_members_per_patch = int(1, nil, { fix = "members per group PATCH request, e.g. 100" }) },
 }
 
 local TOP_KEYS = { "extends", "description", "profiles", "operations", "classify", "breaker", "rate_limit",
-                   "bulkhead", "timeouts", "budget", "dead_letter" }
+                   "bulkhead", "timeouts", "budget", "dead_letter", "scim" }
 local RULE_KEYS = { "name", "description", "status", "scim_type", "kind", "header", "op", "detail", "when",
                     "class", "suggest" }
 

@@ -162,7 +162,9 @@ function M.print(out, t)
     add("    why: %s", d.why)
     if d.todo then add("    what to do: %s", d.todo) end
   end
-  if t.status == "interrupted" then
+  if t.dry_run then -- luacheck: ignore 542
+    -- nothing to resume: a dry run keeps no state
+  elseif t.status == "interrupted" then
     add("stopped; nothing is lost. Resume with:")
     add("  %s", t.resume_cmd)
   elseif t.status == "failed" then

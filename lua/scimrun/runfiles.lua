@@ -114,6 +114,7 @@ function M.resume_command(o, run_id)
   if o.sandbox then parts[#parts + 1] = o.sandbox ~= "" and ("--sandbox=" .. shell_quote(o.sandbox)) or "--sandbox" end
   if o.continue_on_error then parts[#parts + 1] = "--continue-on-error" end
   if o.concurrency then parts[#parts + 1] = "--concurrency " .. o.concurrency end
+  if o.allow_deletes then parts[#parts + 1] = "--allow-deletes " .. o.allow_deletes end
   return table.concat(parts, " ")
 end
 

@@ -101,7 +101,15 @@ function M.main(argv, cli)
   local inputs = runfiles.input_hashes(params)
 
   local state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
-  if o.dry_run then state_path = os.tmpname() .. ".db" end
+  local sandbox_data = state_path .. ".sandbox.json"
+  if o.dry_run then
+    -- a dry run writes nothing: a throwaway state, and a copy of the sandbox's data to plan against
+    state_path = os.tmpname() .. ".db"
+    if o.sandbox and runfiles.exists(sandbox_data) then
+      os.execute(("cp '%s' '%s.sandbox.json'"):format((sandbox_data:gsub("'", "'\\''")), state_path))
+    end
+    sandbox_data = state_path .. ".sandbox.json"
+  end
   local db = open_store(state_path, o.durability, cli)
 
   local run
@@ -134,7 +142,7 @@ function M.main(argv, cli)
   db:run_set_status(run.id, "running")
 
   local policy_mod = require "scimrun.policy"
-  local pol_ok, pol = pcall(policy_mod.load, o.policy or "default")
+  local pol_ok, pol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
   if not pol_ok then
     db:run_set_status(run.id, "failed", 2)
     db:close()
@@ -146,7 +154,7 @@ function M.main(argv, cli)
   if o.sandbox then
     sandbox = require("scimrun.sandbox").start {
       port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
-      persist = not o.dry_run and (state_path .. ".sandbox.json") or nil, token = os.getenv("SCIM_TOKEN"),
+      persist = sandbox_data, token = os.getenv("SCIM_TOKEN"),
     }
     env.SCIM_BASE_URL, env.SCIM_TOKEN = sandbox.url, sandbox.token
     scimrun.setenv("SCIM_BASE_URL", sandbox.url)
@@ -172,6 +180,7 @@ function M.main(argv, cli)
   scim.default_executor = ex
   scim.default_dry_run = o.dry_run or nil
   scim.default_timeout = pol.timeouts and pol.timeouts.request or nil
+  scim.default_max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil
 
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
@@ -209,7 +218,7 @@ function M.main(argv, cli)
   signals.watch("SIGINT", on_stop)
   signals.watch("SIGTERM", on_stop)
   signals.watch("SIGHUP", function()
-    local ok, newpol = pcall(policy_mod.load, o.policy or "default")
+    local ok, newpol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
     if ok then ex:set_policy(newpol); scimrun.log.emit("info", "policy reloaded", { policy = o.policy or "default" })
     else scimrun.log.emit("error", "policy reload refused; keeping the old one",
       { error = tostring(type(newpol) == "table" and newpol.message or newpol) }) end
@@ -242,8 +251,11 @@ function M.main(argv, cli)
   require("scimrun.core").at_turn_end(nil)
   if sandbox then sandbox.close() end
   db:close()
-  if o.dry_run then os.remove(state_path); os.remove(state_path .. "-wal"); os.remove(state_path .. "-shm")
-    os.remove(state_path .. ".lock") end
+  if o.dry_run then
+    for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
+      os.remove(state_path .. suffix)
+    end
+  end
   return code
 end
 

@@ -98,7 +98,8 @@ function M.connect(o)
   if match ~= "userName" and match ~= "externalId" then
     fail("match_attribute must be \"userName\" or \"externalId\"", 2)
   end
-  local chunk = o.max_members_per_patch or 100
+  -- a workflow run sets default_max_members_per_patch from the policy (scim.max_members_per_patch)
+  local chunk = o.max_members_per_patch or M.default_max_members_per_patch or 100
   if type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0 then
     fail("max_members_per_patch must be a positive integer", 2)
   end

@@ -1,0 +1,220 @@
+-- Group sync: every group named in a CSV (columns group,userName) ends up with exactly the
+-- members the CSV lists. Missing groups are created; members are added and removed by delta
+-- (one PATCH per group and direction, chunked by the policy's scim.max_members_per_patch); a
+-- listed member without an account is created first. Groups the CSV does not name are left alone.
+--
+--   scimrun examples/group_sync.lua --sandbox --policy group_sync
+--   SCIM_BASE_URL=https://... SCIM_TOKEN=... scimrun examples/group_sync.lua --policy group_sync \
+--       --param csv=memberships.csv
+--
+-- Params: csv (the desired memberships), remove (false: only add), max_removals (more removals
+-- than this stop the run before its first write unless --allow-deletes N allows them),
+-- concurrency. Optional CSV columns email and displayName fill in a member user that has to be
+-- created. See docs/examples.md.
+--
+-- Safety: a malformed CSV row would make its member look unwanted and so be removed; the run
+-- therefore refuses a file with bad rows before any write. Every run reads the groups' current
+-- members and sends only the difference, so a rerun (or --resume) after any failure converges.
+local scim = require "scimrun.scim"
+local csv = require "scimrun.csv"
+local errors = require "scimrun.errors"
+
+-- Runs fn(x) for every element of list, at most `limit` at once (lookups before any write).
+local function each_parallel(wf, list, limit, fn)
+  local i = 0
+  local function worker()
+    while true do
+      if wf.stopping() then error(errors.interrupted(), 0) end
+      i = i + 1
+      local x = list[i]
+      if x == nil then return end
+      fn(x)
+    end
+  end
+  local workers = {}
+  for w = 1, math.min(limit, #list) do workers[w] = worker end
+  scimrun.all(workers)
+end
+
+-- Iterates { item, info } records the way csv.rows does, for wf:each.
+local function records(list)
+  local i = 0
+  return function()
+    i = i + 1
+    local r = list[i]
+    if r then return r.item, r.info end
+  end
+end
+
+-- (value, outcome) on success; raises the error table of a (nil, err) answer.
+local function must(v, second)
+  if v == nil and second ~= nil then error(second, 0) end
+  return v, second
+end
+
+local function usage(detail, suggest)
+  error(errors.new { class = "usage", detail = detail, suggest = suggest }, 0)
+end
+
+-- Reads the desired state: groups in file order, each with its members in file order.
+local function read_desired(path)
+  local groups, by_key, bad = {}, {}, {}
+  for row, info in csv.rows(path, { required = { "group", "userName" } }) do
+    local why = info.error
+    if row and not why then
+      if row.group == "" then why = "empty group" elseif row.userName == "" then why = "empty userName" end
+    end
+    if why then
+      bad[#bad + 1] = ("%s:%d: %s"):format(info.file, info.line, why)
+    else
+      local gkey = row.group:lower()
+      local g = by_key[gkey]
+      if not g then
+        g = { name = row.group, key = gkey, line = info.line, members = {}, seen = {} }
+        by_key[gkey] = g
+        groups[#groups + 1] = g
+      end
+      local ukey = row.userName:lower()
+      if not g.seen[ukey] then
+        g.seen[ukey] = true
+        g.members[#g.members + 1] = { key = ukey, userName = row.userName,
+          email = row.email ~= "" and row.email or nil, displayName = row.displayName ~= "" and row.displayName or nil }
+      end
+    end
+  end
+  return groups, bad
+end
+
+local function new_user_attrs(m)
+  local attrs = { userName = m.userName, displayName = m.displayName, active = true }
+  if m.email then attrs.emails = { { value = m.email, type = "work", primary = true } } end
+  return attrs
+end
+
+return scimrun.workflow {
+  name = "group_sync",
+  params = { csv = "data/groups.csv", remove = true, max_removals = 50, concurrency = 8 },
+  run = function(wf, p)
+    local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
+    local limit = tonumber(p.concurrency) or 8
+
+    -- 1. Desired state. A bad row stops the run here, before anything is read or written.
+    local ok, groups, bad = pcall(read_desired, p.csv)
+    if not ok then usage(tostring(groups), "check the file given as --param csv") end
+    if #bad > 0 then
+      usage(("%d malformed row(s) in %s; nothing was changed (a missing row would remove its member):\n  %s")
+        :format(#bad, p.csv, table.concat(bad, "\n  ")), "fix the rows, then run again")
+    end
+
+    -- 2. Current state: every member's account and every group's members (reads only).
+    local users, wanted, wanted_list = {}, {}, {}
+    for _, g in ipairs(groups) do
+      for _, m in ipairs(g.members) do
+        if not wanted[m.key] then wanted[m.key] = m; wanted_list[#wanted_list + 1] = m end
+      end
+    end
+    each_parallel(wf, wanted_list, limit, function(m)
+      local u = must(sp.users:find_by("userName", m.userName))
+      if u then users[m.key] = u.id end
+    end)
+    each_parallel(wf, groups, limit, function(g)
+      local found = must(sp.groups:find_by("displayName", g.name))
+      g.current = {}
+      if found then
+        g.id = found.id
+        local full = must(sp.groups:get(found.id))
+        for _, mem in ipairs(type(full.members) == "table" and full.members or {}) do
+          -- nested groups are not managed by this CSV
+          if type(mem) == "table" and type(mem.value) == "string" and mem.type ~= "Group" then
+            g.current[mem.value] = type(mem.display) == "string" and mem.display or true
+          end
+        end
+      end
+    end)
+
+    -- 3. The plan: removals are computed now, from the reads above.
+    local removals, total_removals = {}, 0
+    for _, g in ipairs(groups) do
+      local ids = {}
+      for _, m in ipairs(g.members) do
+        if users[m.key] then ids[users[m.key]] = true end
+      end
+      local rm = {}
+      if p.remove then
+        for id in pairs(g.current) do
+          if not ids[id] then rm[#rm + 1] = id end
+        end
+        table.sort(rm)
+      end
+      removals[g.key] = rm
+      total_removals = total_removals + #rm
+    end
+    if total_removals > p.max_removals and not (wf.allow_deletes and total_removals <= wf.allow_deletes) then
+      io.stdout:write(("group_sync: would remove %d membership(s), over max_removals = %d:\n")
+        :format(total_removals, p.max_removals))
+      for _, g in ipairs(groups) do
+        for _, id in ipairs(removals[g.key]) do
+          local who = g.current[id] ~= true and (g.current[id] .. " (" .. id .. ")") or id
+          io.stdout:write(("  remove %s from %s\n"):format(who, g.name))
+        end
+      end
+      usage(("would remove %d memberships, over max_removals = %d; nothing was changed")
+        :format(total_removals, p.max_removals),
+        ("check %s; if these removals are intended, rerun with --allow-deletes %d"):format(p.csv, total_removals))
+    end
+
+    -- 4. Members without an account: created once each, before the groups that list them.
+    local missing = {}
+    for _, m in ipairs(wanted_list) do
+      if not users[m.key] then missing[#missing + 1] = { item = { userName = m.userName }, info = { file = p.csv } } end
+    end
+    wf:each(records(missing), { concurrency = limit }, function(item)
+      local m = wanted[item.userName:lower()]
+      local u = wf:step("user:" .. m.key, function()
+        local r, outcome = must(sp.users:create(new_user_attrs(m)))
+        return { id = r.id }, outcome
+      end, {
+        -- in doubt after a crash: did the create reach the provider? look before re-sending
+        recover = function()
+          local found = must(sp.users:find_by("userName", m.userName))
+          return found and { id = found.id } or nil
+        end,
+      })
+      users[m.key] = u.id
+    end)
+
+    -- 5. Each group: create it if missing, then add and remove the difference.
+    local list = {}
+    for _, g in ipairs(groups) do
+      list[#list + 1] = { item = { displayName = g.name }, info = { file = p.csv, line = g.line, index = #list + 1 } }
+    end
+    local by_key = {}
+    for _, g in ipairs(groups) do by_key[g.key] = g end
+    wf:each(records(list), { concurrency = limit }, function(item)
+      local g = by_key[item.displayName:lower()]
+      local group = wf:step("group:" .. g.key, function()
+        if g.id then return { id = g.id }, "skipped" end -- found by the read above
+        local r, outcome = must(sp.groups:ensure { displayName = g.name })
+        return { id = r.id }, outcome
+      end)
+      local add = {}
+      for _, m in ipairs(g.members) do
+        local id = users[m.key]
+        -- a member whose account could not be created (dead-lettered) is left out
+        if id and not g.current[id] then add[#add + 1] = id end
+      end
+      if #add > 0 then
+        wf:step("add:" .. g.key, function()
+          return must(sp.groups:add_members(group.id, add)), "updated"
+        end)
+      end
+      local rm = removals[g.key]
+      if #rm > 0 then
+        wf:step("remove:" .. g.key, function()
+          return must(sp.groups:remove_members(group.id, rm)), "updated"
+        end)
+      end
+      if #add == 0 and #rm == 0 then wf:outcome("skipped") end
+    end)
+  end,
+}

@@ -1,0 +1,197 @@
+-- Offboarding: every user listed in a CSV (column userName) is deactivated (active=false, the
+-- reversible form of de-provisioning) and removed from its groups; with grace_days set, a user
+-- deactivated at least that many days ago is then deleted.
+--
+--   scimrun examples/offboard.lua --sandbox
+--   SCIM_BASE_URL=https://... SCIM_TOKEN=... scimrun examples/offboard.lua --param csv=leavers.csv
+--
+-- Params: csv; grace_days ("none": never delete; 0: delete right after deactivating; N: delete
+-- users whose account has been inactive, unchanged, for N days, judged by the provider's
+-- meta.lastModified); max_count and max_percent, the mass de-provisioning guard; concurrency.
+-- See docs/examples.md.
+--
+-- Guard: before its first write the run counts the users it would deactivate or delete. Over
+-- max_count users or max_percent of all users on the provider, it writes nothing, lists what it
+-- would do and stops with exit code 2; rerun with --allow-deletes N to approve N of them.
+-- A truncated HR export must not wipe the directory.
+local scim = require "scimrun.scim"
+local csv = require "scimrun.csv"
+local errors = require "scimrun.errors"
+
+local function must(v, second)
+  if v == nil and second ~= nil then error(second, 0) end
+  return v, second
+end
+
+local function usage(detail, suggest)
+  error(errors.new { class = "usage", detail = detail, suggest = suggest }, 0)
+end
+
+-- Runs fn(x) for every element of list, at most `limit` at once (lookups before any write).
+local function each_parallel(wf, list, limit, fn)
+  local i = 0
+  local function worker()
+    while true do
+      if wf.stopping() then error(errors.interrupted(), 0) end
+      i = i + 1
+      local x = list[i]
+      if x == nil then return end
+      fn(x)
+    end
+  end
+  local workers = {}
+  for w = 1, math.min(limit, #list) do workers[w] = worker end
+  scimrun.all(workers)
+end
+
+-- Seconds since the epoch of an RFC 3339 time (meta.lastModified), or nil.
+local function epoch(s)
+  if type(s) ~= "string" then return nil end
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  y, mo = tonumber(y), tonumber(mo)
+  if mo <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + tonumber(d) - 1
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+  local t = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+  local sign, oh, om = rest:match("([%+%-])(%d%d):?(%d%d)$")
+  if sign then t = t - (sign == "+" and 1 or -1) * (tonumber(oh) * 3600 + tonumber(om) * 60) end
+  return t
+end
+
+local function grace_seconds(v)
+  if v == nil or v == "" or v == "none" then return nil end
+  local n = tonumber(v)
+  if not n or n < 0 then usage(("grace_days must be \"none\" or a number of days >= 0, got %q"):format(tostring(v))) end
+  return n * 86400
+end
+
+return scimrun.workflow {
+  name = "offboard",
+  params = { csv = "data/offboard.csv", grace_days = "none", max_count = 25, max_percent = 10, concurrency = 8 },
+  run = function(wf, p)
+    local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
+    local limit = tonumber(p.concurrency) or 8
+    local grace = grace_seconds(p.grace_days)
+
+    -- 1. The leavers. A bad row becomes a failed item (file:line) below; it removes no one.
+    local rows = {}
+    local ok, err = pcall(function()
+      for row, info in csv.rows(p.csv, { required = { "userName" } }) do
+        if row and not info.error and row.userName == "" then info.error = "empty userName" end
+        rows[#rows + 1] = { row = row, info = info, userName = row and row.userName,
+                            key = row and row.userName:lower() }
+      end
+    end)
+    if not ok then usage(tostring(err), "check the file given as --param csv") end
+
+    -- 2. What each would need (reads only): its account, its groups, whether it is due for deletion.
+    local good = {}
+    for _, r in ipairs(rows) do
+      if r.row and not r.info.error then good[#good + 1] = r end
+    end
+    local groups_known = false
+    each_parallel(wf, good, limit, function(r)
+      local u = must(sp.users:find_by("userName", r.row.userName))
+      r.user = u
+      if u and type(u.groups) == "table" then groups_known = true end
+    end)
+    -- Providers that do not show a user's groups on the user: one listing of all groups.
+    if not groups_known then
+      local member_of = {}
+      local ok_list, list_err = pcall(function()
+        for g in sp.groups:list { attributes = "displayName,members" } do
+          for _, m in ipairs(type(g.members) == "table" and g.members or {}) do
+            if type(m) == "table" and m.value then
+              member_of[m.value] = member_of[m.value] or {}
+              table.insert(member_of[m.value], { value = g.id, display = g.displayName })
+            end
+          end
+        end
+      end)
+      if not ok_list then error(list_err, 0) end
+      for _, r in ipairs(good) do
+        if r.user then r.user.groups = member_of[r.user.id] end
+      end
+    end
+    local now = scimrun.wall()
+    local affected, plan_lines = {}, {}
+    for _, r in ipairs(good) do
+      local u = r.user
+      if u then
+        r.deactivate = u.active ~= false
+        r.groups = {}
+        for _, g in ipairs(type(u.groups) == "table" and u.groups or {}) do
+          if type(g) == "table" and type(g.value) == "string" then r.groups[#r.groups + 1] = g end
+        end
+        if grace then
+          local since = epoch(type(u.meta) == "table" and u.meta.lastModified or nil)
+          r.delete = (r.deactivate and grace == 0) or (not r.deactivate and since ~= nil and now - since >= grace)
+        end
+        if r.deactivate or r.delete then
+          affected[#affected + 1] = u.userName or r.row.userName
+          local names = {}
+          for _, g in ipairs(r.groups) do names[#names + 1] = tostring(g.display or g.value) end
+          plan_lines[#plan_lines + 1] = ("  %s (%s):%s%s%s"):format(r.row.userName, u.id,
+            r.deactivate and " deactivate" or "", #names > 0 and (", remove from " .. table.concat(names, ", ")) or "",
+            r.delete and ", delete" or "")
+        end
+      end
+    end
+
+    -- 3. The guard, before any write.
+    if #affected > 0 then
+      local plan, gerr = sp.users:plan_deprovision(affected, { threshold_count = p.max_count,
+        threshold_percent = p.max_percent, allow = wf.allow_deletes })
+      if not plan then
+        if gerr.reason ~= "deprovision_threshold" then error(gerr, 0) end
+        io.stdout:write(("offboard: nothing was changed. It would de-provision %d user(s):\n%s\n")
+          :format(#affected, table.concat(plan_lines, "\n")))
+        usage(gerr.detail, gerr.suggest)
+      end
+      if plan.allowed_by then
+        wf.log("warn", "mass de-provisioning approved by --allow-deletes",
+               { count = #affected, allowed = plan.allowed_by })
+      end
+    end
+
+    -- 4. The writes, one item per CSV row.
+    local i = 0
+    local function items()
+      i = i + 1
+      local r = rows[i]
+      if r then return r, r.info end
+    end
+    wf:each(items, { concurrency = limit }, function(r)
+      local u = r.user
+      if not u then
+        wf:outcome("skipped") -- no such account: nothing to de-provision
+        return
+      end
+      local changed = false
+      if r.deactivate then
+        wf:step("deactivate:" .. r.key, function()
+          local res, outcome = must(sp.users:deactivate(u.id))
+          return { id = res.id, active = false, was = outcome }, "updated"
+        end)
+        changed = true
+      end
+      for _, g in ipairs(r.groups) do
+        wf:step("ungroup:" .. r.key .. ":" .. g.value, function()
+          return must(sp.groups:remove_member(g.value, u.id)), "updated"
+        end)
+        changed = true
+      end
+      if r.delete then
+        wf:step("delete:" .. r.key, function()
+          local _, outcome = must(sp.users:delete(u.id))
+          return { id = u.id, deleted = outcome }, "updated"
+        end)
+        changed = true
+      end
+      if not changed then wf:outcome("skipped") end
+    end)
+  end,
+}
