@@ -3,7 +3,7 @@
 -- (one PATCH per group and direction, chunked by the policy's scim.max_members_per_patch); a
 -- listed member without an account is created first. Groups the CSV does not name are left alone.
 --
---   scimrun examples/group_sync.lua --sandbox --policy group_sync
+--   scimrun examples/group_sync.lua --sandbox            (uses policies/group_sync.lua)
 --   SCIM_BASE_URL=https://... SCIM_TOKEN=... scimrun examples/group_sync.lua --policy group_sync \
 --       --param csv=memberships.csv
 --
@@ -94,6 +94,8 @@ end
 return scimrun.workflow {
   name = "group_sync",
   params = { csv = "data/groups.csv", remove = true, max_removals = 50, concurrency = 8 },
+  -- only users.create retries (policies/group_sync.lua); --policy FILE still overrides
+  options = { policy = "group_sync" },
   run = function(wf, p)
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local limit = tonumber(p.concurrency) or 8
