@@ -171,7 +171,7 @@ static void req_finish(http_req *r, CURLcode code) {
     lua_setfield(co, -2, "kind");
     lua_pushinteger(co, (lua_Integer)code);
     lua_setfield(co, -2, "code");
-    lua_pushstring(co, r->too_large ? "response larger than max_size"
+    lua_pushstring(co, r->too_large   ? "response larger than max_size"
                        : r->errbuf[0] ? r->errbuf
                                       : curl_easy_strerror(code));
     lua_setfield(co, -2, "message");
@@ -396,8 +396,8 @@ static int l_request(lua_State *L) {
   if (lua_toboolean(L, -1)) {
     if (!H.warned_insecure) {
       H.warned_insecure = 1;
-      log_emit(LOG_WARN, "TLS verification is OFF (insecure = true): use only for testing",
-               "url", url, NULL);
+      log_emit(LOG_WARN, "TLS verification is OFF (insecure = true): use only for testing", "url",
+               url, NULL);
     }
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);

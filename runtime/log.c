@@ -295,9 +295,9 @@ static int l_is_json(lua_State *L) {
 }
 
 int luaopen_scimrun_log(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"emit", l_emit},           {"configure", l_configure},
-                                   {"add_secret", l_add_secret}, {"redact", l_redact},
-                                   {"is_json", l_is_json},     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"emit", l_emit},     {"configure", l_configure}, {"add_secret", l_add_secret},
+      {"redact", l_redact}, {"is_json", l_is_json},     {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, funcs);
   return 1;

@@ -39,7 +39,8 @@ static const char BOOT[] =
     "local argv = ...\n"
     "local ok, code = xpcall(function() return require('scimrun._cli').main(argv) end,\n"
     "                        debug.traceback)\n"
-    "if not ok then io.stderr:write('scimrun: internal error: ', tostring(code), '\\n'); code = 1 end\n"
+    "if not ok then io.stderr:write('scimrun: internal error: ', tostring(code), '\\n'); code = 1 "
+    "end\n"
     "scimrun._exit_code = tonumber(code) or 0\n";
 
 int main(int argc, char **argv) {

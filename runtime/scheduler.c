@@ -15,10 +15,10 @@
 
 struct sched_task {
   lua_State *co;
-  int ref;            /* registry ref keeping the coroutine alive */
-  int waiting;        /* suspended in sched_wait, not yet woken */
-  int ready;          /* in the ready queue */
-  int nvalues;        /* values pushed on co for the next resume */
+  int ref;     /* registry ref keeping the coroutine alive */
+  int waiting; /* suspended in sched_wait, not yet woken */
+  int ready;   /* in the ready queue */
+  int nvalues; /* values pushed on co for the next resume */
   sched_task *next_ready;
   sched_task *prev, *next; /* all live tasks */
 };
@@ -219,8 +219,8 @@ void sched_spawn(lua_State *L, int fn_index, int nargs) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   /* stack: fn args... co  -> move fn and args onto co */
-  lua_insert(L, fn_index);                  /* co fn args... */
-  lua_xmove(L, co, nargs + 1);              /* co */
+  lua_insert(L, fn_index);     /* co fn args... */
+  lua_xmove(L, co, nargs + 1); /* co */
   t->nvalues = nargs;
   t->next = S.tasks;
   if (S.tasks)
@@ -382,9 +382,9 @@ int sched_shutdown(void) {
 }
 
 static const luaL_Reg core_funcs[] = {
-    {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},   {"wall", l_wall},
-    {"park", l_park},   {"wake", l_wake},   {"is_task", l_is_task},
-    {"at_turn_end", l_at_turn_end},         {"stats", l_stats}, {NULL, NULL}};
+    {"spawn", l_spawn}, {"sleep", l_sleep}, {"now", l_now},         {"wall", l_wall},
+    {"park", l_park},   {"wake", l_wake},   {"is_task", l_is_task}, {"at_turn_end", l_at_turn_end},
+    {"stats", l_stats}, {NULL, NULL}};
 
 int luaopen_scimrun_core(lua_State *L) {
   lua_newtable(L);

@@ -82,7 +82,8 @@ static int l_unwatch_all(lua_State *L) {
 }
 
 int luaopen_scimrun_signals(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"watch", l_watch}, {"unwatch_all", l_unwatch_all}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"watch", l_watch}, {"unwatch_all", l_unwatch_all}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, funcs);
   return 1;
