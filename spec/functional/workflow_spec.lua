@@ -108,6 +108,26 @@ describe("durable workflow", function()
     for i = 1, 300 do assert.are.equal(1, w["k" .. i], "key k" .. i) end
   end)
 
+  it("stops at once on a second SIGINT, still resumable without duplicates", function()
+    local state = dir .. "/sigint2.db"
+    local log = dir .. "/sigint2.log"
+    local args = "spec/fixtures/workflows/kv_writes.lua --param n=60 --param concurrency=4 --param delay=1"
+      .. " --state " .. state
+    local pid = proc.spawn(args, env, log)
+    scimrun.sleep(1.5)
+    os.execute("kill -INT " .. pid)
+    scimrun.sleep(0.2)
+    local t0 = scimrun.now()
+    os.execute("kill -INT " .. pid)
+    assert.is_true(proc.wait_gone(pid, 5))
+    assert.is_true(scimrun.now() - t0 < 1, "the second signal did not stop at once")
+    assert.matches("stopped; nothing is lost. Resume with:", proc.read_all(log))
+    local code, out, err = proc.run(args .. " --resume", env)
+    assert.are.equal(0, code, out .. err)
+    local w = writes(srv)
+    for i = 1, 60 do assert.are.equal(1, w["k" .. i], "key k" .. i) end
+  end)
+
   it("with --continue-on-error parks permanent failures in the dead-letter queue and exits 3", function()
     local state = dir .. "/coe.db"
     local code, out, err = proc.run("spec/fixtures/workflows/kv_writes.lua --param n=500 --param fail_every=20"
