@@ -236,11 +236,19 @@ function M.main(argv, cli)
   local pending_dlq = db:dlq_count { state = "pending", run_id = run.id } or 0
   local status, code
   if err and err.class == "interrupted" then status, code = "interrupted", 130
-  elseif err then status, code = "failed", (err.class == "usage" and 2 or 1)
+  elseif err then status, code = "failed", ((err.class == "usage" or err.class == "config") and 2 or 1)
   elseif pending_dlq > 0 or engine.stats.failed > 0 then status, code = "completed_with_dead_letters", 3
   else status, code = "completed", 0 end
   db:run_set_status(run.id, status, code)
 
+  if code == 2 then -- a mistake in the workflow or its configuration: one line, no summary
+    db:run_set_status(run.id, status, code)
+    signals.unwatch_all()
+    require("scimrun.core").at_turn_end(nil)
+    if sandbox then sandbox.close() end
+    db:close()
+    cli.fail("%s", errors.cite_file(err.detail or tostring(err), wf_path))
+  end
   local summary = report.summary(engine.stats, counters, ex, scimrun.now() - started)
   rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
   report.print(io.stdout, { run_id = run.id, status = status, summary = summary, err = err,

@@ -33,7 +33,14 @@ local KNOWN_OPTIONS = {
   patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
 }
 
-local function fail(msg, level) error("scim.connect: " .. msg, (level or 1) + 1) end
+-- A configuration mistake in the workflow: an error of class "config" (exit code 2) that cites
+-- the workflow's file:line.
+local function fail(msg, level)
+  local info = debug.getinfo((level or 1) + 1, "Sl")
+  local where = info and info.currentline and info.currentline > 0
+    and (info.short_src .. ":" .. info.currentline .. ": ") or ""
+  error(require("scimrun.errors").new { class = "config", detail = where .. "scim.connect: " .. msg }, 0)
+end
 
 local function file_mode(path)
   local ok, lfs = pcall(require, "lfs")
@@ -91,7 +98,8 @@ function M.connect(o)
   end
   local base = o.base_url
   if type(base) ~= "string" or not base:find("^https?://[^/]") then
-    fail(("base_url must be an http(s) URL, got %s (set SCIM_BASE_URL?)"):format(tostring(base)), 2)
+    fail(("base_url must be an http(s) URL, got %s (set SCIM_BASE_URL, or run with --sandbox)")
+      :format(tostring(base)), 2)
   end
   base = base:gsub("/+$", "")
   local match = o.match_attribute or "userName"

@@ -45,6 +45,13 @@ describe("scimrun command line", function()
     one_line_error(code, out, err, "unknown parameter \"colour\" %(this workflow takes: times, who%)")
   end)
 
+  it("names the workflow line and the missing setting when the provider is not configured", function()
+    local code, out, err = proc.run("examples/onboard.lua --state " .. dir .. "/nocfg.db",
+      "env -u SCIM_BASE_URL -u SCIM_TOKEN")
+    one_line_error(code, out, err,
+      "onboard%.lua:%d+: scim%.connect: base_url .*set SCIM_BASE_URL, or run with %-%-sandbox")
+  end)
+
   it("refuses a missing script for -l", function()
     local code, out, err = proc.run("-l /nonexistent/script.lua")
     one_line_error(code, out, err, "cannot open script")
