@@ -19,23 +19,6 @@ local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
 
--- Runs fn(x) for every element of list, at most `limit` at once (lookups before any write).
-local function each_parallel(wf, list, limit, fn)
-  local i = 0
-  local function worker()
-    while true do
-      if wf.stopping() then error(errors.interrupted(), 0) end
-      i = i + 1
-      local x = list[i]
-      if x == nil then return end
-      fn(x)
-    end
-  end
-  local workers = {}
-  for w = 1, math.min(limit, #list) do workers[w] = worker end
-  scimrun.all(workers)
-end
-
 -- Iterates { item, info } records the way csv.rows does, for wf:each.
 local function records(list)
   local i = 0
@@ -115,11 +98,11 @@ return scimrun.workflow {
         if not wanted[m.key] then wanted[m.key] = m; wanted_list[#wanted_list + 1] = m end
       end
     end
-    each_parallel(wf, wanted_list, limit, function(m)
+    wf:map(wanted_list, { concurrency = limit }, function(m)
       local u = must(sp.users:find_by("userName", m.userName))
       if u then users[m.key] = u.id end
     end)
-    each_parallel(wf, groups, limit, function(g)
+    wf:map(groups, { concurrency = limit }, function(g)
       local found = must(sp.groups:find_by("displayName", g.name))
       g.current = {}
       if found then

@@ -27,23 +27,6 @@ local function usage(detail, suggest)
   error(errors.new { class = "usage", detail = detail, suggest = suggest }, 0)
 end
 
--- Runs fn(x) for every element of list, at most `limit` at once (lookups before any write).
-local function each_parallel(wf, list, limit, fn)
-  local i = 0
-  local function worker()
-    while true do
-      if wf.stopping() then error(errors.interrupted(), 0) end
-      i = i + 1
-      local x = list[i]
-      if x == nil then return end
-      fn(x)
-    end
-  end
-  local workers = {}
-  for w = 1, math.min(limit, #list) do workers[w] = worker end
-  scimrun.all(workers)
-end
-
 -- Seconds since the epoch of an RFC 3339 time (meta.lastModified), or nil.
 local function epoch(s)
   if type(s) ~= "string" then return nil end
@@ -93,7 +76,7 @@ return scimrun.workflow {
       if r.row and not r.info.error then good[#good + 1] = r end
     end
     local groups_known = false
-    each_parallel(wf, good, limit, function(r)
+    wf:map(good, { concurrency = limit }, function(r)
       local u = must(sp.users:find_by("userName", r.row.userName))
       r.user = u
       if u and type(u.groups) == "table" then groups_known = true end

@@ -247,7 +247,8 @@ function M.main(argv, cli)
     require("scimrun.core").at_turn_end(nil)
     if sandbox then sandbox.close() end
     db:close()
-    cli.fail("%s", errors.cite_file(err.detail or tostring(err), wf_path))
+    cli.fail("%s%s", errors.cite_file(err.detail or tostring(err), wf_path),
+      err.suggest and ("; " .. err.suggest) or "")
   end
   local summary = report.summary(engine.stats, counters, ex, scimrun.now() - started)
   rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
