@@ -100,6 +100,16 @@ function M.main(argv, cli)
   local wf_hash = runfiles.hash_file(wf_path)
   local inputs = runfiles.input_hashes(params)
 
+  -- Everything the operator can get wrong is checked before the state file is touched, so a
+  -- bad policy or fault spec leaves no half-made run behind.
+  local policy_mod = require "scimrun.policy"
+  local pol_ok, pol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
+  if not pol_ok then cli.fail("%s", tostring(type(pol) == "table" and (pol.message or pol.detail) or pol)) end
+  if o.sandbox and o.sandbox ~= "" then
+    local fok, ferr = require("scimrun.sandbox.faults").parse(o.sandbox)
+    if not fok then cli.fail("--sandbox=%s: %s", o.sandbox, tostring(ferr)) end
+  end
+
   local state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
   local sandbox_data = state_path .. ".sandbox.json"
   if o.dry_run then
@@ -141,21 +151,19 @@ function M.main(argv, cli)
   end
   db:run_set_status(run.id, "running")
 
-  local policy_mod = require "scimrun.policy"
-  local pol_ok, pol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
-  if not pol_ok then
-    db:run_set_status(run.id, "failed", 2)
-    db:close()
-    cli.fail("%s", tostring(type(pol) == "table" and (pol.message or pol.detail) or pol))
-  end
-
   local env = {}
   local sandbox
   if o.sandbox then
-    sandbox = require("scimrun.sandbox").start {
+    local serr
+    sandbox, serr = require("scimrun.sandbox").start {
       port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
       persist = sandbox_data, token = os.getenv("SCIM_TOKEN"),
     }
+    if not sandbox then
+      db:run_set_status(run.id, "failed", 2)
+      db:close()
+      cli.fail("cannot start the sandbox: %s", tostring(serr))
+    end
     env.SCIM_BASE_URL, env.SCIM_TOKEN = sandbox.url, sandbox.token
     scimrun.setenv("SCIM_BASE_URL", sandbox.url)
     scimrun.setenv("SCIM_TOKEN", sandbox.token)
@@ -172,7 +180,8 @@ function M.main(argv, cli)
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
       save = function(key, value)
         -- resilience state is small and rewritten often: written directly, not group-committed
-        db:apply { { op = "kv_put", run_id = run.id, key = key, value_json = cjson.encode(value) } }
+        local json = value ~= nil and cjson.encode(value) or nil -- nil deletes the key
+        db:apply { { op = "kv_put", run_id = run.id, key = key, value_json = json } }
       end,
     },
   }

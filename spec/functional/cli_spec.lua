@@ -52,6 +52,15 @@ describe("scimrun command line", function()
       "onboard%.lua:%d+: scim%.connect: base_url .*set SCIM_BASE_URL, or run with %-%-sandbox")
   end)
 
+  it("refuses a bad fault spec or policy before touching the state file", function()
+    local state = dir .. "/untouched/s.db"
+    local code, out, err = proc.run("examples/onboard.lua --sandbox=explode:0.3 --state " .. state)
+    one_line_error(code, out, err, "unknown kind 'explode'")
+    code, out, err = proc.run("examples/onboard.lua --policy no-such-policy --state " .. state)
+    one_line_error(code, out, err, "no policy 'no%-such%-policy'")
+    assert.is_nil(io.open(state))
+  end)
+
   it("refuses a missing script for -l", function()
     local code, out, err = proc.run("-l /nonexistent/script.lua")
     one_line_error(code, out, err, "cannot open script")
