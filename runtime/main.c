@@ -4,6 +4,7 @@
  */
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,9 @@ static const char BOOT[] =
     "scimrun._exit_code = tonumber(code) or 0\n";
 
 int main(int argc, char **argv) {
+  /* A peer that hangs up mid-write must give EPIPE to the writer, not kill the process
+   * (the sandbox answering a client that timed out, a log piped into `head`). */
+  signal(SIGPIPE, SIG_IGN);
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "scimrun: cannot create the Lua state (out of memory)\n");
