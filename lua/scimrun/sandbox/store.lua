@@ -26,6 +26,7 @@ local function empty(self)
   self.order = { Users = {}, Groups = {} }
   self.unique = { Users = {}, Groups = {} }
   self.member_of = {}
+  self.member_index = {} -- group id -> { member value = true }, built on first in-place change
   self.serial = 0
   self.changes = {}
 end
@@ -181,6 +182,7 @@ function Store:put(kind, res)
     order[#order + 1] = res.id
   end
   self.data[kind][res.id] = res
+  if kind == "Groups" then self.member_index[res.id] = nil end
   if self.persist and not self.loading then self.changes[#self.changes + 1] = { "put", kind, res.id } end
   local k = unique_key(kind, res)
   if k then self.unique[kind][k] = res.id end
@@ -194,12 +196,59 @@ function Store:delete(kind, id)
   if k and self.unique[kind][k] == id then self.unique[kind][k] = nil end
   if kind == "Groups" then index_members(self, old, false) end
   self.data[kind][id] = nil
+  if kind == "Groups" then self.member_index[id] = nil end
   if self.persist and not self.loading then self.changes[#self.changes + 1] = { "del", kind, id } end
   local order = self.order[kind]
   for i = 1, #order do
     if order[i] == id then table.remove(order, i) break end
   end
   return true
+end
+
+-- The PATCH fast path: adds (clean {value, type, display} entries) and removes (values) the
+-- members of a group in place, so one member more costs O(1), not a copy of the whole group.
+-- Returns true when something changed.
+function Store:change_members(group, adds, removes)
+  local index = self.member_index[group.id]
+  if not index then
+    index = {}
+    for _, m in ipairs(group.members or {}) do index[m.value] = true end
+    self.member_index[group.id] = index
+  end
+  if type(group.members) ~= "table" then group.members = json.array({}) end
+  local added, removed, drop = json.array({}), json.array({}), nil
+  for _, m in ipairs(adds) do
+    if not index[m.value] then
+      index[m.value] = true
+      group.members[#group.members + 1] = m
+      local set = self.member_of[m.value]
+      if not set then set = {}; self.member_of[m.value] = set end
+      set[group.id] = true
+      added[#added + 1] = m
+    end
+  end
+  for _, v in ipairs(removes) do
+    if index[v] then
+      index[v] = nil
+      drop = drop or {}
+      drop[v] = true
+      removed[#removed + 1] = v
+      local set = self.member_of[v]
+      if set then set[group.id] = nil end
+    end
+  end
+  if drop then
+    local keep = json.array({})
+    for _, m in ipairs(group.members) do
+      if not drop[m.value] then keep[#keep + 1] = m end
+    end
+    group.members = keep
+  end
+  local changed = #added > 0 or #removed > 0
+  if changed and self.persist then
+    self.changes[#self.changes + 1] = { "members", "Groups", group.id, added, removed }
+  end
+  return changed
 end
 
 function Store:groups_of(id)
@@ -236,8 +285,16 @@ function Store:commit()
   local lines = {}
   for i, c in ipairs(self.changes) do
     local op, kind, id = c[1], c[2], c[3]
-    local res = op == "put" and self.data[kind][id]
-    if res and kind == "Groups" then
+    local res = (op == "put" or op == "members") and self.data[kind][id]
+    if res and op == "members" then
+      local jm = self.journaled_members[id] or {}
+      for _, m in ipairs(c[4]) do jm[m.value] = m end
+      for _, v in ipairs(c[5]) do jm[v] = nil end
+      self.journaled_members[id] = jm
+      local bare = {}
+      for k, v in pairs(res) do if k ~= "members" then bare[k] = v end end
+      lines[i] = json.encode({ op = "put", kind = kind, serial = self.serial, res = bare, add = c[4], remove = c[5] })
+    elseif res and kind == "Groups" then
       local now, before = member_ids(res), self.journaled_members[id] or {}
       local add, remove = json.array({}), json.array({})
       for v, m in pairs(now) do if not before[v] then add[#add + 1] = m end end
