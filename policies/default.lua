@@ -74,8 +74,10 @@ return {
   -- Client errors (4xx other than 408/429) do not count: the service answered.
   -- when_open: "wait" (batch runs pause until a probe succeeds) or "fail" (the item fails at
   -- once with class circuit_open and goes to the dead-letter queue).
+  -- The default trips on the failure rate: with dozens of requests in flight, five failures in a
+  -- row happen by chance at a 10% error rate, while half of the calls failing over 10 s do not.
   breaker = {
-    failures = 5, window = 10, min_calls = 5,
+    failures = 0, failure_rate = 0.5, window = 10, min_calls = 20,
     cooldown = 30, cooldown_multiplier = 2, max_cooldown = 300,
     half_open_probes = 1, success_ratio = 1, half_open_max_wait = 60,
     when_open = "wait",
