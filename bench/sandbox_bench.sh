@@ -34,7 +34,8 @@ local base, n, ids_path, token = arg[1], tonumber(arg[2]), arg[3], os.getenv("SC
 local headers = { Authorization = "Bearer " .. token, ["Content-Type"] = "application/scim+json" }
 local function call(method, path, body)
   local res = http.request { method = method, url = base .. path, headers = headers, body = cjson.encode(body) }
-  return res and res.status < 300 and cjson.decode(res.body) or nil
+  if not res or res.status >= 300 then return nil end
+  return res.body ~= "" and cjson.decode(res.body) or true -- a membership PATCH answers 204
 end
 local i, failed, ids = 0, 0, {}
 local function worker()
