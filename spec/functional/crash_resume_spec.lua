@@ -17,7 +17,7 @@ describe("a run killed with SIGKILL and resumed", function()
     local n = 2000
     local env = "KV_BASE_URL=" .. srv.url
     local wf = "spec/fixtures/workflows/kv_writes.lua --param n=" .. n
-      .. " --param concurrency=8 --param delay=0.02 --state " .. state
+      .. " --param concurrency=8 --param delay=0.03 --state " .. state
     math.randomseed(os.time())
     local kills, started = 0, false
     while kills < 22 do
