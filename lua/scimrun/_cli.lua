@@ -5,6 +5,7 @@ local M = {}
 local USAGE = [==[
 usage: scimrun WORKFLOW.lua [--param k=v]... [--policy NAME|FILE] [--state FILE]
                             [--resume [ID]] [--retry-failed] [--force] [--continue-on-error]
+                            [--rollback-on-abort]
                             [--concurrency N] [--dry-run] [--sandbox[=FAULTS]]
                             [--log-format text|json] [--report FILE] [--allow-deletes N]
        scimrun runs [list | show ID] [--json]

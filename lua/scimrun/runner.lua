@@ -10,6 +10,7 @@ local report = require "scimrun.report"
 local M = {}
 
 local FLAGS = { ["--retry-failed"] = "retry_failed", ["--force"] = "force",
+  ["--rollback-on-abort"] = "rollback_on_abort",
   ["--continue-on-error"] = "continue_on_error", ["--dry-run"] = "dry_run" }
 local VALUED = { ["--policy"] = "policy", ["--state"] = "state", ["--concurrency"] = "concurrency",
   ["--log-format"] = "log_format", ["--report"] = "report", ["--allow-deletes"] = "allow_deletes",
@@ -198,6 +199,7 @@ function M.main(argv, cli)
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
+    rollback_on_abort = o.rollback_on_abort or def.options.rollback_on_abort,
     on_item = function(item) rep:item(item) end,
     dead_letter = dl,
   }
@@ -238,6 +240,13 @@ function M.main(argv, cli)
   wf.allow_deletes = o.allow_deletes
   wf.dry_run = o.dry_run
   local ok, err = pcall(def.run, wf, params)
+  if not ok and engine.rollback_on_abort then
+    local e = errors.normalize(err)
+    if e.class ~= "interrupted" and e.class ~= "store" then -- an interrupted run stays resumable
+      local rok, rerr = pcall(engine.rollback_completed, engine, e)
+      if not rok then err = rerr end
+    end
+  end
   finished = true
   engine:flush()
   err = not ok and errors.normalize(err) or nil

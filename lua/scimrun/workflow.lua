@@ -89,6 +89,8 @@ function M.engine(opts)
               failures = {}, failures_more = 0, compensation_failures = {} },
     item_outcome = setmetatable({}, { __mode = "k" }),
     step_ctx = setmetatable({}, { __mode = "k" }), -- step running on each task
+    rollback_on_abort = opts.rollback_on_abort,
+    completed_sagas = {}, -- only filled with rollback_on_abort
   }, Engine)
   self.log = opts.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end
   if dl.retention_days and self.db then self:prune_dead_letters(dl.retention_days) end
@@ -287,7 +289,17 @@ function Engine:saga(fn)
   self.scopes[co] = scope
   local ok, err = pcall(fn)
   self.scopes[co] = outer
-  if ok then return end
+  if ok then
+    -- kept only when the run asks to roll back every completed saga if it is aborted
+    if self.rollback_on_abort and #scope.done > 0 then
+      if outer then
+        for _, d in ipairs(scope.done) do outer.done[#outer.done + 1] = d end
+      else
+        self.completed_sagas[#self.completed_sagas + 1] = scope
+      end
+    end
+    return
+  end
   err = errors.normalize(err)
   if err.class == "interrupted" or err.class == "store" or #scope.done == 0 then error(err, 0) end
   -- Each compensation is itself a checkpointed step, so a crash here resumes compensating.
@@ -298,6 +310,23 @@ function Engine:saga(fn)
   self.rolling_back[co] = was
   if not rok then error(rerr, 0) end
   error(err, 0)
+end
+
+-- --rollback-on-abort: when the run fails, the sagas that had completed are compensated too,
+-- newest first, each compensation a checkpointed step (a crash here resumes compensating).
+function Engine:rollback_completed(cause)
+  local co = coroutine.running()
+  local was = self.rolling_back[co]
+  self.rolling_back[co] = true
+  self.log("warn", "run aborted: rolling back every completed saga", { sagas = #self.completed_sagas })
+  local ok, err = true, nil
+  for i = #self.completed_sagas, 1, -1 do
+    ok, err = pcall(self.rollback, self, self.completed_sagas[i], cause)
+    if not ok then break end
+  end
+  self.completed_sagas = {}
+  self.rolling_back[co] = was
+  if not ok then error(err, 0) end
 end
 
 function Engine:rollback(scope, cause)

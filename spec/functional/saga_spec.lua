@@ -58,6 +58,21 @@ describe("saga", function()
     assert.matches("resume with: scimrun .*saga%.lua %-%-resume r%-[%w%-]+ .*%-%-retry%-failed", out)
   end)
 
+  it("with --rollback-on-abort also compensates the sagas that had completed when the run fails", function()
+    local state = dir .. "/abort.db"
+    local code, out = sbrun.run(args(state, "--param n=3 --param fail_third=3 --param concurrency=1"
+      .. " --rollback-on-abort"), srv.env)
+    assert.are.equal(1, code, out)
+    local users, members = sbrun.state(srv, "Staff")
+    for _, name in ipairs { "u0001", "u0002", "u0003" } do
+      assert.is_false(users[name].active, name .. " should have been deactivated")
+      assert.is_nil(members[users[name].id], name .. " should have left the group")
+    end
+    local st = steps(state)
+    assert.are.equal("compensated", st["user:u0001"].state)
+    assert.are.equal("compensated", st["member:u0002"].state)
+  end)
+
   it("finishes compensating after a SIGKILL during the rollback and --resume", function()
     local state = dir .. "/kill.db"
     local h = sbrun.spawn(args(state, "--param n=1 --param fail_third=1 --param comp_sleep=1"), srv.env)
