@@ -126,6 +126,10 @@ function M.main(argv, cli)
   local run
   if o.resume then
     run = o.resume_id and db:run_get(o.resume_id) or db:run_latest_unfinished(wf_path)
+    if not run and not o.resume_id then -- the newest run finished with dead letters: continue it
+      local latest = db:runs_list { limit = 1, workflow_path = wf_path }[1]
+      if latest and latest.status == "completed_with_dead_letters" then run = latest end
+    end
     if not run then
       db:close()
       if o.resume_id then cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path) end

@@ -145,5 +145,13 @@ describe("durable workflow", function()
       assert.are.equal("permanent", e.class)
       assert.is_nil(w[e.step_key:match("write:(.*)")])
     end
+    -- `--resume` (no id) continues the newest run when it finished with dead letters: the
+    -- failed items stay failed (no --retry-failed), nothing is written twice
+    local rcode, rout = proc.run("spec/fixtures/workflows/kv_writes.lua --resume --continue-on-error --state "
+      .. state, env)
+    assert.are.equal(3, rcode, rout)
+    assert.matches("475 from checkpoint", rout)
+    local again = writes(srv)
+    for k, c in pairs(again) do assert.are.equal(1, c, k) end
   end)
 end)
