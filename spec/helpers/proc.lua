@@ -54,6 +54,32 @@ function M.alive(pid)
   return stat ~= nil and not stat:match("^%s*Z")
 end
 
+local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+M.sh_quote = sh_quote
+
+-- Starts a loopback server in the background. `command(port_file)` returns its shell command;
+-- the server writes its port to port_file once it listens. Returns port, pid; raises `hint`
+-- when no port appears in time.
+function M.start_listening(tag, command, hint, timeout)
+  local dir = os.getenv("SCIMRUN_TEST_TMP") or "/tmp"
+  os.execute("mkdir -p " .. sh_quote(dir))
+  local port_file = ("%s/%s-%d-%d.port"):format(dir, tag, os.time(), math.random(1, 1e9))
+  local pid_file = port_file .. ".pid"
+  os.execute(command(port_file) .. " >/dev/null 2>&1 & echo $! > " .. sh_quote(pid_file))
+  local deadline = scimrun.now() + (timeout or 15)
+  local port
+  while scimrun.now() < deadline do
+    port = read_all(port_file):match("%d+")
+    if port then break end
+    scimrun.sleep(0.05)
+  end
+  local pid = read_all(pid_file):match("%d+")
+  os.remove(pid_file)
+  os.remove(port_file)
+  assert(port, hint)
+  return tonumber(port), pid
+end
+
 -- Waits (yielding) until the process is gone or the timeout passes; returns true if gone.
 function M.wait_gone(pid, timeout)
   local deadline = scimrun.now() + (timeout or 30)
