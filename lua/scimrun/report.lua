@@ -4,7 +4,7 @@
 -- errors.persistable, which redacts.
 --   report.new{path, run_id, workflow} -> r;  r:item(rec);  r:finish{status, exit_code, summary, error}
 --   report.identity(item, info) -> the item's name (userName, displayName, id, ...)
---   report.summary(stats, counters, ex, elapsed);  report.print(out, t)
+--   report.summary(stats, ex, elapsed);  report.print(out, t)
 -- A report item: {item, status = ok|failed|interrupted, outcome = created|updated|skipped|
 --   adopted|done|dead_lettered|rolled_back|failed|interrupted, line, dead_letter, compensated,
 --   error = {class, status, scim_type, detail, rule, suggest, op, url, method, step, ...}}.
@@ -54,21 +54,9 @@ function Report:finish(t)
   os.rename(self.tmp, self.path)
 end
 
--- Counts executor events (attempt, retry, breaker state changes) for the summary.
-function M.on_event(c, ev)
-  local kind = ev.type or ev.event
-  if kind == "attempt" then
-    c.attempts = c.attempts + 1
-    if ev.class then c.by_class[ev.class] = (c.by_class[ev.class] or 0) + 1 end
-  elseif kind == "retry" or kind == "delay" then
-    c.retries = c.retries + 1
-  elseif kind == "breaker" or kind == "state_change" then
-    if ev.to == "open" or ev.state == "open" then c.breaker_opened = c.breaker_opened + 1 end
-  end
-end
-
-function M.summary(stats, counters, ex, elapsed)
-  local exc = ex and ex.counters and ex:counters() or {}
+-- Items from the engine's stats, requests from the retry layer's own counters.
+function M.summary(stats, ex, elapsed)
+  local exc = ex:counters()
   return {
     items = stats.items, succeeded = stats.succeeded, failed = stats.failed,
     created = stats.created, updated = stats.updated, skipped = stats.skipped, adopted = stats.adopted,
@@ -77,8 +65,7 @@ function M.summary(stats, counters, ex, elapsed)
     failures = stats.failures, failures_more = stats.failures_more,
     compensation_failures = stats.compensation_failures,
     steps_run = stats.steps_run, steps_from_checkpoint = stats.steps_replayed, steps_recovered = stats.steps_recovered,
-    attempts = exc.attempts or counters.attempts, retries = exc.retries or counters.retries,
-    by_class = exc.by_class or counters.by_class, breaker_opened = exc.breaker_opened or counters.breaker_opened,
+    attempts = exc.attempts, retries = exc.retries, by_class = exc.by_class, breaker_opened = exc.breaker_opened,
     budget_exhausted = exc.budget_exhausted, throttled = exc.throttled,
     elapsed = math.floor(elapsed * 1000 + 0.5) / 1000,
   }

@@ -156,7 +156,6 @@ function M.main(argv, cli)
   end
   db:run_set_status(run.id, "running")
 
-  local env = {}
   local sandbox
   if o.sandbox then
     local serr
@@ -169,7 +168,7 @@ function M.main(argv, cli)
       db:close()
       cli.fail("cannot start the sandbox: %s", tostring(serr))
     end
-    env.SCIM_BASE_URL, env.SCIM_TOKEN = sandbox.url, sandbox.token
+    -- the process environment, so wf.env and scim.connect's token_env both see them
     scimrun.setenv("SCIM_BASE_URL", sandbox.url)
     scimrun.setenv("SCIM_TOKEN", sandbox.token)
     scimrun.log.add_secret(sandbox.token)
@@ -177,10 +176,8 @@ function M.main(argv, cli)
       o.sandbox ~= "" and o.sandbox or "none"))
   end
 
-  local counters = { attempts = 0, retries = 0, by_class = {}, breaker_opened = 0 }
   local ex = require("scimrun.retry").executor {
     policy = pol, seed = o.seed,
-    on_event = function(ev) report.on_event(counters, ev) end,
     state = {
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
       save = function(key, value)
@@ -199,7 +196,7 @@ function M.main(argv, cli)
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
   local engine = workflow.engine {
-    db = db, run_id = run.id, params = params, env = env,
+    db = db, run_id = run.id, params = params,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
@@ -272,7 +269,7 @@ function M.main(argv, cli)
     cli.fail("%s%s", errors.cite_file(err.detail or tostring(err), wf_path),
       err.suggest and ("; " .. err.suggest) or "")
   end
-  local summary = report.summary(engine.stats, counters, ex, scimrun.now() - started)
+  local summary = report.summary(engine.stats, ex, scimrun.now() - started)
   rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
   report.print(io.stdout, { run_id = run.id, status = status, summary = summary, err = err,
     pending_dlq = pending_dlq, resume_cmd = resume_cmd, dry_run = o.dry_run,

@@ -6,8 +6,6 @@ local http = require "scimrun.http"
 local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 
-local WF = "spec/fixtures/workflows/saga.lua"
-
 local function dlq(state, extra)
   local code, out, err = proc.run("dlq list --json --state " .. state .. " " .. (extra or ""))
   assert.are.equal(0, code, out .. err)
@@ -25,14 +23,9 @@ describe("dead-letter queue", function()
     dir = proc.tmpdir("dlq")
   end)
   teardown(function() srv.close() end)
-  before_each(function()
-    srv.sb:reset()
-    sbrun.faults(srv, nil)
-  end)
+  before_each(function() sbrun.fresh(srv) end)
 
-  local function args(state, extra)
-    return WF .. " --policy fast-test --state " .. state .. " " .. (extra or "")
-  end
+  local args = sbrun.saga_args
 
   it("with continue-on-error parks exactly the 5% failing items of 500; all others are done", function()
     local state = dir .. "/coe.db"
@@ -164,8 +157,8 @@ describe("dead-letter queue", function()
 
   it("replays against the --sandbox of the run, restarted from its journal on a new port", function()
     local state = dir .. "/sbx.db"
-    local code, out = proc.run(WF .. " --policy fast-test --state " .. state .. " --param n=20 --param group=none"
-      .. " --param saga=0 --continue-on-error --seed 3 --sandbox=400:0.3@writes@scim-type=invalidValue")
+    local code, out = proc.run(args(state, "--param n=20 --param group=none"
+      .. " --param saga=0 --continue-on-error --seed 3 --sandbox=400:0.3@writes@scim-type=invalidValue"))
     assert.are.equal(3, code, out)
     local entries = dlq(state)
     local parked = #entries
@@ -177,8 +170,8 @@ describe("dead-letter queue", function()
     local d = sb:dump()
     sb:close()
     assert.are.equal(20, #d.users)
-    code, out = proc.run(WF .. " --policy fast-test --state " .. state .. " --resume " .. entries[1].run_id
-      .. " --sandbox --continue-on-error")
+    code, out = proc.run(args(state, "--resume " .. entries[1].run_id
+      .. " --sandbox --continue-on-error"))
     assert.are.equal(0, code, out)
     assert.matches("completed", out)
   end)
@@ -190,7 +183,8 @@ describe("dead-letter queue", function()
       return
     end
     local state = dir .. "/full.db"
-    local code, out = sbrun.run(WF .. " --policy spec/fixtures/policies/dlq_small.lua --state " .. state
+    local code, out = sbrun.run("spec/fixtures/workflows/saga.lua --policy spec/fixtures/policies/dlq_small.lua"
+      .. " --state " .. state
       .. " --param n=100 --param bad_every=10 --param concurrency=1 --continue-on-error", srv.env)
     assert.are.equal(1, code, out)
     assert.matches("dead%-letter queue is full %(3 pending entries, dead_letter.max_size = 3%)", out)

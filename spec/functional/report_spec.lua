@@ -4,8 +4,6 @@ local cjson = require "cjson"
 local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 
-local WF = "spec/fixtures/workflows/saga.lua"
-
 local function read_json(path)
   local text = proc.read_all(path)
   assert.is_true(#text > 0, "no report at " .. path)
@@ -19,14 +17,9 @@ describe("run report", function()
     srv = sbrun.sandbox { persist = dir .. "/sandbox.journal" }
   end)
   teardown(function() srv.close() end)
-  before_each(function()
-    srv.sb:reset()
-    sbrun.faults(srv, nil)
-  end)
+  before_each(function() sbrun.fresh(srv) end)
 
-  local function args(state, extra)
-    return WF .. " --policy fast-test --state " .. state .. " " .. (extra or "")
-  end
+  local args = sbrun.saga_args
 
   it("writes per-item JSON with outcome, error class, rule and suggestion; exit 3 with dead letters", function()
     local state, rep = dir .. "/r3.db", dir .. "/r3.json"

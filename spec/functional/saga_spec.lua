@@ -5,16 +5,6 @@ local cjson = require "cjson"
 local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 
-local WF = "spec/fixtures/workflows/saga.lua"
-
-local function steps(state, run_id)
-  local db = assert(require("scimrun.store").open(state, { readonly = true }))
-  local run = run_id and db:run_get(run_id) or db:runs_list { limit = 1 }[1]
-  local out = db:steps_load(run.id)
-  db:close()
-  return out, run
-end
-
 describe("saga", function()
   local srv, dir
   setup(function()
@@ -22,14 +12,9 @@ describe("saga", function()
     dir = proc.tmpdir("saga")
   end)
   teardown(function() srv.close() end)
-  before_each(function()
-    srv.sb:reset()
-    sbrun.faults(srv, nil)
-  end)
+  before_each(function() sbrun.fresh(srv) end)
 
-  local function args(state, extra)
-    return WF .. " --policy fast-test --state " .. state .. " " .. (extra or "")
-  end
+  local args = sbrun.saga_args
 
   it("compensates the first two steps on the server when the third fails permanently", function()
     local state = dir .. "/third.db"
@@ -44,7 +29,7 @@ describe("saga", function()
     assert.is_true(members[users.u0001.id])
     -- without continue-on-error nothing after the failure was started
     assert.is_nil(users.u0003)
-    local st = steps(state)
+    local st = sbrun.steps(state)
     assert.are.equal("compensated", st["user:u0002"].state)
     assert.are.equal("compensated", st["member:u0002"].state)
     assert.are.equal("completed", st["compensate:member:u0002"].state)
@@ -68,7 +53,7 @@ describe("saga", function()
       assert.is_false(users[name].active, name .. " should have been deactivated")
       assert.is_nil(members[users[name].id], name .. " should have left the group")
     end
-    local st = steps(state)
+    local st = sbrun.steps(state)
     assert.are.equal("compensated", st["user:u0001"].state)
     assert.are.equal("compensated", st["member:u0002"].state)
   end)
@@ -84,7 +69,7 @@ describe("saga", function()
     local users, members = sbrun.state(srv, "Staff")
     assert.is_true(users.u0001.active)          -- half rolled back: the kill landed in between
     assert.is_nil(members[users.u0001.id])
-    local st = steps(state)
+    local st = sbrun.steps(state)
     assert.are.equal("started", st["compensate:user:u0001"].state)
 
     local code, out = sbrun.run(args(state, "--resume"), srv.env)
@@ -92,7 +77,7 @@ describe("saga", function()
     users, members = sbrun.state(srv, "Staff")
     assert.is_false(users.u0001.active)
     assert.is_nil(members[users.u0001.id])
-    st = steps(state)
+    st = sbrun.steps(state)
     assert.are.equal("compensated", st["user:u0001"].state)
     assert.are.equal("compensated", st["member:u0001"].state)
     -- the finished compensation was taken from its checkpoint, not sent again

@@ -13,6 +13,20 @@ local function write(path, text)
   f:close()
 end
 
+-- The saga fixture (spec/fixtures/workflows/saga.lua) under the fast-test policy.
+function M.saga_args(state, extra)
+  return "spec/fixtures/workflows/saga.lua --policy fast-test --state " .. state .. " " .. (extra or "")
+end
+
+-- Steps of a run (the newest when no id is given), read back from the state file.
+function M.steps(state, run_id)
+  local db = assert(require("scimrun.store").open(state, { readonly = true }))
+  local run = run_id and db:run_get(run_id) or db:runs_list { limit = 1 }[1]
+  local out = db:steps_load(run.id)
+  db:close()
+  return out, run
+end
+
 -- Starts an embedded SCIM provider on a loopback port with a known token.
 -- opts: persist (journal file), faults, seed. Returns srv {url, token, sb, close}.
 function M.sandbox(opts)
@@ -35,6 +49,12 @@ end
 
 function M.dump(srv) return admin(srv, "GET", "dump") end
 function M.stats(srv) return admin(srv, "GET", "stats") end
+-- Empties the provider and clears its faults: each spec starts from the same server.
+function M.fresh(srv)
+  srv.sb:reset()
+  M.faults(srv, nil)
+end
+
 function M.faults(srv, spec, seed)
   return admin(srv, "POST", "faults", { spec = spec or cjson.null, seed = seed or 1 })
 end
