@@ -6,7 +6,7 @@
 -- say when (developer.atlassian.com/cloud/admin/organization/rest/intro, "Rate limits"). The
 -- user provisioning reference (developer.atlassian.com/cloud/admin/user-provisioning/rest/intro)
 -- publishes no number, so the rates below are a conservative starting point (check): scimrun
--- honours Retry-After and halves its rate on a 429 (rate_limit.adaptive), so a lower real limit
+-- honours Retry-After and learns a lower rate from the 429s (rate_limit.adaptive), so a lower real limit
 -- costs speed, not failures.
 --
 -- Quirks from the same reference ("Limitations"):
@@ -21,7 +21,7 @@ return {
 
   -- 5 requests/s, bursts of 10: not published (see above, check). Raise it if your organisation
   -- never sees a 429 (the run summary shows rate_limited counts).
-  rate_limit = { rps = 5, burst = 10, adaptive = true, throttle_factor = 0.5 },
+  rate_limit = { rps = 5, burst = 10, adaptive = true },
 
   -- No concurrency limit is published; a handful in flight is enough for 5 requests/s.
   bulkhead = { max_in_flight = 4 },

@@ -34,10 +34,6 @@ return {
   -- so a retry never makes a duplicate account.
   operations = {
     ["*"] = "balanced",
-    ["users.*"] = "balanced",
-    ["users.create"] = "balanced",
-    ["groups.*"] = "balanced",
-    ["groups.create"] = "balanced",
   },
 
   -- Error classification, tried in order; the first rule that matches decides. A rule matches
@@ -83,11 +79,26 @@ return {
     when_open = "wait",
   },
 
-  -- Token bucket per target: rps requests per second on average, bursts up to `burst`.
-  -- adaptive: a 429 multiplies the rate by throttle_factor (0..1); successes bring it back by
-  -- recover_step x rps every recover_after quiet seconds (optional knobs, defaults 0.1 and 1),
-  -- never below min_fraction x rps (default 0.01). rps = 0 disables rate limiting.
-  rate_limit = { rps = 50, burst = 100, adaptive = true, throttle_factor = 0.5 },
+  -- Client-side rate limit, one per target. No fixed cap by default: the limit is learned
+  -- from the server's answers (rate_limit.adaptive), so a healthy server is never throttled.
+  --   rps      a fixed cap in requests/s (a provider's published limit); 0 = none
+  --   burst    requests the fixed cap lets through at once
+  --   adaptive learn a limit from 429s (runtime/rate_adapt.h): answers are judged in windows
+  --            of `window` seconds (at least min_samples requests). 429s above the
+  --            background share + target_share cut the limit (gain x the excess, at most 20%;
+  --            a 30% share goes straight to what the server accepted). While cutting, goodput
+  --            is compared with the send rate: behind a real limit goodput holds whatever is
+  --            sent, while random 429s take the same share of any rate. Cuts that did not help
+  --            make that share the background (at most max_background) and the limit goes
+  --            back. Windows without 429s raise it again: by `growth` near where 429s began,
+  --            in doubling steps below and well above it. It never exceeds rps when set.
+  --   headers  honour RateLimit-Remaining/-Reset and X-RateLimit-Remaining/-Reset: the rate is
+  --            set to remaining / reset seconds until the reset (0 remaining: wait for it)
+  -- A 429 with a server delay (Retry-After, RateLimit-Reset) is the server pacing the client:
+  -- that request waits as told, and the retry costs neither an attempt nor the retry budget
+  -- (max_elapsed still bounds it). `scimrun policy simulate` shows a 429 storm and the limit.
+  rate_limit = { rps = 0, burst = 100, adaptive = true, headers = true, window = 1, target_share = 0.01,
+                 gain = 0.5, growth = 0.01, max_background = 0.2, min_samples = 10 },
 
   -- At most max_in_flight requests in flight per target; further calls queue.
   bulkhead = { max_in_flight = 32 },
@@ -97,7 +108,8 @@ return {
   timeouts = { request = 30, connect = 10, step = 900 },
 
   -- Retry budget per run: retries may add at most retry_ratio of the first attempts, plus
-  -- min_retries, so a failing service is not hit by a retry storm.
+  -- min_retries, so a failing service is not hit by a retry storm. Retries of 429s that came
+  -- with a server delay are paced by the server and do not spend it.
   budget = { retry_ratio = 0.2, min_retries = 10 },
 
   -- Dead-letter queue (in the state store). on_dead_letter = function(entry) ... end is called

@@ -8,6 +8,6 @@ return {
                  min_delay = 0, max_delay = 2, jitter = "full", max_elapsed = 60 },
   },
   breaker = { failures = 5, cooldown = 1, cooldown_multiplier = 1.5, max_cooldown = 4, half_open_probes = 1 },
-  rate_limit = { rps = 400, burst = 100, adaptive = true, throttle_factor = 0.8 },
+  rate_limit = { rps = 400, burst = 100, adaptive = true },
   budget = { retry_ratio = 0.5, min_retries = 50 },
 }

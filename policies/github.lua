@@ -64,7 +64,7 @@ return {
   -- token (rate-limits-for-the-rest-api, "Primary rate limit for authenticated users"); a
   -- GitHub App token on Enterprise Cloud may use up to 15,000/hour: rps = 4.
   -- burst 20 stays far below 180 writes/minute per endpoint (secondary limit, same page, check).
-  rate_limit = { rps = 1.35, burst = 20, adaptive = true, throttle_factor = 0.5 },
+  rate_limit = { rps = 1.35, burst = 20, adaptive = true },
 
   -- GitHub allows at most 100 concurrent requests (secondary limit) and advises making requests
   -- serially (docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api);

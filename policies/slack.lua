@@ -20,7 +20,7 @@ return {
   -- writes at ~5.3/s = 320/min (limit 600/min) and reads at ~2.7/s (limit 1000/min).
   -- burst 20 = the smallest per-endpoint burst on the same page (POST /Users, PATCH /Users).
   -- Raise rps only if your workflow sends mostly reads; other SCIM apps in the org share the limit.
-  rate_limit = { rps = 8, burst = 20, adaptive = true, throttle_factor = 0.5 },
+  rate_limit = { rps = 8, burst = 20, adaptive = true },
 
   -- Slack publishes no concurrency limit; a few requests in flight already reach 8 rps
   -- (typical SCIM latency 200-500 ms), more only queue behind the bucket.

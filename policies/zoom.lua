@@ -18,7 +18,7 @@ return {
   -- 1 request/s in total keeps every endpoint at or under 1/s (marketplace.zoom.us/docs/
   -- api-reference/scim-api). On a Business account whose SCIM2 endpoints count as Light, up to
   -- 80/s is documented (developers.zoom.us/docs/api/rate-limits, check): try rps = 20.
-  rate_limit = { rps = 1, burst = 1, adaptive = true, throttle_factor = 0.5 },
+  rate_limit = { rps = 1, burst = 1, adaptive = true },
 
   -- Zoom also limits concurrent operations on a single resource (developers.zoom.us/docs/api/
   -- rate-limits, "Rate limit details"); two in flight are plenty at 1 request/s.

@@ -9,6 +9,7 @@
 #include "backoff.h"
 #include "breaker.h"
 #include "budget.h"
+#include "rate_adapt.h"
 #include "ratelimit.h"
 #include "rng.h"
 
@@ -16,6 +17,7 @@
 #define BREAKER_MT "scimrun.resilience.breaker"
 #define LIMITER_MT "scimrun.resilience.limiter"
 #define BUDGET_MT "scimrun.resilience.budget"
+#define ADAPT_MT "scimrun.resilience.rate_adapt"
 
 typedef struct {
   breaker *b; /* freed by __gc */
@@ -269,9 +271,6 @@ static int l_limiter(lua_State *L) {
   ratelimit_config_default(&c);
   c.rate = opt_num(L, 1, what, "rps", c.rate);
   c.burst = opt_num(L, 1, what, "burst", c.rate > 1 ? c.rate : 1);
-  c.min_fraction = opt_num(L, 1, what, "min_fraction", c.min_fraction);
-  c.recover_step = opt_num(L, 1, what, "recover_step", c.recover_step);
-  c.recover_after = opt_num(L, 1, what, "recover_after", c.recover_after);
   check_config(L, what, ratelimit_config_check(&c));
   ratelimit_init(new_udata(L, sizeof(ratelimit), LIMITER_MT), &c);
   return 1;
@@ -283,23 +282,82 @@ static int l_limiter_reserve(lua_State *L) {
   return 1;
 }
 
-static int l_limiter_throttle(lua_State *L) {
+/* limiter:set_rate(now, rps, burst): rps <= 0 = unlimited. */
+static int l_limiter_set_rate(lua_State *L) {
   ratelimit *rl = luaL_checkudata(L, 1, LIMITER_MT);
-  double now = luaL_checknumber(L, 2);
-  double factor = luaL_optnumber(L, 3, 0.5);
-  luaL_argcheck(L, factor > 0 && factor < 1, 3, "factor must be > 0 and < 1");
-  lua_pushnumber(L, ratelimit_throttle(rl, now, factor));
-  return 1;
-}
-
-static int l_limiter_recover(lua_State *L) {
-  ratelimit *rl = luaL_checkudata(L, 1, LIMITER_MT);
-  lua_pushnumber(L, ratelimit_recover(rl, luaL_checknumber(L, 2)));
-  return 1;
+  double now = luaL_checknumber(L, 2), rate = luaL_checknumber(L, 3);
+  double burst = luaL_optnumber(L, 4, rl->cfg.burst);
+  if (ratelimit_set_rate(rl, now, rate, burst) != 0)
+    return luaL_error(L, "limiter:set_rate: rps must be finite and burst a finite number >= 1");
+  return 0;
 }
 
 static int l_limiter_rate(lua_State *L) {
   lua_pushnumber(L, ratelimit_rate(luaL_checkudata(L, 1, LIMITER_MT)));
+  return 1;
+}
+
+/* ---- learned rate limit (rate_adapt) ---------------------------------------------------- */
+
+static int l_adapt(lua_State *L) {
+  static const char what[] = "rate_adapt";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  rate_adapt_config c;
+  rate_adapt_config_default(&c);
+  c.window = opt_num(L, 1, what, "window", c.window);
+  c.target_share = opt_num(L, 1, what, "target_share", c.target_share);
+  c.gain = opt_num(L, 1, what, "gain", c.gain);
+  c.growth = opt_num(L, 1, what, "growth", c.growth);
+  c.ceiling = opt_num(L, 1, what, "ceiling", c.ceiling);
+  c.max_background = opt_num(L, 1, what, "max_background", c.max_background);
+  c.min_samples = opt_int(L, 1, what, "min_samples", c.min_samples);
+  check_config(L, what, rate_adapt_config_check(&c));
+  rate_adapt_init(new_udata(L, sizeof(rate_adapt), ADAPT_MT), &c);
+  return 1;
+}
+
+static int l_adapt_sent(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  lua_pushnumber(L, (lua_Number)rate_adapt_sent(ra, luaL_checknumber(L, 2)));
+  return 1;
+}
+
+static int l_adapt_answered(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  rate_adapt_answered(ra, (long)luaL_checknumber(L, 2), luaL_checknumber(L, 3),
+                      lua_toboolean(L, 4));
+  return 0;
+}
+
+static int l_adapt_server_rate(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  rate_adapt_server_rate(ra, luaL_checknumber(L, 2), luaL_checknumber(L, 3),
+                         luaL_checknumber(L, 4));
+  return 0;
+}
+
+static int l_adapt_limit(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  lua_pushnumber(L, rate_adapt_limit(ra, luaL_checknumber(L, 2)));
+  return 1;
+}
+
+/* The controller's state, for reports, `policy simulate` and specs. */
+static int l_adapt_state(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  lua_createtable(L, 0, 6);
+  lua_pushnumber(L, ra->limit);
+  lua_setfield(L, -2, "limit");
+  lua_pushnumber(L, ra->background);
+  lua_setfield(L, -2, "background");
+  lua_pushnumber(L, ra->excess_limit);
+  lua_setfield(L, -2, "excess_limit");
+  lua_pushboolean(L, ra->anchored);
+  lua_setfield(L, -2, "cutting");
+  lua_pushnumber(L, (lua_Number)ra->cuts);
+  lua_setfield(L, -2, "cuts");
+  lua_pushnumber(L, (lua_Number)ra->noise);
+  lua_setfield(L, -2, "noise");
   return 1;
 }
 
@@ -379,21 +437,31 @@ int luaopen_scimrun_resilience(lua_State *L) {
                                        {"restore", l_breaker_restore},
                                        {NULL, NULL}};
   static const luaL_Reg limiter_m[] = {{"reserve", l_limiter_reserve},
-                                       {"throttle", l_limiter_throttle},
-                                       {"recover", l_limiter_recover},
+                                       {"set_rate", l_limiter_set_rate},
                                        {"rate", l_limiter_rate},
                                        {NULL, NULL}};
   static const luaL_Reg budget_m[] = {
       {"first", l_budget_first},         {"try_retry", l_budget_try_retry},
       {"remaining", l_budget_remaining}, {"snapshot", l_budget_snapshot},
       {"restore", l_budget_restore},     {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"rng", l_rng},         {"backoff_delay", l_backoff_delay},
-                                   {"breaker", l_breaker}, {"limiter", l_limiter},
-                                   {"budget", l_budget},   {NULL, NULL}};
+  static const luaL_Reg adapt_m[] = {{"sent", l_adapt_sent},
+                                     {"answered", l_adapt_answered},
+                                     {"server_rate", l_adapt_server_rate},
+                                     {"limit", l_adapt_limit},
+                                     {"state", l_adapt_state},
+                                     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"rng", l_rng},
+                                   {"backoff_delay", l_backoff_delay},
+                                   {"breaker", l_breaker},
+                                   {"limiter", l_limiter},
+                                   {"budget", l_budget},
+                                   {"rate_adapt", l_adapt},
+                                   {NULL, NULL}};
   new_class(L, RNG_MT, rng_m, NULL);
   new_class(L, BREAKER_MT, breaker_m, l_breaker_gc);
   new_class(L, LIMITER_MT, limiter_m, NULL);
   new_class(L, BUDGET_MT, budget_m, NULL);
+  new_class(L, ADAPT_MT, adapt_m, NULL);
   lua_newtable(L);
   luaL_register(L, NULL, funcs);
   return 1;

@@ -1,5 +1,6 @@
 /*
- * resilience_lua: the Lua face of rng, backoff, breaker, ratelimit and budget, as
+ * resilience_lua: the Lua face of rng, backoff, breaker, ratelimit, rate_adapt
+ * and budget, as
  * require "scimrun.resilience". Times are the caller's monotonic seconds (scimrun.now()).
  *
  *   R.rng([seed]) -> rng                          rng:next() -> [0, 1)
@@ -7,8 +8,12 @@
  *   R.breaker(cfg) -> br    br:allow(now) -> true, 0 [, new_state] | false, wait [, new_state]
  *     br:record(now, ok) -> new_state | nil       br:release(now)    br:state()
  *     br:snapshot(now) -> table                   br:restore(table, now)
- *   R.limiter{rps, burst} -> lim   lim:reserve(now) -> wait   lim:throttle(now[, factor])
- *     lim:recover(now)   lim:rate()
+ *   R.limiter{rps, burst} -> lim   lim:reserve(now) -> wait   lim:set_rate(now, rps[, burst])
+ *     lim:rate()
+ *   R.rate_adapt{window, target_share, gain, growth, ceiling, max_background, min_samples}
+ *     -> ra   ra:sent(now) -> id   ra:answered(id, now, limited)   ra:limit(now) -> rps
+ *     (0 = unlimited, -s = pause s seconds)   ra:server_rate(now, remaining, reset_s)
+ *     ra:state() -> {limit, background, excess_limit, cutting, cuts, noise}
  *   R.budget{ratio, min_retries} -> bud   bud:first()   bud:try_retry() -> bool
  *     bud:remaining()   bud:snapshot() -> table   bud:restore(table)
  *

@@ -3,6 +3,9 @@
 -- `scimrun policy simulate [FILE] --op OP --errors LIST [--seed N] [--target NAME]`: prints,
 -- offline, the exact retry schedule the executor would follow for the scripted outcomes, using
 -- the executor itself on a simulated clock (so the decisions are the real ones).
+-- `scimrun policy simulate [FILE] --server bucket:30/s|random429:0.03|none [--concurrency N]
+-- [--latency S] [--seconds S] [--seed N]`: what the policy's rate limit does against such a
+-- server, window by window (scimrun.rate_sim), also offline.
 local policy = require "scimrun.policy"
 
 local M = {}
@@ -10,7 +13,10 @@ local M = {}
 local USAGE = "usage: scimrun policy check [FILE] | scimrun policy simulate [FILE] --op OP --errors LIST " ..
   "[--seed N]\n  LIST: comma-separated outcomes in order, the last repeating: a status (503, 201), " ..
   "a transport error (timeout, connect, reset, dns, tls, other), options after colons: " ..
-  "429:ra=7 (Retry-After seconds), 429:reset=30 (RateLimit-Reset), 400:scim=invalidValue"
+  "429:ra=7 (Retry-After seconds), 429:reset=30 (RateLimit-Reset), 400:scim=invalidValue\n" ..
+  "       scimrun policy simulate [FILE] --server SERVER [--concurrency 16] [--latency 0.05] " ..
+  "[--seconds 120] [--seed N]\n  SERVER: bucket:30/s (a rate limit the client is not told, " ..
+  "bucket:600/min:burst=20), random429:0.03 (429s at random), none"
 
 local KINDS = { timeout = true, connect = true, reset = true, dns = true, tls = true, too_large = true, other = true }
 
@@ -43,6 +49,14 @@ local function parse_args(args, cli)
       if not o.seed then cli.fail("--seed needs a number") end
     elseif name == "--target" then
       o.target = get()
+    elseif name == "--server" then
+      o.server_spec = get()
+    elseif name == "--concurrency" or name == "--latency" or name == "--seconds" then
+      local key = name:sub(3)
+      o[key] = tonumber(get())
+      if not o[key] or o[key] <= 0 or (key ~= "latency" and o[key] % 1 ~= 0) then
+        cli.fail("%s needs a positive %s", name, key == "latency" and "number of seconds" or "whole number")
+      end
     elseif a:sub(1, 2) == "--" then
       cli.fail("unknown option %s\n%s", a, USAGE)
     elseif o.file == nil then
@@ -160,6 +174,15 @@ function M.main(args, cli)
     return 0
   elseif sub == "simulate" then
     local o = parse_args(rest, cli)
+    if o.server_spec then
+      local rate_sim = require "scimrun.rate_sim"
+      local server, msg = rate_sim.parse_server(o.server_spec)
+      if not server then cli.fail("--server %s\n%s", msg, USAGE) end
+      o.server = server
+      local pol = load_or_fail(cli, o.file)
+      for _, l in ipairs((rate_sim.report(pol, o))) do io.stdout:write(l, "\n") end
+      return 0
+    end
     if not o.op then cli.fail("simulate needs --op OPERATION (e.g. --op users.create)\n%s", USAGE) end
     if not o.errors then cli.fail("simulate needs --errors LIST (e.g. --errors 503,503,201)\n%s", USAGE) end
     o.outcomes = M.parse_outcomes(o.errors, function(msg) cli.fail("--errors %s\n%s", msg, USAGE) end)

@@ -66,7 +66,7 @@ function M.summary(stats, ex, elapsed)
     compensation_failures = stats.compensation_failures,
     steps_run = stats.steps_run, steps_from_checkpoint = stats.steps_replayed, steps_recovered = stats.steps_recovered,
     attempts = exc.attempts, retries = exc.retries, by_class = exc.by_class, breaker_opened = exc.breaker_opened,
-    budget_exhausted = exc.budget_exhausted, throttled = exc.throttled,
+    budget_exhausted = exc.budget_exhausted, paced = exc.paced, rate_limits = exc.rate_limits,
     elapsed = math.floor(elapsed * 1000 + 0.5) / 1000,
   }
 end
@@ -87,6 +87,15 @@ function M.print(out, t)
   table.sort(classes)
   add("  requests   %d attempts, %d retries%s; breaker opened %d time(s)", s.attempts or 0, s.retries or 0,
     #classes > 0 and (" (" .. table.concat(classes, ", ") .. ")") or "", s.breaker_opened or 0)
+  local limits = {}
+  for target, r in pairs(s.rate_limits or {}) do
+    if r.learned then limits[#limits + 1] = ("%s %.1f/s"):format(target, r.rps) end
+  end
+  table.sort(limits)
+  if (s.paced or 0) > 0 or #limits > 0 then
+    add("  pacing     %d retries paced by the server's Retry-After%s", s.paced or 0,
+      #limits > 0 and ("; learned rate limit at the end: " .. table.concat(limits, ", ")) or "")
+  end
   add("  steps      %d run, %d from checkpoint, %d recovered in doubt", s.steps_run, s.steps_from_checkpoint,
     s.steps_recovered)
   if t.planned and #t.planned > 0 then

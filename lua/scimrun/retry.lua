@@ -87,7 +87,39 @@ function M.server_delay(err, wall, class)
   return nil
 end
 
+-- What a server's rate-limit headers say: requests left and seconds until the window resets,
+-- from RateLimit-Remaining/-Reset, X-RateLimit-Remaining/-Reset or the structured
+-- `RateLimit: "policy";r=N;t=S` of draft-ietf-httpapi-ratelimit-headers. nil when absent or
+-- malformed; a reset over a day is ignored as absurd. Epoch resets (seconds or ms) are turned
+-- into deltas against `wall`.
+function M.server_quota(headers, wall)
+  if type(headers) ~= "table" then return nil end
+  local remaining, reset
+  local structured = classify.header_value(headers, "RateLimit")
+  if structured then
+    local r, t = tostring(structured):match(";%s*r=(%d+)"), tostring(structured):match(";%s*t=(%d+)")
+    remaining, reset = tonumber(r), tonumber(t)
+  end
+  if not remaining then
+    for _, prefix in ipairs({ "RateLimit-", "X-RateLimit-" }) do
+      local r = tonumber(classify.header_value(headers, prefix .. "Remaining") or "")
+      local t = classify.header_value(headers, prefix .. "Reset")
+      if r and t then
+        local n = tonumber(t)
+        if n and n > 1e12 then n = n / 1000 end -- epoch milliseconds
+        remaining, reset = r, n and reset_delay(n, wall or 0)
+        break
+      end
+    end
+  end
+  if not remaining or not reset or remaining < 0 or reset > 86400 then return nil end
+  return remaining, reset
+end
+
 local function fmt(s) return ("%.3fs"):format(s) end
+
+local MIN_PACED_DELAY = 0.05 -- a shorter server delay is treated as an ordinary retry
+local MAX_PACED = 100 -- paced retries of one call before they count as ordinary ones
 
 local backoff_cfgs = setmetatable({}, { __mode = "k" })
 
@@ -102,14 +134,29 @@ local function backoff_cfg(p)
 end
 
 -- The retry decision after a failed attempt. Pure apart from the rng, the budget (consumed on
--- a retry) and an operator `delay` function. d = { profile, class, err, attempt (attempts made),
--- time_left (seconds before max_elapsed / the deadline), prev_delay, rng, budget, wall }.
+-- a retry) and an operator `delay` function. d = { profile, class, err, attempt (attempts made,
+-- paced ones not counted), paced (paced retries so far), time_left (seconds before max_elapsed
+-- / the deadline), prev_delay, rng, budget, wall }.
 -- Returns { retry = bool, delay = seconds, why = text, reason = "class"|"attempts"|"deadline"|
--- "retry_after"|"budget"|nil, server_delay = seconds|nil, budget_exhausted = bool|nil }.
+-- "retry_after"|"budget"|nil, server_delay = seconds|nil, budget_exhausted = bool|nil,
+-- paced = true when a 429's server delay paces the retry }.
 function M.decide(d)
   local p, class = d.profile, d.class
   if not classify.retryable(class) then
     return { retry = false, reason = "class", why = class .. " errors are never retried" }
+  end
+  -- A 429 that says when to come back is the server pacing the client, not a failure: the
+  -- request waits as told and the retry costs neither an attempt nor the retry budget. Only
+  -- the deadline bounds it (and MAX_PACED, against a server that always says "now").
+  local sd, source = M.server_delay(d.err, d.wall or 0, class)
+  if class == "rate_limited" and sd and sd >= MIN_PACED_DELAY and (d.paced or 0) < MAX_PACED then
+    if d.time_left and sd > d.time_left then
+      return { retry = false, reason = "retry_after", server_delay = sd,
+               why = ("server asked to wait %s (%s), more than the %s left before the deadline"):format(
+                 fmt(sd), source, fmt(d.time_left)) }
+    end
+    return { retry = true, paced = true, delay = sd, server_delay = sd,
+             why = ("paced by the server: wait %s (%s); no attempt or budget spent"):format(fmt(sd), source) }
   end
   if d.attempt >= p.attempts then
     return { retry = false, reason = "attempts", why = ("all %d attempts used"):format(p.attempts) }
@@ -132,7 +179,6 @@ function M.decide(d)
     delay = R.backoff_delay(backoff_cfg(p), retry_no, d.prev_delay or 0, d.rng)
     why = ("%s backoff, retry %d, %s jitter"):format(p.backoff, retry_no, p.jitter)
   end
-  local sd, source = M.server_delay(d.err, d.wall or 0, class)
   if sd then
     if d.time_left and sd > d.time_left then
       return { retry = false, reason = "retry_after", server_delay = sd,
@@ -186,10 +232,11 @@ local function breaker_cfg(b)
            half_open_max_wait = b.half_open_max_wait }
 end
 
-local function limiter_cfg(r)
-  if not r.rps or r.rps <= 0 then return nil end
-  return { rps = r.rps, burst = r.burst, min_fraction = r.min_fraction, recover_step = r.recover_step,
-           recover_after = r.recover_after }
+-- The learned limit's settings; nil when the policy does not adapt (a fixed rps or none).
+local function adapt_cfg(r)
+  if r.adaptive == false then return nil end
+  return { ceiling = r.rps or 0, window = r.window, target_share = r.target_share, gain = r.gain,
+           growth = r.growth, max_background = r.max_background, min_samples = r.min_samples }
 end
 
 local Executor = {}
@@ -215,7 +262,7 @@ function M.executor(o)
   self.rng = R.rng(o.seed or default_seed())
   self.targets = {}
   self.c = { attempts = 0, retries = 0, successes = 0, failures = 0, by_class = {}, breaker_opened = 0,
-             throttled = 0, budget_exhausted = 0, circuit_open = 0, adopted = 0 }
+             paced = 0, rate_changes = 0, budget_exhausted = 0, circuit_open = 0, adopted = 0 }
   self:set_policy(o.policy)
   if self.state then
     local snap = self.state.load("budget")
@@ -248,9 +295,10 @@ function Executor:set_policy(pol)
         tg.breaker, tg.breaker_cfg = R.breaker(cfg), cfg
         tg.breaker:restore(snap, now)
       end
-      local lcfg = limiter_cfg(pol.rate_limit)
-      if not same(lcfg, tg.limiter_cfg) then
-        tg.limiter, tg.limiter_cfg = lcfg and R.limiter(lcfg), lcfg
+      local acfg = adapt_cfg(pol.rate_limit)
+      if not same(acfg, tg.adapt_cfg) then
+        -- What was learned is about the server, not the policy: keep it unless adapting stops.
+        tg.adapt, tg.adapt_cfg = acfg and R.rate_adapt(acfg), acfg
       end
       tg.bulkhead:resize(pol.bulkhead.max_in_flight)
     end
@@ -261,9 +309,10 @@ function Executor:_target(name)
   local tg = self.targets[name]
   if tg then return tg end
   local pol = self.policy
-  local bcfg, lcfg = breaker_cfg(pol.breaker), limiter_cfg(pol.rate_limit)
-  tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = lcfg and R.limiter(lcfg),
-         limiter_cfg = lcfg, bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
+  local bcfg, acfg = breaker_cfg(pol.breaker), adapt_cfg(pol.rate_limit)
+  tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = R.limiter { rps = 0 },
+         adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg, logged_rate = 0,
+         bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
   self.targets[name] = tg
   if self.state then
     local snap = self.state.load("breaker:" .. name)
@@ -330,6 +379,58 @@ function Executor:_profile(op, opts)
   return policy.profile_for(pol, op)
 end
 
+-- A learned limit is paced with a bucket of about 2 ms of requests: servers with a small burst
+-- allowance reject the clumps a bigger one lets through.
+local function limiter_burst(rate, rl)
+  if rate > 0 and rate == (rl.rps or 0) then return rl.burst end
+  return math.max(1, rate * 0.002)
+end
+
+-- Waits until this target may be sent to: a server's "nothing left until the reset" first,
+-- then the token bucket at the rate in force (learned, from headers, or the fixed rps).
+function Executor:_pace(tg, op)
+  local clock, rl = self.clock, self.policy.rate_limit
+  while true do
+    local now = clock.now()
+    local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
+    if rate >= 0 then
+      local burst = limiter_burst(rate, rl)
+      if rate ~= tg.limiter:rate() or burst ~= tg.burst then
+        tg.limiter:set_rate(now, rate, burst)
+        tg.burst = burst
+        self:_rate_changed(tg, op, rate, now)
+      end
+      local w = rate > 0 and tg.limiter:reserve(now) or 0
+      if w > 0 then
+        self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
+        clock.sleep(w)
+      end
+      return
+    end
+    self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = -rate, t = now })
+    clock.sleep(-rate)
+  end
+end
+
+-- Every change of the rate in force is an event; the log hears of it when a limit appears or
+-- goes, or moves by a quarter since it was last logged.
+function Executor:_rate_changed(tg, op, rate, now)
+  self.c.rate_changes = self.c.rate_changes + 1
+  self:_emit({ type = "rate", target = tg.name, op = op, rps = rate, t = now })
+  local last = tg.logged_rate
+  if (rate == 0) ~= (last == 0) or (last > 0 and math.abs(rate - last) / last >= 0.25) then
+    tg.logged_rate = rate
+    self.log.emit("info", rate > 0 and "rate limit" or "rate limit lifted",
+                  { target = tg.name, rps = rate > 0 and math.floor(rate * 100 + 0.5) / 100 or nil })
+  end
+end
+
+function Executor:_observe_quota(tg, headers, now)
+  if not (tg.adapt and headers and self.policy.rate_limit.headers ~= false) then return end
+  local remaining, reset = M.server_quota(headers, self.clock.wall())
+  if remaining then tg.adapt:server_rate(now, remaining, reset) end
+end
+
 function Executor:run(op, target, attempt_fn, opts)
   opts = opts or {}
   assert(type(attempt_fn) == "function", "ex:run(op, target, attempt_fn, opts)")
@@ -338,7 +439,7 @@ function Executor:run(op, target, attempt_fn, opts)
   local profile, pname = self:_profile(op, opts)
   local tg = self:_target(target)
   local key = opts.key or (self.key_source and self.key_source(op))
-  local start, gate_wait, attempt, prev_delay = clock.now(), 0, 0, 0
+  local start, gate_wait, attempt, prev_delay, paced = clock.now(), 0, 0, 0, 0
   local trail = {}
   local checkpointed = false
   if self.state and key then
@@ -378,14 +479,9 @@ function Executor:run(op, target, attempt_fn, opts)
       return nil, gerr
     end
     tg.bulkhead:acquire(self, op, target)
-    if tg.limiter then
-      local w = tg.limiter:reserve(clock.now())
-      if w and w > 0 then
-        self:_emit({ type = "wait", reason = "rate_limit", op = op, target = target, seconds = w, t = clock.now() })
-        clock.sleep(w)
-      end
-    end
+    self:_pace(tg, op)
     local sent = clock.now()
+    local window = tg.adapt and tg.adapt:sent(sent)
     gate_wait = gate_wait + (sent - t0)
     attempt = attempt + 1
     c.attempts = c.attempts + 1
@@ -402,7 +498,8 @@ function Executor:run(op, target, attempt_fn, opts)
       c.successes = c.successes + 1
       local changed = tg.breaker:record(now, true)
       if changed then self:_breaker_changed(tg, changed, op) end
-      if tg.limiter and pol.rate_limit.adaptive then tg.limiter:recover(now) end
+      if window then tg.adapt:answered(window, now, false) end
+      self:_observe_quota(tg, type(res) == "table" and res.headers, now)
       self:_emit({ type = "success", op = op, target = target, attempt = attempt, t = now, elapsed = now - start })
       finish()
       if res == nil then return true end
@@ -418,22 +515,20 @@ function Executor:run(op, target, attempt_fn, opts)
     c.by_class[class] = (c.by_class[class] or 0) + 1
     local changed = tg.breaker:record(now, not counts_against_target(err))
     if changed then self:_breaker_changed(tg, changed, op) end
-    -- Multiplicative decrease at most once per second (as TCP does once per round trip):
-    -- a burst of 429s answering requests that were already in flight is one signal, not many.
-    if class == "rate_limited" and tg.limiter and pol.rate_limit.adaptive
-        and now - (tg.last_throttle or -math.huge) >= 1 then
-      tg.last_throttle = now
-      tg.limiter:throttle(now, pol.rate_limit.throttle_factor)
-      c.throttled = c.throttled + 1
-      self:_emit({ type = "throttle", op = op, target = target, rate = tg.limiter:rate(), t = now })
-    end
+    if window then tg.adapt:answered(window, now, class == "rate_limited") end
+    self:_observe_quota(tg, err.headers, now)
     local time_left = profile.max_elapsed - (now - start - gate_wait)
     if opts.deadline then time_left = math.min(time_left, opts.deadline - now) end
-    local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt, time_left = time_left,
-                         prev_delay = prev_delay, rng = self.rng, budget = self.budget, wall = clock.wall() })
+    local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt - paced, paced = paced,
+                         time_left = time_left, prev_delay = prev_delay, rng = self.rng, budget = self.budget,
+                         wall = clock.wall() })
+    if d.paced then
+      paced = paced + 1
+      c.paced = c.paced + 1
+    end
     if d.server_delay then err.retry_after = d.server_delay end
     local step = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
-                   retry = d.retry, delay = d.delay, why = d.why, at = sent - start }
+                   retry = d.retry, delay = d.delay, why = d.why, at = sent - start, paced = d.paced }
     trail[#trail + 1] = step
     self:_emit({ type = "failure", op = op, target = target, attempt = attempt, status = err.status,
                  kind = err.kind, class = class, rule = rule, retry = d.retry, delay = d.delay, why = d.why,
@@ -456,7 +551,7 @@ function Executor:run(op, target, attempt_fn, opts)
     end
 
     c.retries = c.retries + 1
-    if self.state then self.state.save("budget", self.budget:snapshot()) end
+    if self.state and not d.paced then self.state.save("budget", self.budget:snapshot()) end
     if key and self.state then
       checkpointed = true
       self:_save_deadline(key, { until_wall = clock.wall() + d.delay, attempt = attempt, started_wall = start_wall })
@@ -485,6 +580,14 @@ function Executor:counters()
   out.by_class = {}
   for k, v in pairs(self.c.by_class) do out.by_class[k] = v end
   out.budget_left = self.budget:remaining()
+  out.rate_limits = {}
+  local now = self.clock.now()
+  for name, tg in pairs(self.targets) do
+    local st = tg.adapt and tg.adapt:state() or {}
+    local rate = tg.adapt and tg.adapt:limit(now) or (self.policy.rate_limit.rps or 0)
+    out.rate_limits[name] = { rps = math.max(rate, 0), learned = (st.limit or 0) > 0 or nil,
+                              background = st.background, cuts = st.cuts, noise = st.noise }
+  end
   return out
 end
 

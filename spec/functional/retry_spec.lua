@@ -89,7 +89,7 @@ describe("retry executor", function()
     assert.are.equal(2, #t)
     assert.is_true(t[2] - t[1] >= 2.0, "re-sent after " .. (t[2] - t[1]) .. "s")
     assert.is_true(t[2] - t[1] < 2.5, "re-sent after " .. (t[2] - t[1]) .. "s")
-    assert.are.equal(1, ex:counters().throttled)
+    assert.are.equal(1, ex:counters().paced) -- the server paced it: no attempt or budget spent
   end)
 
   it("honours a Retry-After given as an HTTP-date", function()
@@ -215,6 +215,27 @@ describe("retry executor", function()
     assert.is_true(ex:counters().budget_exhausted >= 2)
   end)
 
+  it("lets 429s with Retry-After through a spent budget and past the attempt limit, while 503s stop", function()
+    local pol = make_policy("paced", [[budget = { retry_ratio = 0, min_retries = 0 },
+      profiles = { balanced = { attempts = 2 } },
+      breaker = { failures = 0, failure_rate = 1, min_calls = 1000 }]])
+    local ex = retry.executor { policy = pol, seed = 1, log = quiet() }
+    local paced = {}
+    for i = 1, 4 do paced[i] = { status = 429, headers = { ["Retry-After"] = "0.1" } } end
+    paced[5] = { status = 200 }
+    script("paced", paced)
+    local res = ex:run("users.get", srv.url, attempt("paced"))
+    assert.are.equal(200, res.status) -- 5 attempts under a limit of 2 and a budget of 0
+    assert.are.equal(5, stats("paced").count)
+    local c = ex:counters()
+    assert.are.same({ 4, 0, 0 }, { c.paced, c.budget_exhausted, c.budget_left })
+    -- the same budget stops a 503 at once: the storm protection is intact
+    script("storm", { { status = 503 } })
+    local _, err = ex:run("users.get", srv.url, attempt("storm"))
+    assert.is_true(err.budget_exhausted)
+    assert.are.equal(1, stats("storm").count)
+  end)
+
   it("follows an edit of attempts in the policy file (5, then 2)", function()
     local path = write_policy("edit", 'return { extends = "fast-test", profiles = { balanced = { attempts = 5 } } }')
     local ex = retry.executor { policy = policy.load(path), seed = 1, log = quiet() }
@@ -272,7 +293,8 @@ describe("retry executor", function()
     local ex = retry.executor { policy = policy.load("fast-test"), seed = 1, log = quiet(),
                                 on_event = function(ev) types[#types + 1] = ev.type end }
     ex:run("users.get", srv.url, attempt("ev"))
-    assert.are.same({ "attempt", "failure", "delay", "attempt", "success" }, types)
+    -- "rate": the fixed rps of fast-test comes into force with the first call
+    assert.are.same({ "rate", "attempt", "failure", "delay", "attempt", "success" }, types)
     assert.are.equal(1, #ex:last_trail())
   end)
 end)

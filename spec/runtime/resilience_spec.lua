@@ -129,15 +129,49 @@ describe("scimrun.resilience", function()
       assert.is_near(0.2, lim:reserve(0), 1e-9)
     end)
 
-    it("throttles and recovers the rate", function()
+    it("takes a new rate from now on", function()
       local lim = R.limiter { rps = 10 }
       assert.are.equal(10, lim:rate())
-      assert.are.equal(5, lim:throttle(0, 0.5))
-      assert.are.equal(2.5, lim:throttle(0))
-      assert.are.equal(2.5, lim:recover(0.5))
-      assert.are.equal(3.5, lim:recover(1))
-      assert.are.equal(3.5, lim:rate())
-      assert.has_error(function() lim:throttle(0, 2) end)
+      lim:set_rate(0, 2, 1)
+      assert.are.equal(2, lim:rate())
+      assert.are.equal(0, lim:reserve(0))
+      assert.is_near(0.5, lim:reserve(0), 1e-9)
+      lim:set_rate(0, 0)
+      assert.are.equal(0, lim:reserve(0)) -- unlimited again
+      assert.has_error(function() lim:set_rate(0, 1, 0.5) end)
+    end)
+  end)
+
+  describe("rate_adapt", function()
+    it("starts unlimited, or at its ceiling, and rejects bad settings", function()
+      assert.are.equal(0, R.rate_adapt {}:limit(0))
+      assert.are.equal(8, R.rate_adapt { ceiling = 8 }:limit(0))
+      assert.has_error(function() R.rate_adapt { target_share = 0.7 } end)
+      assert.has_error(function() R.rate_adapt { window = 0 } end)
+    end)
+
+    it("learns a limit from 429s over the target share", function()
+      local ra = R.rate_adapt { min_samples = 10 }
+      local t = 0
+      -- 100 requests a second; the server accepts 60 of them
+      for _ = 1, 4 do
+        local ids = {}
+        for i = 1, 100 do ids[i] = ra:sent(t + i / 100 - 0.005) end
+        for i = 1, 100 do ra:answered(ids[i], t + 1, i > 60) end
+        t = t + 1
+      end
+      local limit = ra:limit(t)
+      assert.is_true(limit > 0 and limit < 100, "limit " .. limit)
+      assert.is_true(ra:state().cuts >= 1)
+    end)
+
+    it("follows a server's RateLimit headers until the reset", function()
+      local ra = R.rate_adapt {}
+      ra:server_rate(0, 10, 5)
+      assert.are.equal(2, ra:limit(1))
+      ra:server_rate(10, 0, 2)
+      assert.is_near(-1, ra:limit(11), 1e-9) -- nothing left: wait a second more
+      assert.are.equal(0, ra:limit(12))
     end)
 
     it("is unlimited without a rate", function()

@@ -69,9 +69,42 @@ describe("retry.decide", function()
   end)
 
   it("waits at least the server's Retry-After, even beyond max_delay", function()
-    local d = decide({ class = "rate_limited", err = { headers = { ["Retry-After"] = "45" } } })
+    local d = decide({ class = "transient", err = { status = 503, headers = { ["Retry-After"] = "45" } } })
     assert.are.same({ true, 45 }, { d.retry, d.delay })
     assert.matches("server asked to wait 45.000s", d.why)
+  end)
+
+  it("lets a 429 with a server delay pace the retry without spending an attempt or the budget", function()
+    local bud = R.budget { ratio = 0, min_retries = 0 }
+    local ra = { headers = { ["Retry-After"] = "2" } }
+    local d = decide({ class = "rate_limited", err = ra, budget = bud, attempt = 5 })
+    assert.are.same({ true, 2, true }, { d.retry, d.delay, d.paced })
+    assert.matches("paced by the server: wait 2.000s", d.why)
+    -- a 503 with the same header spends both
+    d = decide({ class = "transient", err = ra, budget = bud, attempt = 1 })
+    assert.are.same({ false, "budget" }, { d.retry, d.reason })
+    -- a 429 without a delay is an ordinary retry
+    d = decide({ class = "rate_limited", err = {}, budget = bud, attempt = 1 })
+    assert.are.same({ false, "budget" }, { d.retry, d.reason })
+    -- the deadline still bounds it, and so does the count of paced retries
+    d = decide({ class = "rate_limited", err = ra, time_left = 1, attempt = 1 })
+    assert.are.same({ false, "retry_after" }, { d.retry, d.reason })
+    d = decide({ class = "rate_limited", err = ra, paced = 100, attempt = 5 })
+    assert.are.same({ false, "attempts" }, { d.retry, d.reason })
+  end)
+
+  it("reads a server's remaining quota from its RateLimit headers, in each dialect", function()
+    local wall = 1700000000
+    assert.are.same({ 10, 30 }, { retry.server_quota({ ["ratelimit-remaining"] = "10", ["ratelimit-reset"] = "30" },
+                                                     wall) })
+    assert.are.same({ 4999, 60 }, { retry.server_quota({ ["x-ratelimit-remaining"] = "4999",
+                                                         ["x-ratelimit-reset"] = tostring(wall + 60) }, wall) })
+    assert.are.same({ 7, 60 }, { retry.server_quota({ ["x-ratelimit-remaining"] = "7",
+                                                      ["x-ratelimit-reset"] = tostring((wall + 60) * 1000) }, wall) })
+    assert.are.same({ 50, 30 }, { retry.server_quota({ ratelimit = '"default";r=50;t=30' }, wall) })
+    assert.is_nil(retry.server_quota({ ["ratelimit-remaining"] = "x", ["ratelimit-reset"] = "30" }, wall))
+    assert.is_nil(retry.server_quota({ ["ratelimit-remaining"] = "1", ["ratelimit-reset"] = "9999999" }, wall))
+    assert.is_nil(retry.server_quota({}, wall))
   end)
 
   it("fails fast when the server's wait or the next delay passes the deadline", function()

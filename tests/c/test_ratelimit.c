@@ -1,4 +1,4 @@
-/* test_ratelimit.c: token bucket rate, burst, fair reservations, throttle/recover
+/* test_ratelimit.c: token bucket rate, burst, fair reservations, set_rate
  * (runtime/ratelimit.h). Time is simulated, so the test is exact and instant. */
 #include "check.h"
 #include "ratelimit.h"
@@ -78,30 +78,31 @@ static void test_burst(void) {
   CHECK_NEAR(simulate(&rl, 4, 0, 5, 0), 55, 1);
 }
 
-static void test_throttle_recover(void) {
+static void test_set_rate(void) {
   ratelimit rl = make(10, 1);
-  CHECK_NEAR(ratelimit_throttle(&rl, 0, 0.5), 5, 1e-9);
+  CHECK(ratelimit_set_rate(&rl, 0, 5, 1) == 0);
   CHECK_NEAR(ratelimit_rate(&rl), 5, 1e-9);
   CHECK_NEAR(simulate(&rl, 4, 0, 5, 0), 25, 2.5);
 
-  for (int i = 0; i < 20; i++) /* a storm of 429s stops at 1% of the configured rate */
-    ratelimit_throttle(&rl, 5, 0.5);
-  CHECK_NEAR(ratelimit_rate(&rl), 0.1, 1e-9);
-  double w1 = ratelimit_reserve(&rl, 5); /* queued callers are now 10 s apart */
-  CHECK_NEAR(ratelimit_reserve(&rl, 5) - w1, 10, 1e-9);
+  /* queued callers keep their place; later ones are spaced at the new rate */
+  rl = make(10, 1);
+  CHECK(ratelimit_reserve(&rl, 0) == 0);
+  CHECK_NEAR(ratelimit_reserve(&rl, 0), 0.1, 1e-9);
+  CHECK(ratelimit_set_rate(&rl, 0, 1, 1) == 0);
+  CHECK_NEAR(ratelimit_reserve(&rl, 0), 2, 1e-9); /* a debt of 2 tokens at 1/s */
 
-  CHECK_NEAR(ratelimit_recover(&rl, 5.5), 0.1, 1e-9); /* not quiet long enough yet */
-  CHECK_NEAR(ratelimit_recover(&rl, 6), 1.1, 1e-9);   /* + 10% of 10 per quiet second */
-  CHECK_NEAR(ratelimit_recover(&rl, 6.5), 1.1, 1e-9); /* one step per quiet period */
-  double t = 6;
-  while (ratelimit_rate(&rl) < 10 && t < 100)
-    ratelimit_recover(&rl, t += 1);
-  CHECK_NEAR(t, 15, 1e-9);                          /* 9 more steps of 1 rps */
-  CHECK_NEAR(ratelimit_recover(&rl, 50), 10, 1e-9); /* never above the configured rate */
-
-  ratelimit_throttle(&rl, 60, 0.5);
-  CHECK_NEAR(ratelimit_recover(&rl, 60.9), 5, 1e-9); /* a throttle restarts the quiet period */
-  CHECK_NEAR(ratelimit_recover(&rl, 61), 6, 1e-9);
+  /* from unlimited to a rate: one burst, not everything saved up while unlimited */
+  rl = make(0, 1);
+  for (int i = 0; i < 100; i++)
+    ratelimit_reserve(&rl, i);
+  CHECK(ratelimit_set_rate(&rl, 100, 10, 2) == 0);
+  CHECK(ratelimit_reserve(&rl, 100) == 0);
+  CHECK(ratelimit_reserve(&rl, 100) == 0);
+  CHECK_NEAR(ratelimit_reserve(&rl, 100), 0.1, 1e-9);
+  CHECK(ratelimit_set_rate(&rl, 100, 0, 1) == 0); /* back to unlimited */
+  CHECK(ratelimit_reserve(&rl, 100) == 0 && ratelimit_rate(&rl) == 0);
+  CHECK(ratelimit_set_rate(&rl, 100, 1.0 / 0.0, 1) == -1);
+  CHECK(ratelimit_set_rate(&rl, 100, 1, 0.5) == -1);
 }
 
 static void test_unlimited_and_checks(void) {
@@ -110,7 +111,7 @@ static void test_unlimited_and_checks(void) {
   for (int i = 0; i < 1000; i++)
     all_free &= ratelimit_reserve(&rl, 0) == 0;
   CHECK(all_free);
-  CHECK(ratelimit_throttle(&rl, 0, 0.5) == 0 && ratelimit_rate(&rl) == 0);
+  CHECK(ratelimit_rate(&rl) == 0);
   CHECK(ratelimit_reserve(&rl, 0) == 0);
 
   ratelimit_config c;
@@ -119,7 +120,7 @@ static void test_unlimited_and_checks(void) {
   c.burst = 0;
   CHECK(ratelimit_config_check(&c) != NULL);
   c.burst = 1;
-  c.min_fraction = 0;
+  c.rate = 0.0 / 0.0;
   CHECK(ratelimit_config_check(&c) != NULL);
 }
 
@@ -127,7 +128,7 @@ int main(void) {
   test_holds_rate();
   test_fair_queue();
   test_burst();
-  test_throttle_recover();
+  test_set_rate();
   test_unlimited_and_checks();
   return check_report();
 }

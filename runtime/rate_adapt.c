@@ -1,0 +1,291 @@
+/* rate_adapt.c: a send-rate limit learned from 429 answers (see rate_adapt.h). */
+#include "rate_adapt.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+void rate_adapt_config_default(rate_adapt_config *cfg) {
+  cfg->window = 1;
+  cfg->target_share = 0.01;
+  cfg->gain = 0.5;
+  cfg->growth = 0.01;
+  cfg->ceiling = 0;
+  cfg->max_background = 0.2;
+  cfg->min_samples = 10;
+}
+
+const char *rate_adapt_config_check(const rate_adapt_config *c) {
+  if (!(c->window > 0) || !isfinite(c->window))
+    return "window must be a finite number of seconds > 0";
+  if (!(c->target_share > 0 && c->target_share < 0.5))
+    return "target_share must be > 0 and < 0.5";
+  if (!(c->gain > 0 && c->gain <= 2))
+    return "gain must be > 0 and <= 2";
+  if (!(c->growth > 0 && c->growth <= 1))
+    return "growth must be > 0 and <= 1";
+  if (!(c->ceiling >= 0) || !isfinite(c->ceiling))
+    return "ceiling must be a finite number >= 0 (0 = none)";
+  if (!(c->max_background >= 0 && c->max_background < 1))
+    return "max_background must be >= 0 and < 1";
+  if (c->min_samples < 1)
+    return "min_samples must be >= 1";
+  return NULL;
+}
+
+void rate_adapt_init(rate_adapt *ra, const rate_adapt_config *cfg) {
+  memset(ra, 0, sizeof *ra);
+  ra->cfg = *cfg;
+  ra->cur = -1;
+  for (int i = 0; i < RATE_ADAPT_WINDOWS; i++)
+    ra->ring[i].id = -1;
+}
+
+static rate_adapt_window *slot(rate_adapt *ra, long id) {
+  rate_adapt_window *w = &ra->ring[id % RATE_ADAPT_WINDOWS];
+  return w->id == id ? w : NULL;
+}
+
+static double capped(const rate_adapt *ra, double limit) {
+  double c = ra->cfg.ceiling;
+  if (c > 0 && (limit <= 0 || limit > c))
+    return c;
+  return limit;
+}
+
+/* The lowest limit ever set: a server that refuses everything is paced by its Retry-After,
+ * and a limit of 0 would mean "unlimited". */
+#define FLOOR_RATE 0.5
+/* A 429 share no server answers at random: whatever the rate, it says "too fast". */
+#define SURELY_TOO_FAST 0.3
+
+static void set_limit(rate_adapt *ra, double limit) {
+  if (limit < FLOOR_RATE)
+    limit = FLOOR_RATE;
+  if (ra->cfg.ceiling > 0 && limit >= ra->cfg.ceiling)
+    limit = 0; /* the fixed cap applies */
+  ra->limit = limit;
+}
+
+#ifdef RATE_ADAPT_TRACE
+#include <stdio.h>
+#define TRACE(...) fprintf(stderr, __VA_ARGS__)
+#else
+#define TRACE(...) ((void)0)
+#endif
+
+static void fit_add(rate_adapt_fit *f, const rate_adapt_stats *s) {
+  f->n++;
+  f->sx += s->send_rate;
+  f->sy += s->goodput;
+  f->sxx += s->send_rate * s->send_rate;
+  f->sxy += s->send_rate * s->goodput;
+  f->share += s->share;
+  if (f->n == 1 || s->send_rate < f->min_x)
+    f->min_x = s->send_rate;
+  if (f->n == 1 || s->send_rate > f->max_x)
+    f->max_x = s->send_rate;
+}
+
+/* Cuts begin: remember where, to go back if they turn out not to help. */
+static void anchor(rate_adapt *ra, double in_force) {
+  ra->anchored = 1;
+  ra->anchor_limit = ra->limit;
+  ra->anchor_rate = in_force;
+  memset(&ra->fit, 0, sizeof ra->fit);
+}
+
+/* Goodput against send rate over the windows since the cuts began. Behind a rate limit the
+ * server accepts the same whatever is sent (slope near 0); random 429s take the same share of
+ * any rate (slope near 1 - share). So cuts that moved the send rate by 8% or more while the
+ * 429s held, along a slope nearer 1 than 0, did not help: that share becomes the background
+ * and the limit goes back to where the cuts began. */
+static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double target) {
+  rate_adapt_fit *f = &ra->fit;
+  fit_add(f, s);
+  if (f->n < 3 || !(f->max_x >= 1.08 * f->min_x) || s->share <= target)
+    return 0;
+  double n = (double)f->n, mean_share = f->share / n;
+  double var = f->sxx - f->sx * f->sx / n;
+  if (!(var > 0) || mean_share < target)
+    return 0;
+  double slope = (f->sxy - f->sx * f->sy / n) / var;
+  if (slope < 0.5 * (1 - mean_share))
+    return 0;
+  double bg = mean_share < ra->cfg.max_background ? mean_share : ra->cfg.max_background;
+  if (bg > ra->background)
+    ra->background = bg;
+  ra->limit = ra->anchor_limit;
+  ra->anchored = 0;
+  ra->noise++;
+  return 1;
+}
+
+static void judge(rate_adapt *ra, const rate_adapt_window *w) {
+  double span = w->end - w->start;
+  /* The first window meets a server's full burst allowance: its goodput says nothing. */
+  if (w->id == 0 || w->answered < ra->cfg.min_samples || !(span > 0))
+    return;
+  rate_adapt_stats s;
+  s.send_rate = (double)w->sent / span;
+  s.goodput = (double)(w->answered - w->limited) / span;
+  s.share = (double)w->limited / (double)w->answered;
+  double in_force = capped(ra, ra->limit);
+  TRACE("w%ld t=%.1f sent=%.1f good=%.1f share=%.3f limit=%.1f bg=%.3f anchored=%d\n", w->id,
+        w->start, s.send_rate, s.goodput, s.share, in_force, ra->background, ra->anchored);
+  double target = ra->background + ra->cfg.target_share;
+  double spread = 3 * sqrt(target * (1 - target) / (double)w->answered);
+  int excess = s.share > target + spread && w->limited >= 2;
+  int binding = in_force > 0 && s.send_rate >= 0.85 * in_force;
+  if (s.share < ra->background) /* noise that went away is forgotten; it never creeps up */
+    ra->background = 0.95 * ra->background + 0.05 * s.share;
+  /* The rate the clients reach unhindered (it swings with their Retry-After sleeps): cuts
+   * start from its recent peak, not from one low window. */
+  if (!binding) {
+    ra->peak_rate *= 0.9;
+    if (s.send_rate > ra->peak_rate)
+      ra->peak_rate = s.send_rate;
+  }
+  if (ra->anchored) {
+    /* Only windows whose send rate the limit set say what the limit does. */
+    if (binding && cuts_did_not_help(ra, &s, target))
+      return;
+    if (ra->fit.n > 30 || ra->limit <= 0 || ra->limit >= ra->anchor_rate)
+      ra->anchored = 0; /* grown back, or long ago: start afresh next time */
+  }
+  if (excess) {
+    ra->zero_streak = 0;
+    if (in_force > 0 && binding)
+      ra->excess_limit = in_force; /* where 429s began: growth slows down near it */
+    if (in_force <= 0)             /* unlimited: start from what the clients reach */
+      in_force = s.send_rate > ra->peak_rate ? s.send_rate : ra->peak_rate;
+    else if (!binding) /* above what is sent: bring it down to bind, but not at once (the
+                        * clients may only be asleep on Retry-Afters for a moment) */
+      in_force = s.send_rate > 0.8 * in_force ? s.send_rate : 0.8 * in_force;
+    if (!ra->anchored)
+      anchor(ra, in_force);
+    if (s.share >= SURELY_TOO_FAST) {
+      /* Far too fast: straight to what the server accepted. No noise is that loud, so
+       * there is nothing to go back to. */
+      double accepted = s.goodput / (1 - target);
+      /* ... but no lower than half the rate: with every client asleep on a Retry-After, the
+       * goodput seen can be far below what the server accepts. */
+      set_limit(ra, accepted > 0.5 * in_force ? accepted : 0.5 * in_force);
+      ra->anchor_limit = ra->limit;
+      ra->anchor_rate = capped(ra, ra->limit);
+    } else if (ra->limit <= 0) {
+      /* The first 429s over the target after running free: 10% slower, a clear step whose
+       * answers tell a rate limit (the share falls) from random 429s (it does not). */
+      set_limit(ra, 0.9 * in_force);
+    } else {
+      double factor = 1 + ra->cfg.gain * (target - s.share);
+      set_limit(ra, in_force * (factor < 0.8 ? 0.8 : factor));
+    }
+    ra->last_cut = ra->limit;
+    ra->cuts++;
+    return;
+  }
+  if (!binding)
+    return; /* the limit does not bind: nothing to learn about it */
+  if (w->limited > 0) {
+    /* A few 429s, near the target: small steps either way. */
+    ra->zero_streak = 0;
+    /* Leaning up by half a growth step: at a share right on the target it still climbs,
+     * which a rate limit stops and random 429s do not. */
+    double factor = 1 + ra->cfg.gain * (target - s.share) + ra->cfg.growth / 2;
+    if (factor > 1 + ra->cfg.growth)
+      factor = 1 + ra->cfg.growth;
+    if (factor >= 1 && ra->limit <= 0)
+      return; /* only the fixed cap binds: nothing learned to raise */
+    if (factor < 1 && !ra->anchored)
+      anchor(ra, in_force);
+    set_limit(ra, in_force * factor);
+    return;
+  }
+  if (ra->limit <= 0)
+    return; /* only the fixed cap binds, without 429s: nothing learned to raise */
+  /* No 429 at all. Below where 429s last began, climb back fast (doubling steps, stopping
+   * short of it); near it, creep; well above it, climb fast again (the server's limit grew,
+   * or those 429s were someone else's). */
+  ra->zero_streak++;
+  double known = ra->excess_limit;
+  double next;
+  if (known > 0 && ra->limit >= 0.97 * known && ra->limit < 1.1 * known) {
+    ra->zero_streak = 0;
+    next = ra->limit * (1 + ra->cfg.growth);
+  } else {
+    int d = ra->zero_streak > 5 ? 5 : ra->zero_streak;
+    double step = ra->cfg.growth * (double)(1 << d);
+    next = ra->limit * (1 + (step < 0.25 ? step : 0.25));
+    if (known > 0 && ra->limit < 0.97 * known && next > 0.97 * known)
+      next = 0.97 * known;
+  }
+  set_limit(ra, next);
+}
+
+static void judge_ready(rate_adapt *ra) {
+  if (ra->next_judge < ra->cur - RATE_ADAPT_WINDOWS + 1)
+    ra->next_judge = ra->cur - RATE_ADAPT_WINDOWS + 1;
+  while (ra->next_judge < ra->cur) {
+    rate_adapt_window *w = slot(ra, ra->next_judge);
+    if (w && w->answered < w->sent)
+      return;
+    if (w)
+      judge(ra, w);
+    ra->next_judge++;
+  }
+}
+
+/* Opens the next window at `now`, closing the one open (it lasted until now). */
+static void open_window(rate_adapt *ra, double now) {
+  rate_adapt_window *w = ra->cur >= 0 ? slot(ra, ra->cur) : NULL;
+  if (w)
+    w->end = now;
+  ra->cur++;
+  w = &ra->ring[ra->cur % RATE_ADAPT_WINDOWS];
+  w->id = ra->cur;
+  w->start = now;
+  w->end = 0;
+  w->sent = w->answered = w->limited = 0;
+  judge_ready(ra);
+}
+
+long rate_adapt_sent(rate_adapt *ra, double now) {
+  rate_adapt_window *w = ra->cur >= 0 ? slot(ra, ra->cur) : NULL;
+  /* A window lasts `window` seconds, longer when it has too few requests to judge. */
+  if (!w || (now >= w->start + ra->cfg.window && w->sent >= ra->cfg.min_samples))
+    open_window(ra, now);
+  w = slot(ra, ra->cur);
+  w->sent++;
+  return ra->cur;
+}
+
+void rate_adapt_answered(rate_adapt *ra, long id, double now, int limited) {
+  (void)now;
+  rate_adapt_window *w = id >= 0 ? slot(ra, id) : NULL;
+  if (!w || w->answered >= w->sent)
+    return;
+  w->answered++;
+  if (limited)
+    w->limited++;
+  if (id < ra->cur)
+    judge_ready(ra);
+}
+
+void rate_adapt_server_rate(rate_adapt *ra, double now, double remaining, double reset_seconds) {
+  if (!isfinite(remaining) || !isfinite(reset_seconds) || reset_seconds < 0 || remaining < 0)
+    return;
+  if (reset_seconds <= 0)
+    reset_seconds = 1; /* "resets now": spread what is left over the next second */
+  ra->server_until = now + reset_seconds;
+  ra->server_limit = remaining / reset_seconds;
+}
+
+double rate_adapt_limit(const rate_adapt *ra, double now) {
+  if (now < ra->server_until) {
+    if (ra->server_limit <= 0)
+      return -(ra->server_until - now);
+    return capped(ra, ra->server_limit);
+  }
+  return capped(ra, ra->limit);
+}
