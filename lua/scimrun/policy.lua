@@ -7,7 +7,8 @@
 --   anything with a "/" or ending in ".lua" is a path. Files run in an allow-listed environment
 --   (no io, no require, no global writes), are validated against a schema and merged over the
 --   file they `extends` (the extending file wins; its classify rules come first).
--- policy.profile_for(pol, op) -> profile, profile_name   (exact > "users.*" > "*")
+-- policy.profile_for(pol, op) -> profile, profile_name   (file by file from the extending one;
+--                                                          in a file exact > "users.*" > "*")
 -- policy.describe(pol) -> { lines }                        (what `scimrun policy check` prints)
 -- policy.guard(fn, what, ...) -> ok, results...            (calls a policy function, CPU-bounded)
 -- policy.is_error(e) -> bool
@@ -188,7 +189,8 @@ local function merge(base, over, top)
   return out
 end
 
-local function load_chain(path, datadir, seen, chain)
+-- layers: each file's own `operations` table, the extending file first.
+local function load_chain(path, datadir, seen, chain, layers)
   if seen[path] then
     local names = {}
     for _, p in ipairs(chain) do names[#names + 1] = p end
@@ -199,9 +201,10 @@ local function load_chain(path, datadir, seen, chain)
   seen[path] = true
   chain[#chain + 1] = path
   local raw = run_file(path)
+  layers[#layers + 1] = deep_copy(raw.operations or {})
   if raw.extends == nil then return raw end
   local base_path = resolve(raw.extends, dirname(path), datadir, path)
-  local base = load_chain(base_path, datadir, seen, chain)
+  local base = load_chain(base_path, datadir, seen, chain, layers)
   return merge(base, raw, true)
 end
 
@@ -210,9 +213,13 @@ function M.load(spec, opts)
   local datadir = opts.datadir
   if datadir == nil and rawget(_G, "scimrun") then datadir = scimrun.datadir end
   local path = resolve(spec, nil, datadir, nil)
-  local chain = {}
-  local merged = load_chain(path, datadir, {}, chain)
+  local chain, layers = {}, {}
+  local merged = load_chain(path, datadir, {}, chain, layers)
   local pol = merge(schema.BUILTIN, merged, true)
+  layers[#layers + 1] = deep_copy(schema.BUILTIN.operations)
+  -- Operation patterns are consulted file by file, the extending file first: its "*" must
+  -- beat a parent's "users.create", or extending could never change what a parent named.
+  pol.operation_layers = layers
   local problems = schema.check_effective(pol)
   if #problems > 0 then raise(path, problems) end
   pol.file = path
@@ -230,11 +237,9 @@ M.glob_to_lua = glob_to_lua
 
 local op_cache = setmetatable({}, { __mode = "k" })
 
-local function compile_ops(pol)
-  local c = op_cache[pol]
-  if c then return c end
-  c = { exact = {}, patterns = {} }
-  for pat, prof in pairs(pol.operations or {}) do
+local function compile_layer(ops)
+  local c = { exact = {}, patterns = {} }
+  for pat, prof in pairs(ops or {}) do
     if pat:find("*", 1, true) then
       local _, stars = pat:gsub("%*", "")
       c.patterns[#c.patterns + 1] = { pat = pat, lua = glob_to_lua(pat), weight = #pat - stars, profile = prof }
@@ -246,18 +251,33 @@ local function compile_ops(pol)
     if a.weight ~= b.weight then return a.weight > b.weight end
     return a.pat < b.pat
   end)
+  return c
+end
+
+-- One compiled layer per file of the extends chain (a policy table built by hand has one).
+local function compile_ops(pol)
+  local c = op_cache[pol]
+  if c then return c end
+  c = {}
+  for i, ops in ipairs(pol.operation_layers or { pol.operations }) do c[i] = compile_layer(ops) end
   op_cache[pol] = c
   return c
 end
 
 -- Returns the profile table for `op` and its name (the built-in fallback when nothing maps).
+-- The first file of the chain that maps `op` decides: its exact name, else its most specific
+-- pattern.
 function M.profile_for(pol, op)
-  local c = compile_ops(pol)
-  local name = c.exact[op or ""]
-  if not name then
-    for _, p in ipairs(c.patterns) do
-      if (op or ""):match(p.lua) then name = p.profile break end
+  op = op or ""
+  local name
+  for _, layer in ipairs(compile_ops(pol)) do
+    name = layer.exact[op]
+    if not name then
+      for _, p in ipairs(layer.patterns) do
+        if op:match(p.lua) then name = p.profile break end
+      end
     end
+    if name then break end
   end
   local prof = name and pol.profiles[name]
   if not prof then return schema.FALLBACK_PROFILE, "(built-in)" end
@@ -337,10 +357,17 @@ function M.describe(pol)
     add("  %-14s %s", name, describe_profile(pol.profiles[name]))
   end
   add("")
-  add("operations (exact name first, then the most specific pattern):")
-  local c = compile_ops(pol)
-  for _, op in ipairs(sorted_keys(c.exact)) do add("  %-20s -> %s", op, c.exact[op]) end
-  for _, p in ipairs(c.patterns) do add("  %-20s -> %s", p.pat, p.profile) end
+  add("operations (file by file, the extending file first; in a file, the exact name, then the most")
+  add("specific pattern):")
+  local layers = compile_ops(pol)
+  for i, c in ipairs(layers) do
+    local from = pol.chain and pol.chain[i] or "built-in"
+    if next(c.exact) or #c.patterns > 0 then
+      if #layers > 1 then add("  from %s:", from) end
+      for _, op in ipairs(sorted_keys(c.exact)) do add("  %-20s -> %s", op, c.exact[op]) end
+      for _, p in ipairs(c.patterns) do add("  %-20s -> %s", p.pat, p.profile) end
+    end
+  end
   add("")
   add("classify (first match wins):")
   for i, r in ipairs(pol.classify or {}) do

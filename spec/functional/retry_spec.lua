@@ -236,6 +236,23 @@ describe("retry executor", function()
     assert.are.equal(1, stats("storm").count)
   end)
 
+  it("lets an extending file's \"*\" override its parent's named operations", function()
+    local parent = write_policy("parent", [[return { extends = "fast-test",
+      operations = { ["users.create"] = "balanced", ["groups.*"] = "balanced" } }]])
+    local child = policy.load(write_policy("child", ([[return { extends = %q,
+      profiles = { quick = { attempts = 3, backoff = "constant", base = 0.01 } },
+      operations = { ["*"] = "quick", ["groups.*"] = "none" } }]]):format(parent)))
+    local ex = retry.executor { policy = child, seed = 1, log = quiet() }
+    script("layer", { { status = 503 } })
+    local _, err = ex:run("users.create", srv.url, attempt("layer"))
+    assert.are.equal(3, err.attempts)
+    assert.are.equal(3, stats("layer").count) -- not the parent's 5
+    -- within one file the most specific pattern still wins
+    script("layer2", { { status = 503 } })
+    ex:run("groups.add_member", srv.url, attempt("layer2"))
+    assert.are.equal(1, stats("layer2").count)
+  end)
+
   it("follows an edit of attempts in the policy file (5, then 2)", function()
     local path = write_policy("edit", 'return { extends = "fast-test", profiles = { balanced = { attempts = 5 } } }')
     local ex = retry.executor { policy = policy.load(path), seed = 1, log = quiet() }
