@@ -69,14 +69,17 @@ return {
   -- success_ratio of them succeed (a probe unanswered for half_open_max_wait re-opens it).
   -- Client errors (4xx other than 408/429) do not count: the service answered.
   -- when_open: "wait" (batch runs pause until a probe succeeds) or "fail" (the item fails at
-  -- once with class circuit_open and goes to the dead-letter queue).
+  -- once with class circuit_open and goes to the dead-letter queue). Waiting counts toward the
+  -- profile's max_elapsed. max_open bounds an outage: once the breaker has stayed open (probes
+  -- failing) that many seconds, waiting calls fail as circuit_open at once (dead-lettered with
+  -- --continue-on-error, else the run stops with its resume command); 0 = wait forever.
   -- The default trips on the failure rate: with dozens of requests in flight, five failures in a
   -- row happen by chance at a 10% error rate, while half of the calls failing over 10 s do not.
   breaker = {
     failures = 0, failure_rate = 0.5, window = 10, min_calls = 20,
     cooldown = 30, cooldown_multiplier = 2, max_cooldown = 300,
     half_open_probes = 1, success_ratio = 1, half_open_max_wait = 60,
-    when_open = "wait",
+    when_open = "wait", max_open = 180,
   },
 
   -- Client-side rate limit, one per target. No fixed cap by default: the limit is learned

@@ -316,13 +316,19 @@ function Executor:_target(name)
   self.targets[name] = tg
   if self.state then
     local snap = self.state.load("breaker:" .. name)
-    if type(snap) == "table" then tg.breaker:restore(snap, self.clock.now()) end
+    if type(snap) == "table" then
+      tg.breaker:restore(snap, self.clock.now())
+      if tg.breaker:state() ~= "closed" then tg.open_since = self.clock.now() end
+    end
   end
   return tg
 end
 
 function Executor:_breaker_changed(tg, state, op)
   if state == "open" then self.c.breaker_opened = self.c.breaker_opened + 1 end
+  -- open_since: the start of the outage, kept through half-open probes that failed
+  if state == "closed" then tg.open_since = nil
+  elseif not tg.open_since then tg.open_since = self.clock.now() end
   self.log.emit(state == "open" and "warn" or "info", "circuit breaker " .. state, { target = tg.name, op = op })
   self:_emit({ type = "breaker", target = tg.name, op = op, state = state, t = self.clock.now() })
   if self.state then self.state.save("breaker:" .. tg.name, tg.breaker:snapshot(self.clock.now())) end
@@ -346,6 +352,17 @@ function Executor:_pass_breaker(tg, op, deadline)
     if self.policy.breaker.when_open == "fail" then
       return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s is open (retry in %s)"):format(
         tg.name, fmt(wait)))
+    end
+    -- A target down for longer than max_open is down for good as far as this run goes: calls
+    -- fail at once (half-open probes still go through), so the run ends in bounded time.
+    local max_open = self.policy.breaker.max_open or 0
+    if max_open > 0 and tg.open_since then
+      local open_for = now - tg.open_since
+      if open_for >= max_open then
+        return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s has been open for %s, longer than "
+          .. "breaker.max_open (%s): the target is down"):format(tg.name, fmt(open_for), fmt(max_open)))
+      end
+      wait = math.min(wait, max_open - open_for + 0.001)
     end
     if deadline and now + wait > deadline then
       return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s is open for %s more, past the deadline")
@@ -466,8 +483,12 @@ function Executor:run(op, target, attempt_fn, opts)
 
   while true do
     local pol = self.policy
+    -- Waiting on an open breaker counts toward max_elapsed (the target is failing); queueing
+    -- for the bulkhead and the rate limit does not (gate_wait).
+    local limit_at = start + gate_wait + profile.max_elapsed
+    if opts.deadline then limit_at = math.min(limit_at, opts.deadline) end
+    local ok, gerr = self:_pass_breaker(tg, op, limit_at)
     local t0 = clock.now()
-    local ok, gerr = self:_pass_breaker(tg, op, opts.deadline)
     if not ok then
       c.circuit_open = c.circuit_open + 1
       c.by_class.circuit_open = (c.by_class.circuit_open or 0) + 1
