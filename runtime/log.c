@@ -29,9 +29,12 @@ void log_configure(int json, enum log_level min_level) {
 
 int log_enabled(enum log_level level) { return level >= G.min; }
 
+/* Secrets shorter than this are redacted only where they stand alone (see whole_at): a short
+ * literal matched inside words would mangle ordinary text, yet a short token is still a token. */
+#define SHORT_SECRET 6
+
 void log_add_secret(const char *secret) {
-  /* Short literals would redact ordinary words; a real token is long. */
-  if (!secret || strlen(secret) < 6 || G.nsecrets == MAX_SECRETS)
+  if (!secret || !*secret || G.nsecrets == MAX_SECRETS)
     return;
   for (int i = 0; i < G.nsecrets; i++)
     if (strcmp(G.secrets[i], secret) == 0)
@@ -64,6 +67,18 @@ int log_key_is_secret(const char *key) {
 
 static const char REDACTED[] = "[REDACTED]";
 
+/* Characters a token is made of: a short secret next to one of these is part of a longer word. */
+static int token_char(char c) {
+  return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '+' ||
+         c == '/';
+}
+
+/* Does the secret of length sl at s[i] stand alone: a whole value, a query parameter, a
+ * header value (delimited by anything but token characters)? */
+static int whole_at(const char *s, size_t len, size_t i, size_t sl) {
+  return (i == 0 || !token_char(s[i - 1])) && (i + sl == len || !token_char(s[i + sl]));
+}
+
 char *log_redact(const char *s) {
   size_t len = strlen(s);
   /* worst case each byte starts a replacement of a longer marker: bound generously */
@@ -90,7 +105,8 @@ char *log_redact(const char *s) {
     }
     for (int k = 0; k < G.nsecrets; k++) {
       size_t sl = strlen(G.secrets[k]);
-      if (sl <= len - i && memcmp(s + i, G.secrets[k], sl) == 0) {
+      if (sl <= len - i && memcmp(s + i, G.secrets[k], sl) == 0 &&
+          (sl >= SHORT_SECRET || whole_at(s, len, i, sl))) {
         memcpy(out + o, REDACTED, sizeof REDACTED - 1);
         o += sizeof REDACTED - 1;
         i += sl;

@@ -16,7 +16,8 @@ void log_configure(int json, enum log_level min_level);
 int log_enabled(enum log_level level);
 /* key/value string pairs, NULL-terminated: log_emit(LOG_INFO, "msg", "k", "v", NULL) */
 void log_emit(enum log_level level, const char *msg, ...);
-/* Registers a secret literal (e.g. a token read from the environment) to redact everywhere. */
+/* Registers a secret literal (e.g. a token read from the environment) to redact everywhere; one
+ * shorter than 6 characters only where it stands alone (not inside a longer word). */
 void log_add_secret(const char *secret);
 /* Returns a malloc'd copy of s with secrets redacted; caller frees. */
 char *log_redact(const char *s);

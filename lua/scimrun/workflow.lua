@@ -407,11 +407,16 @@ function Engine:dead_letter(err, extra)
   end
   local entry = {
     op = "dlq_add", step_key = extra.step_key or err.step or "?", operation = err.op,
-    method = err.method, url = err.url, request_body = err.request_body and scimrun.log.redact(err.request_body),
+    method = err.method, url = err.url, request_body = err.request_body,
     class = err.class, status = err.status, scim_type = err.scim_type,
-    last_error = last_error, suggest = suggest and scimrun.log.redact(suggest),
+    last_error = last_error, suggest = suggest,
     attempts = err.attempts or 1, is_compensation = extra.is_compensation == true, rule = err.rule,
   }
+  -- Every text field passes the redactor: a server can echo the token anywhere (scimType, a
+  -- redirect to ...?access_token=...), and the queue is shown and exported as it is stored.
+  for k, v in pairs(entry) do
+    if type(v) == "string" and k ~= "op" then entry[k] = scimrun.log.redact(v) end
+  end
   local ok, id = pcall(self.commit, self, entry)
   if not ok then
     if self.dlq_pending then self.dlq_pending = self.dlq_pending - 1 end
