@@ -24,6 +24,8 @@ return scimrun.workflow {
   name = "onboard",
   params = { csv = "data/users.csv", group = "Engineering", concurrency = 16 },
   run = function(wf, p)
+    -- The input is opened first: a missing file or a bad header stops the run before any write.
+    local rows = csv.rows(p.csv, { required = { "userName", "email" } })
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local group = wf:step("group:" .. p.group, function()
       local g, outcome = sp.groups:ensure { displayName = p.group }
@@ -38,7 +40,6 @@ return scimrun.workflow {
       if not g then error(gerr, 0) end
       for _, m in ipairs(type(g.members) == "table" and g.members or {}) do members[m.value] = true end
     end
-    local rows = csv.rows(p.csv, { required = { "userName", "email" } })
     wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
       local key = row.userName:lower()
       wf:saga(function()

@@ -30,6 +30,13 @@ M.MAX_RECORD_BYTES = 1048576
 
 local QUOTE, CR, LF = 34, 13, 10
 
+-- A file that cannot be read as input is bad input (exit code 2), not a bug in the workflow.
+local function bad_input(msg)
+  error(require("scimrun.errors").new { class = "input", detail = msg,
+    suggest = "fix the input file (or the --param naming it), then run the workflow again" }, 0)
+end
+M._bad_input = bad_input
+
 local function open_input(path, who)
   if type(path) ~= "string" or path == "" then
     error(("%s: path must be a non-empty string, got %s"):format(who, type(path)), 3)
@@ -38,7 +45,7 @@ local function open_input(path, who)
   if not fh then
     -- io.open's message starts with the path; keep only the reason.
     local reason = err and err:match(": ([^:]+)$") or tostring(err)
-    error(("%s: cannot open input file '%s': %s"):format(who, path, reason), 0)
+    bad_input(("%s: cannot open input file '%s': %s"):format(who, path, reason))
   end
   return fh
 end
@@ -236,7 +243,7 @@ function M.open(path, opts)
     opts.max_record_bytes or M.MAX_RECORD_BYTES)
   local function fail(msg)
     fh:close()
-    error(("csv: %s: %s"):format(path, msg), 0)
+    bad_input(("csv: %s: %s"):format(path, msg))
   end
 
   local columns

@@ -255,7 +255,9 @@ function M.main(argv, cli)
   local pending_dlq = db:dlq_count { state = "pending", run_id = run.id } or 0
   local status, code
   if err and err.class == "interrupted" then status, code = "interrupted", 130
-  elseif err then status, code = "failed", ((err.class == "usage" or err.class == "config") and 2 or 1)
+  elseif err then
+    status = "failed"
+    code = (err.class == "usage" or err.class == "config" or err.class == "input") and 2 or 1
   elseif pending_dlq > 0 or engine.stats.failed > 0 then status, code = "completed_with_dead_letters", 3
   else status, code = "completed", 0 end
   db:run_set_status(run.id, status, code)
