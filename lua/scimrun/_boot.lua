@@ -7,8 +7,35 @@ local log = require "scimrun.log"
 -- Progress and summaries must interleave with the log (stderr) in order, even through a pipe.
 io.stdout:setvbuf("line")
 
+-- Task-local context (like OpenResty's ngx.ctx, but inherited): scimrun.ctx() is a table of
+-- the running task; a task spawned from it sees its spawner's fields (reads fall through to the
+-- spawner's context as it is then), and what it writes is its own. Shared state travels as a
+-- table in a field (a saga scope, the item being processed, the step running): a worker of a
+-- wf:map inside a step registers its compensation in that step's saga.
+local ctx_of = setmetatable({}, { __mode = "k" })
+local MAIN = {} -- the main chunk is no coroutine
+
+local function ctx()
+  local co = coroutine.running() or MAIN
+  local c = ctx_of[co]
+  if not c then
+    c = {}
+    ctx_of[co] = c
+  end
+  return c
+end
+
+local function spawn(fn, ...)
+  local parent = ctx()
+  return core.spawn(function(...)
+    ctx_of[coroutine.running()] = setmetatable({}, { __index = parent })
+    return fn(...)
+  end, ...)
+end
+
 local scimrun = {
-  spawn = core.spawn,     -- scimrun.spawn(fn, ...) -> coroutine; runs fn as a new task
+  spawn = spawn,          -- scimrun.spawn(fn, ...) -> coroutine; runs fn as a new task
+  ctx = ctx,              -- scimrun.ctx() -> this task's context (inherits its spawner's)
   sleep = core.sleep,     -- scimrun.sleep(seconds): yields this task, timer-backed
   now = core.now,         -- monotonic seconds, sub-millisecond
   wall = core.wall,       -- wall-clock seconds since the epoch
@@ -29,7 +56,7 @@ function scimrun.all(fns)
   local pending, results, first_err = #fns, {}, nil
   if pending == 0 then return results end
   for i, fn in ipairs(fns) do
-    core.spawn(function()
+    spawn(function()
       local ok, res = pcall(fn)
       if ok then results[i] = res elseif first_err == nil then first_err = res end
       pending = pending - 1

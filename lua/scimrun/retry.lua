@@ -8,8 +8,9 @@
 -- ex:run(op, target, attempt_fn, opts) -> result | nil, err
 --   attempt_fn(attempt_no) -> result | nil, err (error contract table). Success is any call that
 --   does not return (nil, err); a success without a value returns true.
---   opts: profile (name or table), deadline (absolute scimrun.now() time), key (checkpoint key
---   for the backoff deadline), before_retry = fn(err, attempt) -> result|nil (called before
+--   opts: profile (name or table), deadline (absolute scimrun.now() time; the running step's
+--   timeouts.step deadline applies too), key (checkpoint key for the backoff deadline; by
+--   default the running step's, from scimrun.ctx().step), before_retry = fn(err, attempt) -> result|nil (called before
 --   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx).
 --   err gains class, rule, suggest, attempts, trail, retry_after and, when the retry budget
 --   ran out, budget_exhausted = true.
@@ -455,7 +456,12 @@ function Executor:run(op, target, attempt_fn, opts)
   local clock, c = self.clock, self.c
   local profile, pname = self:_profile(op, opts)
   local tg = self:_target(target)
-  local key = opts.key or (self.key_source and self.key_source(op))
+  -- The workflow step running on this task (scimrun.ctx): it names the checkpoint key of this
+  -- operation's backoff deadline and bounds it by timeouts.step.
+  local step = rawget(_G, "scimrun") and scimrun.ctx and scimrun.ctx().step
+  local key = opts.key or (step and step:op_key(op))
+  local deadline = opts.deadline
+  if step and step.deadline then deadline = math.min(deadline or math.huge, step.deadline) end
   local start, gate_wait, attempt, prev_delay, paced = clock.now(), 0, 0, 0, 0
   local trail = {}
   local checkpointed = false
@@ -486,7 +492,7 @@ function Executor:run(op, target, attempt_fn, opts)
     -- Waiting on an open breaker counts toward max_elapsed (the target is failing); queueing
     -- for the bulkhead and the rate limit does not (gate_wait).
     local limit_at = start + gate_wait + profile.max_elapsed
-    if opts.deadline then limit_at = math.min(limit_at, opts.deadline) end
+    if deadline then limit_at = math.min(limit_at, deadline) end
     local ok, gerr = self:_pass_breaker(tg, op, limit_at)
     local t0 = clock.now()
     if not ok then
@@ -539,7 +545,7 @@ function Executor:run(op, target, attempt_fn, opts)
     if window then tg.adapt:answered(window, now, class == "rate_limited") end
     self:_observe_quota(tg, err.headers, now)
     local time_left = profile.max_elapsed - (now - start - gate_wait)
-    if opts.deadline then time_left = math.min(time_left, opts.deadline - now) end
+    if deadline then time_left = math.min(time_left, deadline - now) end
     local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt - paced, paced = paced,
                          time_left = time_left, prev_delay = prev_delay, rng = self.rng, budget = self.budget,
                          wall = clock.wall() })

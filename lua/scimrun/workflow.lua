@@ -80,15 +80,12 @@ function M.engine(opts)
     draining = false,   -- a failure without continue-on-error: no new items
     fatal = nil,        -- an error that stops the whole run (store failure)
     inflight_keys = {}, -- keys of steps running in this process right now
-    scopes = setmetatable({}, { __mode = "k" }), -- saga scope per task
-    rolling_back = setmetatable({}, { __mode = "k" }), -- tasks running compensations
     stats = { steps_run = 0, steps_replayed = 0, steps_recovered = 0, items = 0, succeeded = 0,
               failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
               compensation_failed = 0, dead_lettered = 0, commits = 0, dlq_pruned = 0,
               -- the first failures, for the end-of-run report (bounded: memory stays flat)
               failures = {}, failures_more = 0, compensation_failures = {} },
-    item_outcome = setmetatable({}, { __mode = "k" }),
-    step_ctx = setmetatable({}, { __mode = "k" }), -- step running on each task
+    step_timeout = opts.step_timeout, -- seconds one step may take, all attempts and waits (0/nil: none)
     rollback_on_abort = opts.rollback_on_abort,
     completed_sagas = {}, -- only filled with rollback_on_abort
   }, Engine)
@@ -166,13 +163,25 @@ end
 
 local OUTCOMES = { created = true, skipped = true, updated = true, adopted = true }
 
+-- ctx.step:op_key(op): the checkpoint key of the step's next retried operation.
+local function step_op_key(step, op)
+  step.n = step.n + 1
+  return step.key .. "#" .. step.n .. ":" .. op
+end
+
+-- Task-local state lives in scimrun.ctx(), inherited by the tasks a task spawns (wf:map
+-- workers, wf:each items): ctx.item = { outcome } of the item being processed, ctx.saga = the
+-- innermost saga scope, ctx.step = the step running (its key, retried operations so far and
+-- deadline), ctx.rolling_back = compensations are running (a signal does not stop them).
+
 function Engine:note_outcome(outcome)
   if not OUTCOMES[outcome] then return end
-  local co = coroutine.running()
-  local prev = self.item_outcome[co]
+  local item = scimrun.ctx().item
+  if not item then return end
+  local prev = item.outcome
   -- an item is "created" if any of its steps created something, else the strongest outcome
   if prev == nil or outcome == "created" or (prev == "skipped" and outcome ~= "skipped") then
-    self.item_outcome[co] = outcome
+    item.outcome = outcome
   end
 end
 
@@ -207,7 +216,7 @@ function Engine:step(key, fn, opts)
       error(errors.new(e), 0)
     end
   end
-  if self.stopping and not self.rolling_back[coroutine.running()] then error(errors.interrupted(), 0) end
+  if self.stopping and not scimrun.ctx().rolling_back then error(errors.interrupted(), 0) end
 
   self.inflight_keys[key] = true
   local ok, res = pcall(self.run_step, self, key, fn, opts, rec, attempts)
@@ -239,10 +248,13 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   attempts = attempts + 1
   self:commit { op = "step_start", key = key, attempts = attempts }
   self.stats.steps_run = self.stats.steps_run + 1
-  local co = coroutine.running()
-  self.step_ctx[co] = { key = key, n = 0 }
+  local ctx = scimrun.ctx()
+  local outer_step = ctx.step
+  local timeout = self.step_timeout
+  ctx.step = { key = key, n = 0, op_key = step_op_key,
+               deadline = timeout and timeout > 0 and scimrun.now() + timeout or nil }
   local results = { pcall(fn) }
-  self.step_ctx[co] = nil
+  ctx.step = outer_step
   -- The library's convention for operational failure is `return nil, err`: a step function
   -- that passes such a result on (`return sp.users:ensure(attrs)`) has failed.
   if results[1] and results[2] == nil and type(results[3]) == "table" then
@@ -267,28 +279,26 @@ end
 -- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
 -- backoff deadlines under it, so a resumed run waits only for what is left.
 function Engine:op_key(op)
-  local ctx = self.step_ctx[coroutine.running()]
-  if not ctx then return nil end
-  ctx.n = ctx.n + 1
-  return ctx.key .. "#" .. ctx.n .. ":" .. op
+  local step = scimrun.ctx().step
+  return step and step:op_key(op)
 end
 
 -- ---- sagas --------------------------------------------------------------------------
 
 function Engine:register_compensation(key, result, opts)
   if not opts.compensate then return end
-  local scope = self.scopes[coroutine.running()]
+  local scope = scimrun.ctx().saga
   if not scope then return end
   scope.done[#scope.done + 1] = { key = key, result = result, compensate = opts.compensate }
 end
 
 function Engine:saga(fn)
-  local co = coroutine.running()
-  local outer = self.scopes[co]
+  local ctx = scimrun.ctx()
+  local outer = ctx.saga
   local scope = { done = {} }
-  self.scopes[co] = scope
+  ctx.saga = scope
   local ok, err = pcall(fn)
-  self.scopes[co] = outer
+  ctx.saga = outer
   if ok then
     -- kept only when the run asks to roll back every completed saga if it is aborted
     if self.rollback_on_abort and #scope.done > 0 then
@@ -304,10 +314,10 @@ function Engine:saga(fn)
   if err.class == "interrupted" or err.class == "store" or #scope.done == 0 then error(err, 0) end
   -- Each compensation is itself a checkpointed step, so a crash here resumes compensating.
   -- A signal does not cut the rollback in half: this task keeps running steps until it is done.
-  local was = self.rolling_back[co]
-  self.rolling_back[co] = true
+  local was = ctx.rolling_back
+  ctx.rolling_back = true
   local rok, rerr = pcall(self.rollback, self, scope, err)
-  self.rolling_back[co] = was
+  ctx.rolling_back = was
   if not rok then error(rerr, 0) end
   error(err, 0)
 end
@@ -315,9 +325,9 @@ end
 -- --rollback-on-abort: when the run fails, the sagas that had completed are compensated too,
 -- newest first, each compensation a checkpointed step (a crash here resumes compensating).
 function Engine:rollback_completed(cause)
-  local co = coroutine.running()
-  local was = self.rolling_back[co]
-  self.rolling_back[co] = true
+  local ctx = scimrun.ctx()
+  local was = ctx.rolling_back
+  ctx.rolling_back = true
   self.log("warn", "run aborted: rolling back every completed saga", { sagas = #self.completed_sagas })
   local ok, err = true, nil
   for i = #self.completed_sagas, 1, -1 do
@@ -325,7 +335,7 @@ function Engine:rollback_completed(cause)
     if not ok then break end
   end
   self.completed_sagas = {}
-  self.rolling_back[co] = was
+  ctx.rolling_back = was
   if not ok then error(err, 0) end
 end
 
@@ -503,8 +513,8 @@ function Engine:each(iter, opts, fn)
   end
 
   local function run_item(item, info)
-    local co = coroutine.running()
-    self.item_outcome[co] = nil
+    local item_state = {}
+    scimrun.ctx().item = item_state
     local ok, err
     if info and info.error then
       ok, err = false, errors.new { class = "permanent", detail = info.error, file = info.file, line = info.line,
@@ -512,7 +522,7 @@ function Engine:each(iter, opts, fn)
     else
       ok, err = pcall(fn, item, info)
     end
-    local outcome = self.item_outcome[co]
+    local outcome = item_state.outcome
     self.stats.items = self.stats.items + 1
     if ok then
       self.stats.succeeded = self.stats.succeeded + 1
