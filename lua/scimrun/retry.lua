@@ -554,9 +554,8 @@ function Executor:run(op, target, attempt_fn, opts)
       c.paced = c.paced + 1
     end
     if d.server_delay then err.retry_after = d.server_delay end
-    local step = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
-                   retry = d.retry, delay = d.delay, why = d.why, at = sent - start, paced = d.paced }
-    trail[#trail + 1] = step
+    trail[#trail + 1] = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
+                          retry = d.retry, delay = d.delay, why = d.why, at = sent - start, paced = d.paced }
     self:_emit({ type = "failure", op = op, target = target, attempt = attempt, status = err.status,
                  kind = err.kind, class = class, rule = rule, retry = d.retry, delay = d.delay, why = d.why,
                  reason = d.reason, budget_left = self.budget:remaining(), t = now })

@@ -141,12 +141,18 @@ end
 
 -- ---- steps --------------------------------------------------------------------------
 
-local function encode_result(key, value)
+local function encode_result(key, value, limit)
   local ok, json = pcall(cjson.encode, { v = value })
   if not ok then
     error(errors.new { class = "usage", step = key,
       detail = ("step %q returned a value that is not JSON-serialisable (%s); return plain tables, "
         .. "strings, numbers and booleans"):format(key, tostring(json)) }, 0)
+  end
+  if limit and #json > limit then -- the store refuses it (max_value_bytes): never recorded done
+    error(errors.new { class = "permanent", step = key,
+      detail = ("the result of step %q is %d bytes, over the state file's limit of %d bytes for one stored "
+        .. "value; it was not recorded"):format(key, #json, limit),
+      suggest = "return less from the step (e.g. ids, not whole resources)" }, 0)
   end
   return json
 end
@@ -174,7 +180,7 @@ end
 -- innermost saga scope, ctx.step = the step running (its key, retried operations so far and
 -- deadline), ctx.rolling_back = compensations are running (a signal does not stop them).
 
-function Engine:note_outcome(outcome)
+function Engine:note_outcome(outcome) -- luacheck: ignore 212 (a method, like its siblings)
   if not OUTCOMES[outcome] then return end
   local item = scimrun.ctx().item
   if not item then return end
@@ -230,7 +236,8 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   if rec and rec.state == "started" and opts.recover then
     local rok, recovered = pcall(opts.recover)
     if rok and recovered ~= nil then
-      self:commit { op = "step_complete", key = key, result_json = encode_result(key, recovered),
+      self:commit { op = "step_complete", key = key,
+                    result_json = encode_result(key, recovered, self.db:max_value_bytes()),
                     attempts = attempts }
       self.stats.steps_recovered = self.stats.steps_recovered + 1
       self:note_outcome("adopted")
@@ -270,7 +277,12 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   end
   local value, outcome = results[2], results[3]
   if type(outcome) == "string" then self:note_outcome(outcome) end
-  self:commit { op = "step_complete", key = key, result_json = encode_result(key, value), attempts = attempts }
+  local eok, json = pcall(encode_result, key, value, self.db:max_value_bytes())
+  if not eok then -- it ran, but its result cannot be stored: the step failed
+    self:commit { op = "step_fail", key = key, error_json = error_json(json), attempts = attempts }
+    error(json, 0)
+  end
+  self:commit { op = "step_complete", key = key, result_json = json, attempts = attempts }
   self:register_compensation(key, value, opts)
   return value
 end
@@ -278,14 +290,14 @@ end
 -- A key naming the n-th retried operation of the step running on this task, stable across a
 -- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
 -- backoff deadlines under it, so a resumed run waits only for what is left.
-function Engine:op_key(op)
+function Engine:op_key(op) -- luacheck: ignore 212
   local step = scimrun.ctx().step
   return step and step:op_key(op)
 end
 
 -- ---- sagas --------------------------------------------------------------------------
 
-function Engine:register_compensation(key, result, opts)
+function Engine:register_compensation(key, result, opts) -- luacheck: ignore 212
   if not opts.compensate then return end
   local scope = scimrun.ctx().saga
   if not scope then return end
