@@ -2,7 +2,8 @@
 --   local scim = require "scimrun.scim"
 --   local sp = scim.connect { base_url = ..., token_env = "SCIM_TOKEN" }
 --   sp.users:ensure { userName = "alice", ... }      -> resource, "created"|"skipped"|"updated"|"adopted"
---   sp.groups:add_members(group_id, { user_id, ... })
+--   sp.groups:add_members(group_id, { user_id, ... })   concurrent calls for one group share one
+--     PATCH (scimrun.scim.member_batch; option member_batch_window, seconds, 0 = off)
 -- Every request goes through one executor (the retry layer, scimrun.retry) under an operation
 -- name such as "users.create"; without one, each operation is attempted once. The bearer token
 -- is registered with the log redactor and never copied into an error, a plan or a log line.
@@ -15,6 +16,10 @@ local M = {}
 M.filter = filter
 
 local function log() return rawget(_G, "scimrun") and scimrun.log end
+
+-- Seconds a batch of membership changes to one group stays open after its latest caller joined
+-- (connect option member_batch_window; see scimrun.scim.member_batch).
+M.default_member_batch_window = 0.02
 
 -- A single attempt, no retries: used when no executor is given (one retry layer only).
 M.single_attempt = { run = function(_, _, _, attempt_fn, _) return attempt_fn(1) end }
@@ -31,6 +36,7 @@ local KNOWN_OPTIONS = {
   base_url = true, token_env = true, token_file = true, token = true, headers = true, executor = true,
   target = true, match_attribute = true, max_members_per_patch = true, timeout = true, insecure = true,
   patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
+  member_batch_window = true,
 }
 
 -- A configuration mistake in the workflow: an error of class "config" (exit code 2) that cites
@@ -112,6 +118,13 @@ function M.connect(o)
     fail("max_members_per_patch must be a positive integer", 2)
   end
   if o.patch ~= nil and type(o.patch) ~= "boolean" then fail("patch must be true, false or nil", 2) end
+  -- concurrent membership changes of one group share one PATCH (scimrun.scim.member_batch);
+  -- 0 sends each call on its own
+  local window = o.member_batch_window
+  if window == nil then window = M.default_member_batch_window end
+  if type(window) ~= "number" or window < 0 or window ~= window or window > 60 then
+    fail("member_batch_window must be a number of seconds from 0 to 60 (0: no coalescing)", 2)
+  end
   if o.executor ~= nil and (type(o.executor) ~= "table" or type(o.executor.run) ~= "function") then
     fail("executor must have a run(self, op, target, attempt_fn, opts) method", 2)
   end
@@ -126,6 +139,13 @@ function M.connect(o)
     executor = o.executor or M.default_executor or M.single_attempt,
     match_attribute = match,
     max_members_per_patch = chunk,
+    member_batch_window = window,
+    -- requests inside SP:call now (retries and waits included), when each task last used the
+    -- connection and how long a call takes (moving average, seconds): a membership batch waits
+    -- for the tasks that may still join it (scimrun.scim.member_batch)
+    in_flight = 0,
+    call_time = nil,
+    last_used = setmetatable({}, { __mode = "k" }),
     dry_run = o.dry_run == true or (o.dry_run == nil and M.default_dry_run == true),
     patch_override = o.patch,
     discover_enabled = o.discover ~= false,
@@ -266,7 +286,21 @@ function SP:call(req, extra)
     before_retry = extra and extra.before_retry,
     method = req.method, url = request.url_for(conn, req), payload = req.body,
   }
-  local res, err = self.executor:run(req.op, self.target, function() return request.send(conn, req) end, opts)
+  -- in flight while the executor runs it (attempts, backoff, limiter waits); see member_batch
+  local co = coroutine.running()
+  local clock = rawget(_G, "scimrun") and scimrun.now
+  local t0 = co and clock and clock()
+  if t0 then self.last_used[co] = t0 end
+  self.in_flight = self.in_flight + 1
+  local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target,
+                             function() return request.send(conn, req) end, opts)
+  self.in_flight = self.in_flight - 1
+  if t0 then
+    local t1 = clock()
+    self.last_used[co] = t1
+    self.call_time = self.call_time and (self.call_time * 0.9 + (t1 - t0) * 0.1) or (t1 - t0)
+  end
+  if not ok then error(res, 0) end
   if res == nil and err == nil then
     err = request.error({ op = req.op, url = opts.url, method = req.method },
                         { class = "permanent", detail = "executor returned neither a result nor an error" })

@@ -1,8 +1,12 @@
 -- Group membership: PATCH add with a members value array, PATCH remove with members[value eq
--- "id"] paths, chunked by max_members_per_patch; a 413 splits the chunk and sends the halves.
+-- "id"] paths, chunked by max_members_per_patch. Concurrent calls for one group share one PATCH
+-- (scimrun.scim.member_batch, connect option member_batch_window); a PATCH that fails because of
+-- a member (4xx; 413) is split in halves so that only the callers of the bad members fail.
 -- A whole membership is never PUT from a read that may be partial: the read-modify-PUT fallback
 -- (providers without PATCH) always starts from a fresh full GET of the group.
+local cjson = require "cjson"
 local filter = require "scimrun.scim.filter"
+local member_batch = require "scimrun.scim.member_batch"
 
 local G = {}
 
@@ -32,6 +36,83 @@ local function ops_for(mode, ids)
   return ops
 end
 
+-- Could this failure of a PATCH carrying several members be caused by one of them? A 4xx about
+-- the request (bad value, unknown member, too large, conflict) may be; failures of the target as
+-- a whole (5xx, timeouts, auth, rate limit, an open breaker, an exhausted budget) are not.
+local NOT_MEMBER_SPECIFIC = { [401] = true, [403] = true, [407] = true, [408] = true, [429] = true }
+local function member_specific(err)
+  local st = type(err) == "table" and tonumber(err.status)
+  return st and st >= 400 and st < 500 and not NOT_MEMBER_SPECIFIC[st] or false
+end
+
+-- Sends one chunk of members (at most max_members_per_patch) as one PATCH, or by
+-- read-modify-PUT when the provider has no PATCH. A failed request carrying several members
+-- is split in halves, recursively, when a member may be the cause (always on 413). Returns
+-- {id = err} for the members that failed (empty when all were applied) and the request count.
+function G:_send_members(group_id, mode, ids)
+  local op = mode == "add" and "groups.add_member" or "groups.remove_member"
+  local fails, requests = {}, 0
+  local gone
+  -- a 404 may name a member or the group itself: one read tells, instead of splitting for nothing
+  local function group_gone(err)
+    if err.status ~= 404 or self.sp.dry_run then return false end
+    if gone == nil then
+      local _, gerr = self:get(group_id, { op = op, attributes = "id" })
+      gone = gerr ~= nil and gerr.status == 404
+    end
+    return gone
+  end
+  local function send(chunk)
+    local err
+    if self.sp:features().patch or self.sp.dry_run then
+      local res
+      res, err = self:_call(op, "PATCH", self:_path(group_id), nil,
+                            { schemas = { PATCH_SCHEMA }, Operations = ops_for(mode, chunk) })
+      requests = requests + 1
+      if res then return end
+      if err.status == 501 then
+        self.sp:patch_unsupported()
+        err = nil
+      end
+    end
+    if not err then -- read-modify-PUT: no PATCH, or PATCH just answered 501
+      local _, perr = self:_put_modify(group_id, ops_for(mode, chunk), op)
+      if not perr then return end
+      err = perr
+    end
+    if err.status == 400 and err.scim_type == "noTarget" and mode == "remove" and #chunk == 1 then
+      return -- the member is already gone: removal is idempotent
+    end
+    if #chunk > 1 and (err.status == 413 or member_specific(err)) and not group_gone(err) then
+      local half = math.floor(#chunk / 2)
+      local a, b = {}, {}
+      for i, id in ipairs(chunk) do
+        if i <= half then a[#a + 1] = id else b[#b + 1] = id end
+      end
+      send(a)
+      send(b)
+      return
+    end
+    for _, id in ipairs(chunk) do fails[id] = err end
+  end
+  send(ids)
+  return fails, requests
+end
+
+-- A caller's own copy of the error of a request that may have carried other callers' members
+-- too (each step annotates its error), told as it concerns the caller's failed members `ids`:
+-- a dead letter replays only those.
+local function narrow(err, mode, ids)
+  if type(err) ~= "table" then return err end
+  local copy = setmetatable({}, getmetatable(err))
+  for k, v in pairs(err) do copy[k] = v end
+  if copy.request_body ~= nil then
+    local ok, json = pcall(cjson.encode, { schemas = { PATCH_SCHEMA }, Operations = ops_for(mode, ids) })
+    if ok then copy.request_body = json end
+  end
+  return copy
+end
+
 function G:_members(group_id, ids, mode)
   local op = mode == "add" and "groups.add_member" or "groups.remove_member"
   if type(group_id) ~= "string" or group_id == "" then error(op .. ": group id must be a non-empty string", 3) end
@@ -45,39 +126,15 @@ function G:_members(group_id, ids, mode)
     summary.requests = 1
     return summary
   end
-  local function send(chunk)
-    local res, err = self:_call(op, "PATCH", self:_path(group_id), nil,
-                                { schemas = { PATCH_SCHEMA }, Operations = ops_for(mode, chunk) })
-    summary.requests = summary.requests + 1
-    if res then return true end
-    if err.status == 413 and #chunk > 1 then
-      local half = math.floor(#chunk / 2)
-      local a, b = {}, {}
-      for i, id in ipairs(chunk) do
-        if i <= half then a[#a + 1] = id else b[#b + 1] = id end
-      end
-      local ok, e = send(a)
-      if not ok then return nil, e end
-      return send(b)
-    end
-    if err.status == 400 and err.scim_type == "noTarget" and mode == "remove" then
-      return true  -- the member is already gone: removal is idempotent
-    end
-    if err.status == 501 then
-      self.sp:patch_unsupported()
-      local _, perr = self:_put_modify(group_id, ops_for(mode, chunk), op)
-      if perr then return nil, perr end
-      return true
-    end
-    return nil, err
+  local function send(m, chunk) return self:_send_members(group_id, m, chunk) end
+  local requests, err
+  if self.sp.dry_run then
+    requests, err = member_batch.unbatched(self.sp, mode, ids, send, narrow)
+  else
+    requests, err = member_batch.submit(self.sp, group_id, mode, ids, send, narrow)
   end
-  local size = self.sp.max_members_per_patch
-  for first = 1, #ids, size do
-    local chunk = {}
-    for i = first, math.min(first + size - 1, #ids) do chunk[#chunk + 1] = ids[i] end
-    local ok, err = send(chunk)
-    if not ok then return nil, err end
-  end
+  if not requests then return nil, err end
+  summary.requests = requests
   return summary
 end
 

@@ -1,0 +1,277 @@
+-- Coalesced group membership (scimrun.scim.member_batch): concurrent add_members /
+-- remove_members calls for one group share one PATCH. Through the binary and the workflow
+-- engine (spec/fixtures/workflows/members.lua, one membership step per user) against a sandbox
+-- in this process, whose own records and request counts are the evidence; then in-process
+-- against the sandbox with a recording executor. No assertion depends on timing.
+local cjson = require "cjson"
+local proc = require "helpers.proc"
+local sbrun = require "helpers.sbrun"
+local scim = require "scimrun.scim"
+local member_batch = require "scimrun.scim.member_batch"
+
+local PATCHES = "PATCH /Groups/{id}"
+
+local function patches(srv) return sbrun.stats(srv).by_route[PATCHES] or 0 end
+
+local function count(set)
+  local n = 0
+  for _ in pairs(set or {}) do n = n + 1 end
+  return n
+end
+
+local function dlq(state)
+  local code, out, err = proc.run("dlq list --json --state " .. state)
+  assert.are.equal(0, code, out .. err)
+  return cjson.decode(out)
+end
+
+describe("membership coalescing through the workflow engine", function()
+  local srv, dir
+  setup(function()
+    srv = sbrun.sandbox()
+    dir = proc.tmpdir("members")
+  end)
+  teardown(function() srv.close() end)
+  before_each(function() sbrun.fresh(srv) end)
+
+  -- A generous window: on a loaded machine the last of 16 tasks may arrive late; the leader
+  -- still sends as soon as every task of the connection has joined.
+  local function args(state, extra)
+    return "spec/fixtures/workflows/members.lua --policy fast-test --param window=0.25 --state " .. state
+      .. " " .. (extra or "")
+  end
+
+  it("adds 64 users at concurrency 16 with at most 64/8 + 1 PATCHes, every one a member", function()
+    local state = dir .. "/add.db"
+    local code, out = sbrun.run(args(state, "--param n=64 --param concurrency=16"), srv.env)
+    assert.are.equal(0, code, out)
+    local users, members = sbrun.state(srv, "Batch")
+    assert.are.equal(64, count(users))
+    for name, u in pairs(users) do assert.is_true(members[u.id], name .. " is not a member") end
+    assert.are.equal(64, count(members))
+    local n = patches(srv)
+    assert.is_true(n >= 1 and n <= 64 / 8 + 1, n .. " membership PATCHes for 64 users")
+    local steps = sbrun.steps(state)
+    for i = 1, 64 do
+      assert.are.equal("completed", steps[("add:m%04d"):format(i)].state)
+      assert.same({ count = 1 }, cjson.decode(steps[("add:m%04d"):format(i)].result_json).v)
+    end
+  end)
+
+  it("coalesces removals too", function()
+    local code, out = sbrun.run(args(dir .. "/radd.db", "--param n=48"), srv.env)
+    assert.are.equal(0, code, out)
+    local before = patches(srv)
+    code, out = sbrun.run(args(dir .. "/rm.db", "--param n=48 --param mode=remove"), srv.env)
+    assert.are.equal(0, code, out)
+    local _, members = sbrun.state(srv, "Batch")
+    assert.are.equal(0, count(members))
+    local n = patches(srv) - before
+    assert.is_true(n >= 1 and n <= 48 / 8 + 1, n .. " removal PATCHes for 48 users")
+    local steps = sbrun.steps(dir .. "/rm.db")
+    for i = 1, 48 do assert.are.equal("completed", steps[("remove:m%04d"):format(i)].state) end
+  end)
+
+  it("fails only the step whose member the provider rejects; the batch's others are added", function()
+    local state = dir .. "/bad.db"
+    local code, out = sbrun.run(args(state, "--param n=32 --param bad=5 --continue-on-error"), srv.env)
+    assert.are.equal(3, code, out)
+    local users, members = sbrun.state(srv, "Batch")
+    assert.are.equal(32, count(users))
+    assert.are.equal(31, count(members))
+    for name, u in pairs(users) do
+      if name ~= "m0005" then assert.is_true(members[u.id], name .. " is not a member") end
+    end
+    local steps = sbrun.steps(state)
+    for i = 1, 32 do
+      assert.are.equal(i == 5 and "failed" or "completed", steps[("add:m%04d"):format(i)].state, "item " .. i)
+    end
+    local entries = dlq(state)
+    assert.are.equal(1, #entries)
+    assert.are.equal("add:m0005", entries[1].step_key)
+    assert.are.equal("groups.add_member", entries[1].operation)
+    assert.are.equal(400, entries[1].status)
+    assert.matches("no%-such%-user%-5", entries[1].last_error)
+    -- the dead letter carries the failed caller's member only: a replay adds nobody else
+    local body = cjson.decode(entries[1].request_body)
+    assert.same({ { value = "no-such-user-5" } }, body.Operations[1].value)
+  end)
+end)
+
+describe("membership coalescing in-process", function()
+  local srv
+  setup(function() srv = sbrun.sandbox() end)
+  teardown(function() srv.close() end)
+  before_each(function() sbrun.fresh(srv) end)
+
+  -- An executor that records every operation (and the PATCHes in flight at once) and makes
+  -- each attempt once; fail(op, payload) may raise.
+  local function recorder(fail)
+    local rec = { calls = {}, in_flight = 0, max_in_flight = 0 }
+    rec.run = function(_, op, _, fn, opts)
+      rec.calls[#rec.calls + 1] = { op = op, method = opts.method, payload = opts.payload }
+      if fail then fail(op, opts.payload) end
+      if opts.method ~= "PATCH" then return fn(1) end
+      rec.in_flight = rec.in_flight + 1
+      rec.max_in_flight = math.max(rec.max_in_flight, rec.in_flight)
+      scimrun.sleep(0.002) -- a PATCH takes a while: later callers arrive while it is in flight
+      local res, err = fn(1)
+      rec.in_flight = rec.in_flight - 1
+      return res, err
+    end
+    return rec
+  end
+
+  local function patch_calls(rec)
+    local out = {}
+    for _, c in ipairs(rec.calls) do if c.method == "PATCH" then out[#out + 1] = c end end
+    return out
+  end
+
+  local function connect(o)
+    local opts = { base_url = srv.url, token = srv.token }
+    for k, v in pairs(o or {}) do opts[k] = v end
+    return scim.connect(opts)
+  end
+
+  -- n users and a group, made through a plain connection.
+  local function fixture(n)
+    local sp = connect()
+    local g = assert(sp.groups:create { displayName = "G" })
+    local ids = {}
+    for i = 1, n do ids[i] = assert(sp.users:create { userName = ("p%03d"):format(i) }).id end
+    return g.id, ids
+  end
+
+  -- Runs fn(i) for i = 1..n as concurrent tasks; returns {r, err} per task (a raise: {raised}).
+  local function concurrently(n, fn)
+    local fns = {}
+    for i = 1, n do
+      fns[i] = function()
+        local ok, r, err = pcall(fn, i)
+        if not ok then return { raised = r } end
+        return { r = r, err = err }
+      end
+    end
+    return scimrun.all(fns)
+  end
+
+  it("sends 40 concurrent calls as max_members_per_patch-sized PATCHes, one at a time", function()
+    local gid, ids = fixture(40)
+    local rec = recorder()
+    local sp = connect { executor = rec, max_members_per_patch = 10 }
+    local out = concurrently(40, function(i) return sp.groups:add_members(gid, { ids[i] }) end)
+    for i, o in ipairs(out) do
+      assert.is_nil(o.err, "caller " .. i)
+      assert.same({ group_id = gid, count = 1, requests = 1 }, o.r)
+    end
+    local calls = patch_calls(rec)
+    assert.are.equal(4, #calls)
+    for _, c in ipairs(calls) do
+      assert.are.equal("groups.add_member", c.op)
+      assert.are.equal(10, #c.payload.Operations[1].value)
+    end
+    assert.are.equal(1, rec.max_in_flight)
+    local _, members = sbrun.state(srv, "G")
+    assert.are.equal(40, count(members))
+    assert.same({}, member_batch.pending(sp))
+  end)
+
+  it("sends an id given by several callers once", function()
+    local gid, ids = fixture(9)
+    local rec = recorder()
+    local sp = connect { executor = rec }
+    local out = concurrently(8, function(i) return sp.groups:add_members(gid, { ids[i], ids[9] }) end)
+    for _, o in ipairs(out) do assert.are.equal(2, o.r.count) end
+    local calls = patch_calls(rec)
+    assert.are.equal(1, #calls)
+    local values = calls[1].payload.Operations[1].value
+    assert.are.equal(9, #values)
+    local seen = {}
+    for _, v in ipairs(values) do
+      assert.is_nil(seen[v.value])
+      seen[v.value] = true
+    end
+  end)
+
+  it("answers each caller for its own members when one of the batch is rejected", function()
+    local gid, ids = fixture(15)
+    local sp = connect { executor = recorder() }
+    local out = concurrently(16, function(i) return sp.groups:add_members(gid, { ids[i] or "nobody" }) end)
+    for i = 1, 15 do assert.is_nil(out[i].err, "caller " .. i) end
+    assert.is_nil(out[16].r)
+    assert.are.equal(400, out[16].err.status)
+    assert.are.equal("groups.add_member", out[16].err.op)
+    local _, members = sbrun.state(srv, "G")
+    assert.are.equal(15, count(members))
+  end)
+
+  it("fails every caller, without splitting, when the group itself is gone", function()
+    local _, ids = fixture(4)
+    local rec = recorder()
+    local sp = connect { executor = rec }
+    local out = concurrently(4, function(i) return sp.groups:add_members("no-such-group", { ids[i] }) end)
+    for i, o in ipairs(out) do
+      assert.is_nil(o.r, "caller " .. i)
+      assert.are.equal(404, o.err.status)
+    end
+    assert.are.equal(1, #patch_calls(rec))
+  end)
+
+  it("coalesces remove_members into one PATCH of remove operations", function()
+    local gid, ids = fixture(12)
+    assert(connect().groups:add_members(gid, ids))
+    local rec = recorder()
+    local sp = connect { executor = rec }
+    local out = concurrently(12, function(i) return sp.groups:remove_members(gid, { ids[i] }) end)
+    for i, o in ipairs(out) do assert.is_nil(o.err, "caller " .. i) end
+    local calls = patch_calls(rec)
+    assert.are.equal(1, #calls)
+    assert.are.equal("groups.remove_member", calls[1].op)
+    assert.are.equal(12, #calls[1].payload.Operations)
+    local _, members = sbrun.state(srv, "G")
+    assert.are.equal(0, count(members))
+  end)
+
+  it("wakes every waiting caller with an error when the leader's send raises", function()
+    local gid, ids = fixture(6)
+    local rec = recorder(function(op) if op == "groups.add_member" then error("executor blew up") end end)
+    local sp = connect { executor = rec }
+    local out = concurrently(6, function(i) return sp.groups:add_members(gid, { ids[i] }) end)
+    local raised, failed = 0, 0
+    for _, o in ipairs(out) do
+      if o.raised then
+        raised = raised + 1
+        assert.matches("executor blew up", tostring(o.raised))
+      else
+        failed = failed + 1
+        assert.is_nil(o.r)
+        assert.matches("executor blew up", o.err.detail)
+      end
+    end
+    assert.are.equal(1, raised) -- the leader
+    assert.are.equal(5, failed)
+    assert.same({}, member_batch.pending(sp))
+    -- the connection is usable afterwards
+    local ok = connect { executor = recorder() }.groups:add_members(gid, { ids[1] })
+    assert.are.equal(1, ok.count)
+  end)
+
+  it("sends each call on its own with member_batch_window = 0, and in a dry run", function()
+    local gid, ids = fixture(4)
+    local rec = recorder()
+    local sp = connect { executor = rec, member_batch_window = 0 }
+    concurrently(4, function(i) return sp.groups:add_members(gid, { ids[i] }) end)
+    assert.are.equal(4, #patch_calls(rec))
+    local dry = connect { dry_run = true }
+    concurrently(4, function(i) return dry.groups:add_members(gid, { ids[i] }) end)
+    assert.are.equal(4, #dry:planned())
+  end)
+
+  it("rejects a bad member_batch_window", function()
+    local ok, err = pcall(connect, { member_batch_window = -1 })
+    assert.is_false(ok)
+    assert.matches("member_batch_window must be a number of seconds", tostring(err.detail))
+    assert.is_true(scim.default_member_batch_window > 0)
+  end)
+end)
