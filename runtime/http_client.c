@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -354,6 +355,15 @@ static int add_headers(lua_State *L, http_req *r) {
   return 0;
 }
 
+/* Seconds to libcurl milliseconds, rounded up and at least 1: libcurl reads 0 as "no timeout",
+ * so a tiny timeout must not turn into an endless one. */
+static long timeout_ms(double seconds) {
+  if (!(seconds > 0))
+    return 1;
+  double ms = ceil(seconds * 1000);
+  return ms > 2147483647.0 ? 2147483647L : (long)ms;
+}
+
 static int l_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   sched_task *task = sched_check_task(L, "http.request");
@@ -386,9 +396,9 @@ static int l_request(lua_State *L) {
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(opt_number(L, 1, "timeout", 30) * 1000));
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(opt_number(L, 1, "timeout", 30)));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                   (long)(opt_number(L, 1, "connect_timeout", 10) * 1000));
+                   timeout_ms(opt_number(L, 1, "connect_timeout", 10)));
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);

@@ -34,7 +34,8 @@ end
 
 local KNOWN_OPTIONS = {
   base_url = true, token_env = true, token_file = true, token = true, headers = true, executor = true,
-  target = true, match_attribute = true, max_members_per_patch = true, timeout = true, insecure = true,
+  target = true, match_attribute = true, max_members_per_patch = true, timeout = true, connect_timeout = true,
+  insecure = true,
   patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
   member_batch_window = true,
 }
@@ -112,8 +113,10 @@ function M.connect(o)
   if match ~= "userName" and match ~= "externalId" then
     fail("match_attribute must be \"userName\" or \"externalId\"", 2)
   end
-  -- a workflow run sets default_max_members_per_patch from the policy (scim.max_members_per_patch)
-  local chunk = o.max_members_per_patch or M.default_max_members_per_patch or 100
+  -- Defaults come from the run this task belongs to (scimrun.ctx().run, set once by the runner:
+  -- its retry layer, dry-run flag and policy), or stand alone outside a run.
+  local run = rawget(_G, "scimrun") and scimrun.ctx and scimrun.ctx().run or {}
+  local chunk = o.max_members_per_patch or run.max_members_per_patch or 100
   if type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0 then
     fail("max_members_per_patch must be a positive integer", 2)
   end
@@ -135,8 +138,7 @@ function M.connect(o)
   local sp = setmetatable({
     base_url = base,
     target = o.target or host,
-    -- a workflow run sets default_executor (the run's retry layer) and default_dry_run
-    executor = o.executor or M.default_executor or M.single_attempt,
+    executor = o.executor or run.executor or M.single_attempt,
     match_attribute = match,
     max_members_per_patch = chunk,
     member_batch_window = window,
@@ -146,7 +148,7 @@ function M.connect(o)
     in_flight = 0,
     call_time = nil,
     last_used = setmetatable({}, { __mode = "k" }),
-    dry_run = o.dry_run == true or (o.dry_run == nil and M.default_dry_run == true),
+    dry_run = o.dry_run == true or (o.dry_run == nil and run.dry_run == true),
     patch_override = o.patch,
     discover_enabled = o.discover ~= false,
     page_size = o.page_size or 100,
@@ -156,7 +158,9 @@ function M.connect(o)
   }, SP)
   for k, v in pairs(o.endpoints or {}) do sp.endpoints[k] = v end
   -- conn is what request.send reads; the token lives only here and in the redactor.
-  sp.conn = { base_url = base, token = token, headers = o.headers or {}, timeout = o.timeout or M.default_timeout or 30,
+  local timeouts = run.timeouts or {}
+  sp.conn = { base_url = base, token = token, headers = o.headers or {},
+              timeout = o.timeout or timeouts.request or 30, connect_timeout = o.connect_timeout or timeouts.connect or 10,
               insecure = o.insecure == true, user_agent = "scimrun/" .. tostring(version) }
   sp.users = resource.users(sp)
   sp.groups = resource.groups(sp)
@@ -292,8 +296,14 @@ function SP:call(req, extra)
   local t0 = co and clock and clock()
   if t0 then self.last_used[co] = t0 end
   self.in_flight = self.in_flight + 1
-  local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target,
-                             function() return request.send(conn, req) end, opts)
+  local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target, function()
+    -- An attempt never outlives the running step's timeouts.step deadline.
+    local step = scimrun.ctx().step
+    local left = step and step.deadline and step.deadline - scimrun.now()
+    if not left then return request.send(conn, req) end
+    local bounded = setmetatable({ timeout = math.max(left, 0.001) }, { __index = req })
+    return request.send(conn, bounded)
+  end, opts)
   self.in_flight = self.in_flight - 1
   if t0 then
     local t1 = clock()
