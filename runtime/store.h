@@ -4,16 +4,50 @@
  * Contract:
  *  - store_open() creates the file with mode 0600 when absent (never when readonly), refuses a
  *    file that is not SQLite or fails `PRAGMA quick_check` without writing to it, refuses a
- *    schema newer than this build, applies forward migrations, and (unless readonly) takes an
- *    exclusive flock on "<path>.lock" that the kernel releases when the process dies.
+ *    schema newer than this build, applies forward migrations, and (unless readonly) takes the
+ *    one-writer lock of the FILE (below) that the kernel releases when the process dies.
+ *  - A writer tightens a pre-existing state file (and its -wal/-shm) that other users may read
+ *    to mode 0600, logging it at info level, or refuses the file when that fails ("PERM").
  *  - WAL mode; synchronous=FULL (default) or NORMAL; busy_timeout; foreign keys on.
  *  - Every function returning int returns 0 on success and -1 on operational failure, with
  *    store_errmsg() naming the file and store_errcode() a short code ("SQLITE_FULL",
- *    "NOTFOUND", ...). Nothing here aborts the process.
+ *    "NOTFOUND", "TOOBIG", ...). Nothing here aborts the process. Every SQLite error of a write
+ *    (bind, step, commit) is reported; none is ignored.
+ *  - A JSON value (step result or error, kv value, dead-letter text) longer than
+ *    max_value_bytes (default STORE_MAX_VALUE_BYTES, 16 MiB) is refused with code "TOOBIG",
+ *    naming what it was and its size; nothing of that write is recorded.
  *  - Writes outside store_begin()/store_commit() commit one by one; inside, they are atomic and
  *    a failed batch must be ended with store_rollback(), leaving earlier commits intact.
  *  - All SQL is fixed text prepared once per connection; user data is only ever bound.
  *  - JSON columns are opaque text; timestamps are wall-clock seconds (REAL).
+ *
+ * The lock belongs to the file, not to the name (issue 12, item 1). A writer takes
+ * flock(LOCK_EX) on the database file itself, so the same path, a symbolic link and a hard link
+ * all meet the same lock (it is keyed by device and inode in the kernel). A second writer
+ * through any name is refused with code "LOCKED" and the holder's pid (read from /proc/locks;
+ * "pid unknown" where that is not available). Why flock on the database file:
+ *  - SQLite locks the file with POSIX fcntl() byte-range locks; on Linux flock() locks are a
+ *    separate kind and never conflict with them, so readers (other processes, the sqlite3
+ *    shell) keep working during a run, and SQLite's own locking is untouched. (An OFD or fcntl
+ *    lock would share SQLite's lock space; flock does not. On NFS, Linux emulates flock with
+ *    fcntl, but SQLite's WAL mode needs a local filesystem anyway.)
+ *  - POSIX locks belong to the process and the inode: close() of ANY descriptor of the file
+ *    drops all of the process's locks on it, including SQLite's (https://www.sqlite.org/
+ *    howtocorrupt.html "Posix advisory locks canceled by a separate thread doing close()", and
+ *    lockingv3.html on POSIX advisory locks). So a descriptor this module opens on a state
+ *    file is never closed while a store of this process still has that file open: it is
+ *    parked and closed with the last one (as SQLite itself does), and the lock descriptor is
+ *    closed only after sqlite3_close().
+ *  - The name can be re-pointed between open() and flock(): after locking, the path is
+ *    stat()ed again and must still be the locked device and inode (else retried, then refused).
+ *  - SQLite keeps the -wal and -shm files beside the NAME it opens, so a writer opens SQLite
+ *    through the resolved real path (symlinks lead to one log), and refuses a state file with
+ *    more than one hard link (code "LINKED"): after a crash, committed transactions would sit
+ *    in one name's log, invisible through the other name, which would then overwrite them
+ *    (howtocorrupt.html "Multiple links to the same file"). Readers need no lock and are not
+ *    refused (through a second hard link they may see a stale file, never harm it).
+ * The old "<path>.lock" files are no longer used (a leftover one is harmless).
+ *
  * Files: store.c (open, lock, checks), store_write.c (writes), store_sql.c (schema, SQL);
  * the Lua binding is store_lua.c + store_lua_apply.c.
  */
@@ -29,13 +63,18 @@ typedef struct store store;
 /* Highest schema version this build knows (PRAGMA user_version). */
 int store_schema_version(void);
 
+/* Default limit on one stored JSON value; larger ones are refused ("TOOBIG"). */
+#define STORE_MAX_VALUE_BYTES ((size_t)16 * 1024 * 1024)
+
 typedef struct {
-  int durability_normal; /* 0: synchronous=FULL, 1: synchronous=NORMAL */
-  int readonly;          /* open without creating, migrating or locking */
+  int durability_normal;  /* 0: synchronous=FULL, 1: synchronous=NORMAL */
+  int readonly;           /* open without creating, migrating or locking */
+  size_t max_value_bytes; /* 0: STORE_MAX_VALUE_BYTES */
 } store_options;
 
 typedef struct {
-  char code[32]; /* "LOCKED", "NOTADB", "SQLITE_CORRUPT", "SCHEMA", "CANTOPEN", "NOTFOUND", ... */
+  char code[32]; /* "LOCKED", "LINKED", "PERM", "NOTADB", "SQLITE_CORRUPT", "SCHEMA", "CANTOPEN",
+                    "NOTFOUND", ... */
   char msg[768]; /* names the file and what to do */
 } store_error;
 
@@ -44,6 +83,7 @@ store *store_open(const char *path, const store_options *opt, store_error *err);
 void store_close(store *s);
 const char *store_path(const store *s);
 int store_is_readonly(const store *s);
+size_t store_max_value_bytes(const store *s);
 sqlite3 *store_handle(store *s); /* for tests and read queries */
 const char *store_errmsg(const store *s);
 const char *store_errcode(const store *s);

@@ -4,6 +4,8 @@
 #ifndef SCIMRUN_STORE_INTERNAL_H
 #define SCIMRUN_STORE_INTERNAL_H
 
+#include <sys/types.h>
+
 #include "store.h"
 
 /* 'SCIM': marks a database as ours, so an unrelated SQLite file is never migrated. */
@@ -33,11 +35,16 @@ extern const char *const store_sql[N_STMTS];
 extern const char *const store_migrations[];
 extern const int store_migration_count;
 
+struct open_file; /* store.c: a state file this process has open, by device and inode */
+
 struct store {
   sqlite3 *db;
-  char *path;
-  int lock_fd;
+  char *path;             /* as given: every message names it */
+  char *real;             /* resolved real path: what SQLite opens */
+  int lock_fd;            /* writer: the database file, flock()ed */
+  struct open_file *file; /* registered while open */
   int readonly;
+  size_t max_value;
   sqlite3_stmt *stmts[N_STMTS];
   char code[32];
   char err[768];

@@ -144,7 +144,7 @@ static int all_rows(lua_State *L, store *s, sqlite3_stmt *st) {
 
 static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  store_options o = {0, 0};
+  store_options o = {0, 0, 0};
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *d = store_lua_field_string(L, 2, "durability", 0, "store.open");
@@ -154,7 +154,14 @@ static int l_open(lua_State *L) {
       return luaL_argerror(L, 2, "durability must be \"full\" or \"normal\"");
     lua_getfield(L, 2, "readonly");
     o.readonly = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 2, "max_value_bytes");
+    if (!lua_isnil(L, -1)) {
+      lua_Number n = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER || n < 1 || n > 2e9 || n != (lua_Number)(size_t)n)
+        return luaL_argerror(L, 2, "max_value_bytes must be an integer from 1 to 2e9");
+      o.max_value_bytes = (size_t)n;
+    }
+    lua_pop(L, 2);
   }
   db_ud *u = lua_newuserdata(L, sizeof *u);
   u->s = NULL;
@@ -210,6 +217,11 @@ static int l_tostring(lua_State *L) {
 
 static int l_path(lua_State *L) {
   lua_pushstring(L, store_path(store_lua_check_db(L)));
+  return 1;
+}
+
+static int l_max_value_bytes(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)store_max_value_bytes(store_lua_check_db(L)));
   return 1;
 }
 
@@ -487,6 +499,7 @@ static const luaL_Reg db_methods[] = {
     {"close", l_close},
     {"path", l_path},
     {"is_readonly", l_is_readonly},
+    {"max_value_bytes", l_max_value_bytes},
     {"run_create", l_run_create},
     {"run_get", l_run_get},
     {"run_latest_unfinished", l_run_latest_unfinished},
@@ -525,5 +538,7 @@ int luaopen_scimrun_store(lua_State *L) {
   lua_setfield(L, -2, "new_run_id");
   lua_pushnumber(L, store_schema_version());
   lua_setfield(L, -2, "SCHEMA_VERSION");
+  lua_pushnumber(L, (lua_Number)STORE_MAX_VALUE_BYTES);
+  lua_setfield(L, -2, "MAX_VALUE_BYTES");
   return 1;
 }

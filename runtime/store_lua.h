@@ -2,11 +2,14 @@
  * store_lua: `require "scimrun.store"`, the Lua face of store.h. All calls are synchronous.
  * Misuse (wrong argument type, unknown op/status/state, a closed or readonly db) raises;
  * operational failure returns nil, message (naming the state file), code ("SQLITE_FULL",
- * "LOCKED", "NOTFOUND", "EXISTS", ...).
+ * "LOCKED", "LINKED", "NOTFOUND", "EXISTS", "TOOBIG", ...).
  *
- *   store.open(path, {durability = "full"|"normal", readonly = false}) -> db | nil, err, code
+ *   store.open(path, {durability = "full"|"normal", readonly = false,
+ *                     max_value_bytes = store.MAX_VALUE_BYTES}) -> db | nil, err, code
  *   store.new_run_id() -> "r-YYYYMMDD-HHMMSS-xxxx" (UTC); store.SCHEMA_VERSION
- *   db:close(); db:path(); db:is_readonly()
+ *   store.MAX_VALUE_BYTES: default limit on one stored JSON value (16 MiB); a larger one makes
+ *     the write (the whole apply batch) fail with code "TOOBIG", naming it and its size
+ *   db:close(); db:path(); db:is_readonly(); db:max_value_bytes()
  *   db:run_create{id, workflow_name, workflow_path, workflow_hash, params_json, inputs_json,
  *                 policy_json} -> true
  *   db:run_get(id) / db:run_latest_unfinished(workflow_path) -> run | nil

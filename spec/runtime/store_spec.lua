@@ -361,6 +361,29 @@ describe("store write failures", function()
     db:close()
   end)
 
+  it("refuses a value over max_value_bytes, naming it and its size, and records nothing", function()
+    assert.are.equal(16 * 1024 * 1024, store.MAX_VALUE_BYTES)
+    local db = assert(store.open(fresh_path()))
+    assert.are.equal(store.MAX_VALUE_BYTES, db:max_value_bytes())
+    db:close()
+    local path = fresh_path()
+    local small = assert(store.open(path, { max_value_bytes = 100 }))
+    assert.are.equal(100, small:max_value_bytes())
+    new_run(small, "r-1")
+    local ok, err, code = small:apply {
+      { op = "step_complete", run_id = "r-1", key = "fine", result_json = "{}" },
+      { op = "step_complete", run_id = "r-1", key = "user:big", result_json = ("x"):rep(150) },
+    }
+    assert.is_nil(ok)
+    assert.are.equal("TOOBIG", code)
+    assert.matches("the result of step 'user:big' is 150 bytes, over the limit of 100 bytes", err, 1, true)
+    assert.is_nil(small:step_get("r-1", "fine"))
+    assert.is_nil(small:step_get("r-1", "user:big"))
+    small:close()
+    assert.has_error(function() store.open(path, { max_value_bytes = 0 }) end)
+    assert.has_error(function() store.open(path, { max_value_bytes = "big" }) end)
+  end)
+
   it("returns nil, err when the database refuses writes", function()
     local db = assert(store.open(fresh_path()))
     new_run(db, "r-1")

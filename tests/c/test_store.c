@@ -1,5 +1,7 @@
-/* test_store.c: the checkpoint store in C: file mode, locking across processes, refusal of
- * foreign or corrupted files without touching them, migrations, batch rollback, disk full. */
+/* test_store.c: the checkpoint store in C: file mode (and tightening a loose one), locking
+ * across processes through any name of the file (path, symbolic link, hard link), refusal of
+ * foreign or corrupted files without touching them, migrations, batch rollback, disk full,
+ * values too big to store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -7,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -41,7 +44,7 @@ static const char *tmp_path(const char *name) {
 }
 
 static store *open_rw(const char *path, store_error *err) {
-  store_options o = {0, 0};
+  store_options o = {0, 0, 0};
   return store_open(path, &o, err);
 }
 
@@ -96,6 +99,16 @@ static int64_t scalar(store *s, const char *sql) {
   return v;
 }
 
+static int integrity_ok(store *s) {
+  sqlite3_stmt *st;
+  int ok = 0;
+  if (sqlite3_prepare_v2(store_handle(s), "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    ok = strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+  sqlite3_finalize(st);
+  return ok;
+}
+
 static void new_run(store *s, const char *id) {
   store_run r = {id, "wf", "/x/wf.lua", "hash", NULL, NULL, NULL};
   CHECK(store_run_create(s, &r) == 0);
@@ -113,13 +126,13 @@ static void test_create_mode_and_schema(void) {
   CHECK(file_mode(path) == 0600);
   CHECK(file_mode(tmp_path("mode.db-wal")) == 0600);
   CHECK(file_mode(tmp_path("mode.db-shm")) == 0600);
-  CHECK(file_mode(tmp_path("mode.db.lock")) == 0600);
+  CHECK(access(tmp_path("mode.db.lock"), F_OK) != 0); /* the lock is on the file itself */
   CHECK(scalar(s, "PRAGMA user_version") == store_schema_version());
   CHECK(scalar(s, "PRAGMA synchronous") == 2); /* FULL by default */
   store_close(s);
 
   /* Reopening applies no migration again and keeps the data. */
-  store_options normal = {1, 0};
+  store_options normal = {1, 0, 0};
   store_error err;
   s = store_open(path, &normal, &err);
   CHECK(s != NULL);
@@ -191,7 +204,7 @@ static void test_not_sqlite_refused_untouched(void) {
   CHECK(access(tmp_path("notes.txt-wal"), F_OK) != 0);
 
   /* Readonly opening of a missing file creates nothing. */
-  store_options ro = {0, 1};
+  store_options ro = {0, 1, 0};
   CHECK(store_open(tmp_path("missing.db"), &ro, &err) == NULL);
   CHECK(strcmp(err.code, "NOTFOUND") == 0);
   CHECK(access(tmp_path("missing.db"), F_OK) != 0);
@@ -257,7 +270,7 @@ static void test_lock_across_processes(void) {
   CHECK_CONTAINS(err.msg, expect);
 
   /* A readonly opener does not need the lock and sees committed data. */
-  store_options ro = {0, 1};
+  store_options ro = {0, 1, 0};
   store *r = store_open(path, &ro, &err);
   CHECK(r != NULL);
   if (r) {
@@ -387,6 +400,259 @@ static void test_batched_10k_steps(void) {
   store_close(s);
 }
 
+/* Forks a child that opens path as the writer, records a run and then waits to be killed;
+ * returns its pid once it holds the lock. */
+static pid_t spawn_holder(const char *path, const char *run_id) {
+  int ready[2];
+  if (pipe(ready) != 0)
+    return -1;
+  pid_t child = fork();
+  if (child == 0) {
+    close(ready[0]);
+    store *s = open_ok(path);
+    if (!s)
+      _exit(1);
+    new_run(s, run_id);
+    if (write(ready[1], "x", 1) != 1)
+      _exit(1);
+    for (;;)
+      pause(); /* killed by the parent */
+  }
+  close(ready[1]);
+  char c;
+  if (read(ready[0], &c, 1) != 1) {
+    close(ready[0]);
+    return -1;
+  }
+  close(ready[0]);
+  return child;
+}
+
+static void kill_holder(pid_t child) {
+  int status;
+  kill(child, SIGKILL);
+  CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status));
+}
+
+/* The POSIX (SQLite) locks this process holds on path, from /proc/locks. */
+static int my_posix_locks(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return -1;
+  FILE *f = fopen("/proc/locks", "r");
+  if (!f)
+    return -1;
+  char line[256];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    char type[16];
+    long pid;
+    unsigned maj, min;
+    unsigned long long ino;
+    if (sscanf(line, "%*d: %15s %*s %*s %ld %x:%x:%llu", type, &pid, &maj, &min, &ino) == 5 &&
+        strcmp(type, "POSIX") == 0 && pid == (long)getpid() && maj == major(st.st_dev) &&
+        min == minor(st.st_dev) && ino == (unsigned long long)st.st_ino)
+      n++;
+  }
+  fclose(f);
+  return n;
+}
+
+/* The lock belongs to the file: a second writer through a symbolic link or a hard link is
+ * refused with the holder's pid, and writes nothing (no log beside its name). */
+static void test_lock_through_links(void) {
+  char path[600], sym[600], hard[600];
+  snprintf(path, sizeof path, "%s", tmp_path("linked.db"));
+  snprintf(sym, sizeof sym, "%s", tmp_path("sym.db"));
+  snprintf(hard, sizeof hard, "%s", tmp_path("hard.db"));
+  pid_t child = spawn_holder(path, "child-run");
+  CHECK(child > 0);
+  if (child <= 0)
+    return;
+  CHECK(symlink("linked.db", sym) == 0);
+  CHECK(link(path, hard) == 0);
+  const char *names[] = {path, sym, hard};
+  for (int i = 0; i < 3; i++) {
+    store_error err;
+    CHECK(open_rw(names[i], &err) == NULL);
+    CHECK(strcmp(err.code, "LOCKED") == 0);
+    char expect[700];
+    snprintf(expect, sizeof expect, "state file %s is in use by another scimrun (pid %ld)",
+             names[i], (long)child);
+    CHECK_CONTAINS(err.msg, expect);
+  }
+  CHECK(access(tmp_path("hard.db-wal"), F_OK) != 0);
+  CHECK(access(tmp_path("sym.db-wal"), F_OK) != 0);
+  /* A reader through the symbolic link needs no lock and sees the writer's committed run. */
+  store_options ro = {0, 1, 0};
+  store_error rerr;
+  store *r = store_open(sym, &ro, &rerr);
+  CHECK(r != NULL);
+  if (r) {
+    CHECK(scalar(r, "SELECT count(*) FROM runs WHERE id = 'child-run'") == 1);
+    store_close(r);
+  }
+  kill_holder(child);
+
+  /* Two names for one file: two write-ahead logs after a crash. Refused until one is left. */
+  store_error err;
+  CHECK(open_rw(hard, &err) == NULL);
+  CHECK(strcmp(err.code, "LINKED") == 0);
+  CHECK_CONTAINS(err.msg, "has 2 names (hard links)");
+  CHECK(open_rw(path, &err) == NULL);
+  CHECK(strcmp(err.code, "LINKED") == 0);
+  CHECK(unlink(hard) == 0);
+
+  /* Through the symbolic link, SQLite finds the log the crashed child left beside the real
+   * name: its committed run is there. */
+  store *s = open_ok(sym);
+  CHECK(s != NULL);
+  if (s) {
+    CHECK(scalar(s, "SELECT count(*) FROM runs WHERE id = 'child-run'") == 1);
+    CHECK(integrity_ok(s));
+    store_close(s);
+  }
+  CHECK(access(tmp_path("sym.db-wal"), F_OK) != 0);
+}
+
+/* Descriptors of a file SQLite has open in this process are never closed early: that would
+ * drop SQLite's POSIX locks (every lock of the process on the file). */
+static void test_same_process_keeps_sqlite_locks(void) {
+  const char *path = tmp_path("keep.db");
+  store *w = open_ok(path);
+  CHECK(w != NULL);
+  if (!w)
+    return;
+  new_run(w, "r1");
+  store_options ro = {0, 1, 0};
+  store_error err;
+  store *r = store_open(path, &ro, &err);
+  CHECK(r != NULL);
+  if (!r) {
+    store_close(w);
+    return;
+  }
+  CHECK(scalar(r, "SELECT count(*) FROM runs") == 1);
+  int held = my_posix_locks(path);
+  CHECK(held > 0);
+  CHECK(symlink("keep.db", tmp_path("keep-sym.db")) == 0);
+  CHECK(open_rw(tmp_path("keep-sym.db"), &err) == NULL);
+  CHECK_CONTAINS(err.msg, "already open in this process");
+  CHECK(my_posix_locks(path) == held);
+
+  /* The writer closes while the reader stays: the lock is released, the reader's locks kept. */
+  store_close(w);
+  CHECK(my_posix_locks(path) > 0);
+  CHECK(scalar(r, "SELECT count(*) FROM runs") == 1);
+  pid_t child = fork();
+  if (child == 0) {
+    store_error e2;
+    store *s = open_rw(path, &e2);
+    _exit(s ? 0 : 1); /* the flock is free; exiting releases it */
+  }
+  int status;
+  CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  /* A writer attempt refused because another process holds the file leaves them too. */
+  child = spawn_holder(path, "r2");
+  CHECK(child > 0);
+  held = my_posix_locks(path);
+  CHECK(open_rw(path, &err) == NULL);
+  CHECK(strcmp(err.code, "LOCKED") == 0);
+  CHECK(my_posix_locks(path) == held);
+  if (child > 0)
+    kill_holder(child);
+  store_close(r);
+}
+
+/* A pre-existing state file (and its -wal/-shm, left by a crash) readable by other users is
+ * made 0600 by the next writer; a reader leaves the modes alone. */
+static void test_loose_mode_tightened(void) {
+  const char *path = tmp_path("loose.db");
+  pid_t child = spawn_holder(path, "crashed");
+  CHECK(child > 0);
+  if (child <= 0)
+    return;
+  kill_holder(child); /* leaves loose.db-wal and loose.db-shm behind */
+  const char *files[] = {path, tmp_path("loose.db-wal"), tmp_path("loose.db-shm")};
+  for (int i = 0; i < 3; i++) {
+    CHECK(access(files[i], F_OK) == 0);
+    CHECK(chmod(files[i], 0644) == 0);
+  }
+  store_options ro = {0, 1, 0};
+  store_error err;
+  store *r = store_open(path, &ro, &err);
+  CHECK(r != NULL);
+  store_close(r);
+  CHECK(file_mode(path) == 0644);
+  store *s = open_ok(path);
+  CHECK(s != NULL);
+  for (int i = 0; i < 3; i++)
+    CHECK(file_mode(files[i]) == 0600);
+  if (s) {
+    CHECK(scalar(s, "SELECT count(*) FROM runs WHERE id = 'crashed'") == 1);
+    store_close(s);
+  }
+}
+
+/* A value over the limit, or one SQLite refuses to bind, fails the write: nothing is recorded,
+ * least of all a completed step with no result. */
+static void test_value_too_big(void) {
+  const char *path = tmp_path("toobig.db");
+  store_options small = {0, 0, 1000};
+  store_error err;
+  store *s = store_open(path, &small, &err);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  CHECK(store_max_value_bytes(s) == 1000);
+  new_run(s, "r1");
+  static char big[2001];
+  memset(big, 'x', sizeof big - 1);
+  CHECK(store_step_start(s, "r1", "user:big", 1) == 0);
+  CHECK(store_step_complete(s, "r1", "user:big", big, 1) != 0);
+  CHECK(strcmp(store_errcode(s), "TOOBIG") == 0);
+  CHECK_CONTAINS(store_errmsg(s), "the result of step 'user:big' is 2000 bytes");
+  CHECK_CONTAINS(store_errmsg(s), "limit of 1000 bytes");
+  CHECK(scalar(s, "SELECT count(*) FROM steps WHERE state = 'completed'") == 0);
+  CHECK(store_kv_put(s, "r1", "k", big) != 0);
+  CHECK(strcmp(store_errcode(s), "TOOBIG") == 0);
+  store_dlq_entry e = {.run_id = "r1", .step_key = "user:big", .request_body = big, .status = -1};
+  CHECK(store_dlq_add(s, &e, NULL) != 0);
+  CHECK_CONTAINS(store_errmsg(s), "request body of the dead letter for step 'user:big'");
+
+  /* In a batch, the failed write fails the batch. */
+  CHECK(store_begin(s) == 0);
+  CHECK(store_step_complete(s, "r1", "small", "{}", 1) == 0);
+  CHECK(store_step_complete(s, "r1", "user:big", big, 1) != 0);
+  store_rollback(s);
+  CHECK(scalar(s, "SELECT count(*) FROM steps WHERE key = 'small'") == 0);
+
+  /* SQLite's own limit (SQLITE_TOOBIG at bind) is an error too, not a NULL result. */
+  sqlite3_limit(store_handle(s), SQLITE_LIMIT_LENGTH, 500);
+  static char mid[801];
+  memset(mid, 'y', sizeof mid - 1);
+  CHECK(store_step_complete(s, "r1", "user:mid", mid, 1) != 0);
+  CHECK(strcmp(store_errcode(s), "SQLITE_TOOBIG") == 0);
+  CHECK_CONTAINS(store_errmsg(s), "the result of step 'user:mid' (800 bytes) cannot be stored");
+  CHECK(scalar(s, "SELECT count(*) FROM steps WHERE key = 'user:mid'") == 0);
+  CHECK(store_step_start(s, "r1", mid, 1) != 0); /* an over-long key as well */
+  CHECK(strcmp(store_errcode(s), "SQLITE_TOOBIG") == 0);
+  sqlite3_limit(store_handle(s), SQLITE_LIMIT_LENGTH, 1000000000);
+  CHECK(store_step_complete(s, "r1", "user:mid", "{\"ok\":true}", 1) == 0);
+  CHECK(scalar(s, "SELECT count(*) FROM steps WHERE result_json IS NULL AND state = 'completed'") ==
+        0);
+  store_close(s);
+
+  /* The default limit. */
+  s = open_ok(path);
+  CHECK(s != NULL);
+  if (s) {
+    CHECK(store_max_value_bytes(s) == STORE_MAX_VALUE_BYTES);
+    store_close(s);
+  }
+}
+
 int main(void) {
   const char *base = getenv("SCIMRUN_TEST_TMP");
   if (!base || !*base)
@@ -403,6 +669,10 @@ int main(void) {
   test_not_sqlite_refused_untouched();
   test_corrupted_refused_untouched();
   test_lock_across_processes();
+  test_lock_through_links();
+  test_same_process_keeps_sqlite_locks();
+  test_loose_mode_tightened();
+  test_value_too_big();
   test_batch_rollback();
   test_disk_full();
   test_batched_10k_steps();
