@@ -1,5 +1,6 @@
 -- `scimrun dlq list|show|replay|drop`: the dead-letter queue, for a person to inspect, fix and
--- replay. Replay re-sends the recorded request with the current credentials and policy; on
+-- replay. Replay re-sends the recorded request with the current credentials and the policy
+-- given by --policy (default: "default"; "original": the run's own policy snapshot); on
 -- success the entry is marked replayed and the response becomes the step's result, so a later
 -- `--resume` continues that item from its next step.
 local cjson = require "cjson"
@@ -133,6 +134,39 @@ local function replay_one(db, e, ex, token, base_rewrite)
   return true
 end
 
+local function policy_message(e) return tostring(type(e) == "table" and (e.message or e.detail) or e) end
+
+-- One retry executor per run of the entries. `--policy original`: each run's policy snapshot
+-- (what the run used, whatever happened to the files since); otherwise the named policy
+-- (default: "default") for all. Everything is resolved before the first request is sent.
+local function policy_executors(db, entries, o, cli)
+  local retry = require "scimrun.retry"
+  local out = {}
+  if o.policy ~= "original" then
+    local ok, pol = pcall(require("scimrun.policy").load, o.policy or "default")
+    if not ok then cli.fail("%s", policy_message(pol)) end
+    local ex = retry.executor { policy = pol }
+    return setmetatable(out, { __index = function() return ex end })
+  end
+  local snapshots = require "scimrun.policy_snapshot"
+  for _, e in ipairs(entries) do
+    if not out[e.run_id] then
+      local run = db:run_get(e.run_id)
+      local snap = run and snapshots.of_run(db, run)
+      if not snap then
+        cli.fail("run %s has no policy snapshot (it was recorded by an older scimrun); name the policy instead: "
+          .. "--policy NAME|FILE", e.run_id)
+      end
+      local ok, pol = pcall(snapshots.restore, snap)
+      if not ok then cli.fail("run %s: %s", e.run_id, policy_message(pol)) end
+      io.stdout:write(("policy: the snapshot of run %s (%s, sha256 %s)\n"):format(e.run_id,
+        tostring(snap.spec or snap.file), tostring(snap.sha256):sub(1, 12)))
+      out[e.run_id] = retry.executor { policy = pol }
+    end
+  end
+  return out
+end
+
 local function replay(db, ids, o, cli)
   local entries = {}
   if o.all then
@@ -146,14 +180,7 @@ local function replay(db, ids, o, cli)
     end
   end
   if #entries == 0 then io.stdout:write("nothing to replay\n"); return 0 end
-  local pol_name = o.policy or "default"
-  if pol_name == "original" then
-    local run = db:run_get(entries[1].run_id)
-    pol_name = run and run.policy_path or "default"
-  end
-  local ok, pol = pcall(require("scimrun.policy").load, pol_name)
-  if not ok then cli.fail("%s", tostring(type(pol) == "table" and pol.message or pol)) end
-  local ex = require("scimrun.retry").executor { policy = pol }
+  local executors = policy_executors(db, entries, o, cli)
   local sandbox, base_rewrite
   local token = os.getenv(o.token_env or "SCIM_TOKEN")
   if o.sandbox then
@@ -172,7 +199,7 @@ local function replay(db, ids, o, cli)
   if token then scimrun.log.add_secret(token) end
   local done, failed, runs = 0, 0, {}
   for _, e in ipairs(entries) do
-    local rok, err = replay_one(db, e, ex, token, base_rewrite)
+    local rok, err = replay_one(db, e, executors[e.run_id], token, base_rewrite)
     if rok then
       done = done + 1
       runs[e.run_id] = true

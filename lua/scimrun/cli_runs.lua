@@ -2,9 +2,24 @@
 -- command that resumes it.
 local cjson = require "cjson"
 local common = require "scimrun.cli_common"
+local snapshots = require "scimrun.policy_snapshot"
 
 local M = {}
 local SPEC = { ["--json"] = "flag", ["--state"] = "value", ["--limit"] = "value" }
+
+-- The run's policy snapshot for --json: the values without the stored source text (which
+-- only serves to restore functions), naming the files it came from instead.
+local function policy_json(snap)
+  if not snap then return nil end
+  local out = {}
+  for k, v in pairs(snap) do out[k] = v end
+  if snap.sources then
+    out.sources = nil
+    out.source_files = {}
+    for i, src in ipairs(snap.sources) do out.source_files[i] = src.file end
+  end
+  return out
+end
 
 local function resume_cmd(run, o)
   if run.status == "completed" or run.status == "completed_with_dead_letters" then return nil end
@@ -22,6 +37,9 @@ function M.main(args, cli)
     for _, r in ipairs(runs) do
       r.steps = db:run_step_counts(r.id)
       r.resume = resume_cmd(r, o)
+      local snap = snapshots.of_run(db, r)
+      r.policy_json = nil
+      r.policy = snap and { spec = snap.spec, file = snap.file, sha256 = snap.sha256, reason = snap.reason } or nil
     end
     db:close()
     if o.json then io.stdout:write(cjson.encode(runs), "\n"); return 0 end
@@ -40,6 +58,10 @@ function M.main(args, cli)
     r.steps = db:run_step_counts(id)
     r.dead_letters = db:dlq_count { run_id = id, state = "pending" }
     r.resume = resume_cmd(r, o)
+    local snap, start = snapshots.of_run(db, r), snapshots.start_of_run(db, r)
+    r.policy_json = nil
+    r.policy = policy_json(snap)
+    r.policy_at_start = start and { spec = start.spec, file = start.file, sha256 = start.sha256 } or nil
     db:close()
     if o.json then io.stdout:write(cjson.encode(r), "\n"); return 0 end
     local lines = {
@@ -54,6 +76,15 @@ function M.main(args, cli)
       ("dead letters %d pending"):format(r.dead_letters or 0),
       ("params     %s"):format(r.params_json or "{}"),
     }
+    if snap then
+      for _, l in ipairs(snapshots.lines(snap)) do lines[#lines + 1] = l end
+      if start and start.sha256 ~= snap.sha256 then
+        lines[#lines + 1] = ("%11s%-12ssha256 %s (%s)"):format("", "at start", tostring(start.sha256):sub(1, 12),
+          tostring(start.spec or start.file))
+      end
+    else
+      lines[#lines + 1] = "policy     (no snapshot: the run was recorded by an older scimrun)"
+    end
     if r.resume then lines[#lines + 1] = "resume     " .. r.resume end
     io.stdout:write(table.concat(lines, "\n"), "\n")
     return 0

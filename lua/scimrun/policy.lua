@@ -12,6 +12,9 @@
 -- policy.describe(pol) -> { lines }                        (what `scimrun policy check` prints)
 -- policy.guard(fn, what, ...) -> ok, results...            (calls a policy function, CPU-bounded)
 -- policy.is_error(e) -> bool
+-- policy.sources(pol) -> { { file, text }, ... }  the text of each file of the chain, as loaded
+-- policy.load_sources(chain, texts, spec) -> policy  the same load from stored texts (texts[file])
+--   instead of the files: how a run's policy snapshot gets its functions back (policy_snapshot.lua)
 local schema = require "scimrun._policy_schema"
 
 local M = {}
@@ -131,9 +134,20 @@ end
 
 local cite_file = require("scimrun.errors").cite_file
 
--- Runs one file in its sandbox and validates it on its own. Returns the raw table.
-local function run_file(path)
-  local chunk, err = loadfile(path)
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    error(setmetatable({ class = "config", file = path, message = "cannot read policy: " .. tostring(err) },
+                       PolicyError), 0)
+  end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- Runs one file's text in its sandbox and validates it on its own. Returns the raw table.
+local function run_file(path, text)
+  local chunk, err = loadstring(text, "@" .. path)
   if not chunk then
     error(setmetatable({ class = "config", file = path,
                          message = "invalid policy (syntax): " .. cite_file(err, path) }, PolicyError), 0)
@@ -190,7 +204,9 @@ local function merge(base, over, top)
 end
 
 -- layers: each file's own `operations` table, the extending file first.
-local function load_chain(path, datadir, seen, chain, layers)
+-- src: { read = function(path) -> text, resolve = function(extends, path, depth) -> path,
+--        texts = { { file, text }, ... } (filled) }
+local function load_chain(path, src, seen, chain, layers)
   if seen[path] then
     local names = {}
     for _, p in ipairs(chain) do names[#names + 1] = p end
@@ -200,21 +216,21 @@ local function load_chain(path, datadir, seen, chain, layers)
   end
   seen[path] = true
   chain[#chain + 1] = path
-  local raw = run_file(path)
+  local text = src.read(path)
+  src.texts[#src.texts + 1] = { file = path, text = text }
+  local raw = run_file(path, text)
   layers[#layers + 1] = deep_copy(raw.operations or {})
   if raw.extends == nil then return raw end
-  local base_path = resolve(raw.extends, dirname(path), datadir, path)
-  local base = load_chain(base_path, datadir, seen, chain, layers)
+  local base_path = src.resolve(raw.extends, path, #chain)
+  local base = load_chain(base_path, src, seen, chain, layers)
   return merge(base, raw, true)
 end
 
-function M.load(spec, opts)
-  opts = opts or {}
-  local datadir = opts.datadir
-  if datadir == nil and rawget(_G, "scimrun") then datadir = scimrun.datadir end
-  local path = resolve(spec, nil, datadir, nil)
+local loaded_texts = setmetatable({}, { __mode = "k" }) -- policy -> { { file, text }, ... }
+
+local function build(path, src, spec)
   local chain, layers = {}, {}
-  local merged = load_chain(path, datadir, {}, chain, layers)
+  local merged = load_chain(path, src, {}, chain, layers)
   local pol = merge(schema.BUILTIN, merged, true)
   layers[#layers + 1] = deep_copy(schema.BUILTIN.operations)
   -- Operation patterns are consulted file by file, the extending file first: its "*" must
@@ -225,7 +241,41 @@ function M.load(spec, opts)
   pol.file = path
   pol.chain = chain
   pol.name = spec
+  loaded_texts[pol] = src.texts
   return pol
+end
+
+function M.load(spec, opts)
+  opts = opts or {}
+  local datadir = opts.datadir
+  if datadir == nil and rawget(_G, "scimrun") then datadir = scimrun.datadir end
+  local path = resolve(spec, nil, datadir, nil)
+  return build(path, {
+    read = read_file,
+    resolve = function(extends, from) return resolve(extends, dirname(from), datadir, from) end,
+    texts = {},
+  }, spec)
+end
+
+function M.sources(pol) return loaded_texts[pol] end
+
+-- The chain is replayed as recorded: the file at chain[i + 1] is what chain[i] extends.
+function M.load_sources(chain, texts, spec)
+  return build(chain[1], {
+    read = function(path)
+      local text = texts[path]
+      if not text then
+        raise(path, { { msg = "no stored text of this file in the snapshot",
+                        fix = "give the policy explicitly: --policy NAME|FILE" } })
+      end
+      return text
+    end,
+    resolve = function(extends, from, depth)
+      return chain[depth + 1] or raise(from, { { key = "extends", msg = ("extends %q, which the snapshot does not hold")
+        :format(tostring(extends)), fix = "give the policy explicitly: --policy NAME|FILE" } })
+    end,
+    texts = {},
+  }, spec)
 end
 
 -- Operation patterns: "*" matches any run of characters; an exact name beats every pattern,
@@ -344,6 +394,8 @@ local function describe_section(t)
   end
   return #parts > 0 and table.concat(parts, " ") or "(none)"
 end
+
+M.describe_profile = describe_profile
 
 function M.describe(pol)
   local classify = require "scimrun.classify"

@@ -92,6 +92,39 @@ local function open_store(path, durability, cli)
   return db
 end
 
+local function policy_message(e)
+  return tostring(type(e) == "table" and (e.message or e.detail) or e)
+end
+
+-- The policy of a resumed run: its snapshot, unless --policy names one (which then becomes
+-- the run's snapshot). Runs recorded before snapshots existed get one now. Returns pol, snap.
+local function resumed_policy(db, run, o, given, load_policy, cli)
+  local snapshots = require "scimrun.policy_snapshot"
+  local snap = snapshots.of_run(db, run)
+  if given or not snap then
+    local pol = given or load_policy(db)
+    local newsnap = snapshots.take(pol, o.policy and "--policy on resume" or "resume")
+    if not snap or newsnap.sha256 ~= snap.sha256 then snapshots.save(db, run.id, newsnap) end
+    if not snap then
+      scimrun.log.emit("info", "policy: the run has no snapshot (recorded by an older scimrun); using this one",
+        { run = run.id, policy = newsnap.file, sha256 = newsnap.sha256:sub(1, 12) })
+    else
+      scimrun.log.emit("info", "policy from --policy, replacing the run's snapshot",
+        { run = run.id, policy = newsnap.file, sha256 = newsnap.sha256:sub(1, 12),
+          snapshot = snap.sha256 and snap.sha256:sub(1, 12) })
+    end
+    return pol, newsnap
+  end
+  local ok, pol = pcall(snapshots.restore, snap)
+  if not ok then
+    db:close()
+    cli.fail("run %s: %s", run.id, policy_message(pol))
+  end
+  scimrun.log.emit("info", "policy from the run's snapshot (give --policy to use another)",
+    { run = run.id, policy = snap.file, sha256 = tostring(snap.sha256):sub(1, 12), taken = snap.reason })
+  return pol, snap
+end
+
 function M.main(argv, cli)
   local o = M.parse(argv, cli)
   if o.log_format or o.log_level then scimrun.log.configure(o.log_format or "text", o.log_level) end
@@ -103,9 +136,18 @@ function M.main(argv, cli)
 
   -- Everything the operator can get wrong is checked before the state file is touched, so a
   -- bad policy or fault spec leaves no half-made run behind.
+  -- A resumed run keeps the policy it ran with (its snapshot, read once the run is found);
+  -- a policy named on the command line, or that of a new run, is loaded now.
   local policy_mod = require "scimrun.policy"
-  local pol_ok, pol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
-  if not pol_ok then cli.fail("%s", tostring(type(pol) == "table" and (pol.message or pol.detail) or pol)) end
+  local snapshots = require "scimrun.policy_snapshot"
+  local pol_spec = o.policy or def.options.policy or "default"
+  local function load_policy(db)
+    local pol_ok, p = pcall(policy_mod.load, pol_spec)
+    if pol_ok then return p end
+    if db then db:close() end
+    cli.fail("%s", policy_message(p))
+  end
+  local pol = (o.policy or not o.resume) and load_policy() or nil
   if o.sandbox and o.sandbox ~= "" then
     local fok, ferr = require("scimrun.sandbox.faults").parse(o.sandbox)
     if not fok then cli.fail("--sandbox=%s: %s", o.sandbox, tostring(ferr)) end
@@ -123,24 +165,32 @@ function M.main(argv, cli)
   end
   local db = open_store(state_path, o.durability, cli)
 
-  local run
+  local run, resumed, snap
   if o.resume then
-    run = o.resume_id and db:run_get(o.resume_id) or db:run_latest_unfinished(wf_path)
-    if not run and not o.resume_id then -- the newest run finished with dead letters: continue it
-      local latest = db:runs_list { limit = 1, workflow_path = wf_path }[1]
-      if latest and latest.status == "completed_with_dead_letters" then run = latest end
+    if o.resume_id then
+      run = db:run_get(o.resume_id)
+      if not run then
+        db:close()
+        cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path)
+      end
+    else
+      -- The newest run of the workflow decides: unfinished (or finished with dead letters, so
+      -- replayed items continue) it is resumed; completed, there is nothing to do; none at
+      -- all, a new run starts, so `until scimrun WF --resume; do ...; done` does the work once.
+      -- An older unfinished run that a newer one superseded is resumed by id only.
+      run = db:runs_list { limit = 1, workflow_path = wf_path }[1]
+      if not run then
+        io.stdout:write(("no earlier run of %s in %s: starting a new run\n"):format(o.file, state_path))
+      end
     end
-    if not run then
-      db:close()
-      if o.resume_id then cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path) end
-      cli.fail("no unfinished run of %s in %s to resume", o.file, state_path)
-    end
-    -- a run that finished with dead letters may be resumed by id: replayed items continue
-    if run.status == "completed" then
-      io.stdout:write(("run %s already finished (%s); nothing to resume\n"):format(run.id, run.status))
+    if run and run.status == "completed" then
+      io.stdout:write(("run %s already completed; nothing to resume\n"):format(run.id))
       db:close()
       return 0
     end
+    resumed = run ~= nil
+  end
+  if resumed then
     local changed = runfiles.changes(run, wf_hash, inputs)
     if #changed > 0 and not o.force then
       db:close()
@@ -148,9 +198,13 @@ function M.main(argv, cli)
         .. "or add --force to resume anyway", run.id, table.concat(changed, ", "))
     end
     params = cjson.decode(run.params_json)
+    pol, snap = resumed_policy(db, run, o, pol, load_policy, cli)
   else
+    pol = pol or load_policy(db)
+    snap = snapshots.take(pol, "start")
     run = { id = runfiles.new_run_id(), workflow_name = def.name, workflow_path = wf_path,
-            workflow_hash = wf_hash, params_json = cjson.encode(params), inputs_json = cjson.encode(inputs) }
+            workflow_hash = wf_hash, params_json = cjson.encode(params), inputs_json = cjson.encode(inputs),
+            policy_json = snapshots.encode(snap) }
     local ok, err = db:run_create(run)
     if not ok then db:close(); cli.fail("cannot record the run in %s: %s", state_path, tostring(err)) end
   end
@@ -188,10 +242,9 @@ function M.main(argv, cli)
     },
   }
   local scim = require "scimrun.scim"
-  scim.default_executor = ex
-  scim.default_dry_run = o.dry_run or nil
-  scim.default_timeout = pol.timeouts and pol.timeouts.request or nil
-  scim.default_max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil
+  -- The run context every task of this run inherits (scimrun.ctx): what scim.connect needs.
+  scimrun.ctx().run = { executor = ex, dry_run = o.dry_run or nil, timeouts = pol.timeouts,
+                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil }
 
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
@@ -203,11 +256,12 @@ function M.main(argv, cli)
     rollback_on_abort = o.rollback_on_abort or def.options.rollback_on_abort,
     on_item = function(item) rep:item(item) end,
     dead_letter = dl,
+    step_timeout = pol.timeouts and pol.timeouts.step,
   }
   engine.allow_deletes = o.allow_deletes
-  ex.key_source = function(op) return engine:op_key(op) end
   engine.executor = ex
-  local resume_cmd = runfiles.resume_command(o, run.id)
+  -- the run carries its policy (the snapshot): the command that resumes it need not name one
+  local resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
   require("scimrun.core").at_turn_end(function() engine:flush() end)
   local signals = require "scimrun.signals"
   local interrupts, finished = 0, false
@@ -229,11 +283,22 @@ function M.main(argv, cli)
   end
   signals.watch("SIGINT", on_stop)
   signals.watch("SIGTERM", on_stop)
+  -- SIGHUP re-reads the file the run's policy came from (a resumed run's snapshot names it);
+  -- what it loads becomes the run's snapshot, so a later --resume continues with it.
+  local reload_spec = (resumed and not o.policy and snap and snap.file) or pol_spec
   signals.watch("SIGHUP", function()
-    local ok, newpol = pcall(policy_mod.load, o.policy or def.options.policy or "default")
-    if ok then ex:set_policy(newpol); scimrun.log.emit("info", "policy reloaded", { policy = o.policy or "default" })
-    else scimrun.log.emit("error", "policy reload refused; keeping the old one",
-      { error = tostring(type(newpol) == "table" and newpol.message or newpol) }) end
+    local ok, newpol = pcall(policy_mod.load, reload_spec)
+    if not ok then
+      scimrun.log.emit("error", "policy reload refused; keeping the old one", { error = policy_message(newpol) })
+      return
+    end
+    ex:set_policy(newpol)
+    local newsnap = snapshots.take(newpol, "reload")
+    if newsnap.sha256 ~= (snap and snap.sha256) then
+      snapshots.save(db, run.id, newsnap)
+      snap = newsnap
+    end
+    scimrun.log.emit("info", "policy reloaded", { policy = reload_spec, sha256 = newsnap.sha256:sub(1, 12) })
   end)
 
   local started = scimrun.now()

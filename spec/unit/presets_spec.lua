@@ -191,13 +191,14 @@ describe("policy key scim.max_members_per_patch", function()
     assert.are.equal(100, policy.load("default").scim.max_members_per_patch)
   end)
 
-  it("becomes the SCIM client's chunk size through scim.default_max_members_per_patch", function()
+  it("becomes the SCIM client's chunk size through the run context", function()
     local scim = require "scimrun.scim"
-    local saved = scim.default_max_members_per_patch
-    scim.default_max_members_per_patch = policy.load("zoom").scim.max_members_per_patch
+    local ctx = scimrun.ctx()
+    local saved = ctx.run
+    ctx.run = { max_members_per_patch = policy.load("zoom").scim.max_members_per_patch }
     local sp = scim.connect { base_url = "http://127.0.0.1:9/scim/v2", token = "t" }
     local explicit = scim.connect { base_url = "http://127.0.0.1:9/scim/v2", token = "t", max_members_per_patch = 7 }
-    scim.default_max_members_per_patch = saved
+    ctx.run = saved
     assert.are.equal(30, sp.max_members_per_patch)
     assert.are.equal(7, explicit.max_members_per_patch)
   end)
