@@ -7,7 +7,16 @@
 //   * ETags: meta.version on every resource, an ETag header, If-Match enforced (412);
 //   * bearer-token authentication (401).
 // GET /_admin/dump (no auth, loopback only) returns the server's own records and write counts,
-// so specs check outcomes by the provider's state rather than by the client's word.
+// so specs check outcomes by the provider's state rather than by the client's word; its `stats`
+// (also GET /_admin/stats) count the authenticated SCIM requests by "METHOD /Users|/Groups"
+// (all answers, faulted ones included) and by status, and the injected faults.
+// Optional fault injection, for bench/onboard_bench.sh (TARGET=scimmy):
+//   --faults SPEC   comma-separated STATUS:PROBABILITY[@retry-after=SECONDS] tokens (STATUS
+//                   400-599), e.g. `429:0.03@retry-after=1` or `503:0.05,429:0.03`: that
+//                   fraction of authenticated SCIM requests is answered with that status (a SCIM
+//                   error; 429 carries Retry-After: 1 unless given) before it is handled.
+//   --seed N        seed of the draws (default 1): one draw per request from a mulberry32
+//                   generator, so the same spec and seed fault the same request numbers.
 import express from "express";
 import fs from "node:fs";
 import { randomUUID } from "node:crypto";
@@ -22,11 +31,51 @@ const argValue = (name, dflt) => {
 const port = Number(argValue("--port", args[0] && !args[0].startsWith("--") ? args[0] : "0"));
 const portFile = argValue("--port-file");
 const maxResults = Number(argValue("--max-results", "50"));
+const faultSpec = argValue("--faults", "");
+const seed = Number(argValue("--seed", "1"));
 const TOKEN = process.env.SCIM_TOKEN;
 if (!TOKEN) {
     console.error("server.js: set SCIM_TOKEN to the bearer token clients must send");
     process.exit(2);
 }
+
+// --faults: [{ status, p, retryAfter }] and a seeded generator.
+const parseFaults = (spec) => {
+    const rules = [];
+    let total = 0;
+    for (const tok of spec.split(",").map((t) => t.trim()).filter(Boolean)) {
+        const m = tok.match(/^(\d{3}):([0-9.]+)(?:@retry-after=(\d+))?$/);
+        const status = m && Number(m[1]);
+        const p = m && Number(m[2]);
+        if (!m || status < 400 || status > 599 || !(p >= 0 && p <= 1)) {
+            console.error(`server.js: bad fault '${tok}': expected STATUS:PROBABILITY[@retry-after=SECONDS], e.g. 429:0.03@retry-after=1`);
+            process.exit(2);
+        }
+        total += p;
+        rules.push({ status, p, retryAfter: m[3] ?? (status === 429 ? "1" : undefined) });
+    }
+    if (total > 1) {
+        console.error(`server.js: bad fault spec '${spec}': the probabilities add up to more than 1`);
+        process.exit(2);
+    }
+    return rules;
+};
+const faultRules = parseFaults(faultSpec);
+if (!Number.isInteger(seed)) {
+    console.error("server.js: --seed must be an integer");
+    process.exit(2);
+}
+let rngState = seed >>> 0;
+const random = () => { // mulberry32
+    rngState = (rngState + 0x6d2b79f5) >>> 0;
+    let t = rngState;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+const newStats = () => ({ requests: {}, statuses: {}, injected: {} });
+let stats = newStats();
+const bump = (table, key) => { table[key] = (table[key] ?? 0) + 1; };
 
 const users = new Map();
 const groups = new Map();
@@ -125,13 +174,17 @@ const app = express();
 app.disable("x-powered-by");
 
 app.get("/_admin/dump", (req, res) => {
-    res.json({ users: [...users.values()], groups: [...groups.values()], writes, preconditionFailed });
+    res.json({ users: [...users.values()], groups: [...groups.values()], writes, preconditionFailed, stats });
+});
+app.get("/_admin/stats", (req, res) => {
+    res.json({ ...stats, users: users.size, groups: groups.size, faults: faultSpec, seed });
 });
 app.post("/_admin/reset", (req, res) => {
     users.clear();
     groups.clear();
     for (const k of Object.keys(writes)) writes[k] = 0;
     preconditionFailed = 0;
+    stats = newStats();
     res.status(204).end();
 });
 
@@ -141,6 +194,26 @@ const scimError = (res, status, detail, scimType) => {
         ...(scimType ? { scimType } : {}), detail,
     }));
 };
+
+// Counts and faults: before anything else sees an authenticated SCIM request.
+app.use("/scim/v2", (req, res, next) => {
+    if (req.header("Authorization") !== `Bearer ${TOKEN}`) return next();
+    const kind = req.path.match(/^\/(Users|Groups)(?:\/|$)/);
+    const route = `${req.method} /${kind ? kind[1] : "other"}`;
+    res.on("finish", () => { bump(stats.requests, route); bump(stats.statuses, String(res.statusCode)); });
+    if (faultRules.length === 0) return next();
+    const u = random();
+    let acc = 0;
+    for (const r of faultRules) {
+        acc += r.p;
+        if (u < acc) {
+            bump(stats.injected, String(r.status));
+            if (r.retryAfter !== undefined) res.setHeader("Retry-After", r.retryAfter);
+            return scimError(res, r.status, `injected fault: HTTP ${r.status}`);
+        }
+    }
+    return next();
+});
 
 // ETag header on every single-resource answer, If-Match checked before any write.
 app.use("/scim/v2", (req, res, next) => {

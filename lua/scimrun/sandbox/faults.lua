@@ -2,12 +2,20 @@
 -- decides, per request, what goes wrong.
 --   faults.parse(spec) -> rules | nil, "message naming the bad token"
 --   faults.new(spec, seed, now) -> injector | nil, message
---   injector:decide(method, now) -> decision { index, latency (s), fault = nil | {kind, ...} }
+--   injector:decide(method, now) -> decision { index, latency (s), fault = nil | {kind, ...},
+--                                              patch_cost = nil | seconds per group member }
 -- Spec: comma-separated tokens, each `kind:args` plus `@options`:
 --   503:0.05  429:0.03@retry-after=2  409:0.01@scim-type=uniqueness   (any status 400-599)
 --   latency:20ms  latency:20ms:0.1  latency:10-50ms    added delay (always, or a fraction)
 --   hang:0.005[@for=120s]   reset:0.01   lost:0.01
 --   outage:5s@after=10s     ratelimit:600/min  ratelimit:10/s
+--   patchcost:20us          every PATCH of a group that is served (not answered by another
+--                           fault) first costs 20 us x the group's member count at arrival, and
+--                           the PATCHes of one group are served one after another (as behind a
+--                           row lock, or a server that re-reads and re-validates the whole group
+--                           on each change), so concurrency does not hide the cost: one member
+--                           per PATCH makes onboarding quadratic, as on many real providers.
+--                           Other requests are not delayed. Units: us, ms, s.
 --   @writes on any token limits it to POST/PUT/PATCH/DELETE.
 -- Probabilistic choices come from a counter-based generator (murmur3's finaliser over seed,
 -- request index and rule number, in 32-bit `bit` arithmetic): the same spec and seed give the
@@ -16,6 +24,28 @@
 local bit = require "bit"
 
 local M = {}
+
+-- What `scimrun sandbox --help` prints about --faults (keep in step with the comment above).
+M.HELP = [[
+--faults SPEC: comma-separated faults, each KIND:ARGS[@OPTION...]; --seed N picks the draws
+(the same spec and seed fault the same request numbers, whatever the timing).
+  503:0.05  429:0.03@retry-after=2  409:0.01@scim-type=uniqueness
+                     answer that status (any 400-599) to a fraction of requests
+                     (a 429 carries Retry-After: 1 unless @retry-after is given)
+  latency:20ms  latency:20ms:0.1  latency:10-50ms
+                     added delay on every request, a fraction of them, or a random range
+  hang:0.005[@for=120s]   never answer a fraction of requests (then close the connection)
+  reset:0.01         close the connection instead of answering
+  lost:0.01          apply the change, then close the connection instead of answering
+  outage:5s@after=10s       answer 503 to everything for 5 s, 10 s after start
+  ratelimit:600/min  ratelimit:10/s
+                     a token bucket; requests over it get 429 with Retry-After
+  patchcost:20us     each PATCH of a group costs 20 us x the group's member count, and the
+                     PATCHes of one group are served one after another (as on servers that
+                     re-validate the whole group on each change); other requests unaffected
+  @writes on any fault limits it to POST, PUT, PATCH and DELETE.
+  Durations take a unit: us, ms, s (or min). Example:
+    --faults "503:0.04,429:0.02@retry-after=1,reset:0.02,lost:0.02,patchcost:50us"]]
 
 local band, bxor, rshift, tobit = bit.band, bit.bxor, bit.rshift, bit.tobit
 
@@ -49,7 +79,7 @@ local function duration(text, default_unit)
   n = tonumber(n)
   if not n then return nil end
   unit = unit ~= "" and unit or default_unit
-  if unit == "ms" then return n / 1000 elseif unit == "s" then return n
+  if unit == "us" then return n / 1e6 elseif unit == "ms" then return n / 1000 elseif unit == "s" then return n
   elseif unit == "m" or unit == "min" then return n * 60 end
   return nil
 end
@@ -67,6 +97,7 @@ local KNOWN_OPTS = {
   latency = { writes = true }, hang = { ["for"] = true, writes = true },
   reset = { writes = true }, lost = { writes = true },
   outage = { after = true, writes = true, ["retry-after"] = true }, ratelimit = { writes = true },
+  patchcost = {},
 }
 
 local function parse_token(tok)
@@ -118,8 +149,15 @@ local function parse_token(tok)
     end
     rule.rate = tonumber(n) / secs
     rule.burst = math.max(1, math.min(tonumber(n), rule.rate))
+  elseif kind == "patchcost" then
+    rule.kind = "patchcost"
+    rule.per_member = duration(parts[2] or "")
+    if not rule.per_member or parts[3] then
+      return bad("expected patchcost:DURATION per group member with a unit, e.g. patchcost:20us")
+    end
   else
-    return bad("unknown kind '" .. parts[1] .. "' (use a status code, latency, hang, reset, lost, outage or ratelimit)")
+    return bad("unknown kind '" .. parts[1]
+      .. "' (use a status code, latency, hang, reset, lost, outage, ratelimit or patchcost)")
   end
   local allowed = KNOWN_OPTS[rule.kind]
   for opt in opt_text:gmatch("@([^@]*)") do
@@ -203,6 +241,8 @@ function Injector:decide(method, now)
         local left = math.ceil(r.after + r.duration - t)
         d.fault = { kind = "outage", status = 503, retry_after = r.retry_after or left }
       end
+    elseif r.kind == "patchcost" then
+      if method == "PATCH" then d.patch_cost = (d.patch_cost or 0) + r.per_member end
     elseif r.kind == "ratelimit" and applies and not d.fault then
       r.tokens = math.min(r.burst, r.tokens + (now - r.refilled) * r.rate)
       r.refilled = now

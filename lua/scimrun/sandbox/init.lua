@@ -9,6 +9,9 @@
 --     server = { url, token, port, sb, close = fn }   (needs scimrun.httpserver)
 -- Routes: BASE/Users, BASE/Groups (+ /{id}, /.search), BASE/ServiceProviderConfig, /Schemas,
 -- /ResourceTypes; /_admin/{stats,dump,faults,reset} (same token, never faulted).
+-- /_admin/stats: requests, by_status ("METHOD STATUS"), by_route ("PATCH /Groups/{id}" counts
+-- the group PATCHes clients sent, faulted ones included), faults, injected, patchcost_s (the
+-- seconds the patchcost fault charged), users, groups, fault_spec, seed.
 local json = require "scimrun.sandbox.json"
 local store_mod = require "scimrun.sandbox.store"
 local faults_mod = require "scimrun.sandbox.faults"
@@ -34,7 +37,7 @@ end
 M.random_token = random_token
 
 local function fresh_stats()
-  return { requests = 0, by_status = {}, by_route = {}, faults = {}, injected = 0 }
+  return { requests = 0, by_status = {}, by_route = {}, faults = {}, injected = 0, patchcost_s = 0 }
 end
 
 function M.new(opts)
@@ -59,6 +62,7 @@ function M.new(opts)
       if scimrun and scimrun.log then scimrun.log.emit("warn", "sandbox: " .. tostring(msg), {}) end
     end,
     stats_data = fresh_stats(),
+    group_busy = {}, -- patchcost: group id -> when the PATCHes queued on it are served
     closed = false,
   }, Sandbox)
   local ok, ferr = self:set_faults(opts.faults, opts.seed)
@@ -202,6 +206,7 @@ end
 function Sandbox:reset()
   self.store:reset()
   self.stats_data = fresh_stats()
+  self.group_busy = {}
   self:set_faults(self.injector.spec, self.injector.seed)
 end
 
@@ -242,6 +247,19 @@ local function decode_body(req)
   return json.decode(req.body)
 end
 
+-- The patchcost fault: a PATCH of a group waits for the PATCHes of that group that arrived
+-- before it, then costs per_member x the members the group has now.
+local function pay_patch_cost(self, id, per_member)
+  local group = self.store:get("Groups", id)
+  if not group then return end
+  local cost = per_member * (type(group.members) == "table" and #group.members or 0)
+  local now = self.now()
+  local served = math.max(now, self.group_busy[id] or now) + cost
+  self.group_busy[id] = served
+  self.stats_data.patchcost_s = self.stats_data.patchcost_s + cost
+  self:pause(served - now)
+end
+
 -- Runs the SCIM request proper: auth, body, dispatch.
 local function process(self, req, segs, route, kind, ctx)
   if not authorized(self, ctx.headers) then return unauthorized() end
@@ -250,6 +268,7 @@ local function process(self, req, segs, route, kind, ctx)
     if body == nil then return endpoints.error(400, "invalidSyntax", "the body is not valid JSON: " .. err) end
     ctx.body = body
   end
+  if ctx.patch_cost and route == "/Groups/{id}" then pay_patch_cost(self, segs[2], ctx.patch_cost) end
   local ok, res = pcall(route_scim, self, req.method, segs, route, kind, ctx)
   if not ok then
     if self.on_warning then self.on_warning("sandbox internal error: " .. tostring(res)) end
@@ -302,6 +321,7 @@ local function handle(self, req)
   st.requests = st.requests + 1
   local decision = self.injector:decide(method, started)
   if decision.latency > 0 then self:pause(decision.latency) end
+  ctx.patch_cost = decision.patch_cost
   local f = decision.fault
   local route, kind = route_of(segs)
   local res, outcome
