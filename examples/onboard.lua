@@ -40,6 +40,10 @@ return scimrun.workflow {
       if not g then error(gerr, 0) end
       for _, m in ipairs(type(g.members) == "table" and g.members or {}) do members[m.value] = true end
     end
+    -- A target holding up to 5000 users is read once (one request per page): each row's
+    -- "does this user exist?" is then answered from memory instead of by one request per row.
+    local _, perr = sp.users:prefetch { max = 5000 }
+    if perr then error(perr, 0) end
     wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
       local key = row.userName:lower()
       wf:saga(function()

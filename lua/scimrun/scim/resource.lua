@@ -107,11 +107,71 @@ function R:_search(op, expr)
   return list.resources(req, res)
 end
 
+local function index_key(v, ci)
+  if type(v) ~= "string" then return v end
+  return ci and v:lower() or v
+end
+
+-- Reads every resource of this kind once, when the provider holds at most opts.max (5000), so
+-- that find_by on the match attribute answers from memory: a run that creates many resources
+-- then sends one request per page instead of a lookup per resource. What this connection
+-- creates or adopts is added. Another client creating the same resource meanwhile is still
+-- caught: the create answers 409 and is resolved by a fresh lookup, never by the index.
+-- Returns the number of resources indexed, nil when there are more than opts.max (lookups stay
+-- one per resource), or nil, err.
+function R:prefetch(opts)
+  opts = opts or {}
+  local max = opts.max or 5000
+  local attr = self:_match_attr()
+  local q = { { "startIndex", 1 }, { "count", 0 } } -- totalResults only (RFC 7644 3.4.2.4)
+  local res, err = self:_call(self:_op("search"), "GET", self.endpoint, q)
+  if not res then return nil, err end
+  local total = type(res.json) == "table" and tonumber(res.json.totalResults)
+  if not total or total > max then return nil end
+  local ci = self.kind.ci[attr]
+  local map, n = {}, 0
+  local ok, perr_or = pcall(function()
+    if total == 0 then return end
+    for r in self:list {} do
+      local v = patch.get_ci(r, attr)
+      if v ~= nil and v ~= NULL then
+        local k = index_key(v, ci)
+        local prev = map[k]
+        if prev then
+          map[k] = prev.__matches and prev or { __matches = { prev } }
+          map[k].__matches[#map[k].__matches + 1] = r
+        else
+          map[k] = r
+        end
+        n = n + 1
+      end
+    end
+  end)
+  if not ok then return nil, perr_or end
+  self._index = { attr = attr, ci = ci, map = map }
+  return n
+end
+
+function R:_index_add(r)
+  local ix = self._index
+  if not ix or type(r) ~= "table" then return end
+  local v = patch.get_ci(r, ix.attr)
+  if v ~= nil and v ~= NULL then ix.map[index_key(v, ix.ci)] = r end
+end
+
 -- One resource whose `attr` equals `value`, nil when none, or nil, err (ambiguity is permanent).
+-- After prefetch, answered from memory unless opts.fresh.
 function R:find_by(attr, value, opts)
   local op = opts and opts.op or self:_op("search")
   local expr = filter.eq(attr, value)
-  local found, err = self:_search(op, expr)
+  local ix = self._index
+  local found, err
+  if ix and ix.attr == attr and not (opts and opts.fresh) then
+    local hit = ix.map[index_key(value, ix.ci)]
+    found = hit == nil and {} or hit.__matches or { hit }
+  else
+    found, err = self:_search(op, expr)
+  end
   if not found then return nil, err end
   local ci = self.kind.ci[attr]
   local matches = {}
@@ -178,7 +238,7 @@ function R:create(attrs, opts)
   local adopted = false
   local function before_retry()
     if key == nil or self.sp.dry_run then return nil end
-    local found = self:find_by(attr, key)
+    local found = self:find_by(attr, key, { fresh = true })
     if found and self:_same_identity(found, attrs) then
       adopted = true
       return { status = 200, json = found, adopted = true }
@@ -189,9 +249,12 @@ function R:create(attrs, opts)
                                    { before_retry = before_retry })
   if not res then
     if err.status == 409 and (err.scim_type == nil or err.scim_type == "uniqueness") and key ~= nil then
-      local found, ferr = self:find_by(attr, key)
+      local found, ferr = self:find_by(attr, key, { fresh = true })
       if ferr then return nil, ferr end
-      if found and self:_same_identity(found, attrs) then return found, "adopted" end
+      if found and self:_same_identity(found, attrs) then
+        self:_index_add(found)
+        return found, "adopted"
+      end
       if found then return nil, with_states(self:_conflict(op, found, attrs), found, attrs) end
       err.suggest = err.suggest or ("the provider reports a clash but no %s with %s %s is visible; "
         .. "check other unique attributes (emails, externalId)"):format(self.kind.noun, attr, tostring(key))
@@ -199,9 +262,13 @@ function R:create(attrs, opts)
     end
     return nil, err
   end
-  if adopted or res.adopted then return res.json, "adopted" end
+  if adopted or res.adopted then
+    self:_index_add(res.json)
+    return res.json, "adopted"
+  end
   local r, rerr = request.need_resource(req, res)
   if not r then return nil, rerr end
+  self:_index_add(r)
   return r, "created"
 end
 
