@@ -14,21 +14,25 @@ local policy = require "scimrun.policy"
 
 local M = {}
 
+-- The built-in rules: the same, by name and effect, as the `classify` list of
+-- policies/default.lua (spec/unit/classify_spec.lua keeps them equal), so a policy that does not
+-- extend default classifies alike. Anything no rule matches is permanent ("default:other").
+M.AUTH_SUGGEST = "token rejected: check SCIM_TOKEN (is it current, with the scopes the provider needs?)"
 M.DEFAULTS = {
-  { name = "default:transport", kind = { "timeout", "connect", "reset", "dns" }, class = "transient" },
-  { name = "default:tls", kind = "tls", class = "permanent",
+  { name = "transport-transient", kind = { "timeout", "connect", "reset", "dns" }, class = "transient" },
+  { name = "tls", kind = "tls", class = "permanent",
     suggest = "TLS verification failed: check the server certificate and the CA bundle (SSL_CERT_FILE)" },
-  { name = "default:5xx", status = { 500, 502, 503, 504 }, class = "transient" },
-  { name = "default:408", status = 408, class = "transient" },
-  { name = "default:429", status = 429, class = "rate_limited" },
-  { name = "default:auth", status = { 401, 403 }, class = "auth", suggest = "token rejected: check SCIM_TOKEN" },
-  { name = "default:409", status = 409, class = "conflict" },
-  { name = "default:412", status = 412, class = "conflict",
+  { name = "http-5xx-transient", status = { 500, 502, 503, 504 }, class = "transient" },
+  { name = "http-408", status = 408, class = "transient" },
+  { name = "http-429", status = 429, class = "rate_limited" },
+  { name = "http-auth", status = { 401, 403 }, class = "auth", suggest = M.AUTH_SUGGEST },
+  { name = "http-409", status = 409, class = "conflict" },
+  { name = "http-412", status = 412, class = "conflict",
     suggest = "precondition failed: the resource changed since it was read; re-read it and retry" },
-  { name = "default:413", status = 413, class = "permanent",
+  { name = "http-413", status = 413, class = "permanent",
     suggest = "request too large for the server: send fewer members or attributes per request" },
-  { name = "default:4xx", status = { 400, 404, 422 }, class = "permanent" },
-  { name = "default:other", class = "permanent" },
+  { name = "http-client-error", status = { 400, 404, 422 }, class = "permanent",
+    suggest = "fix the data in the source, then: scimrun dlq replay ID" },
 }
 
 local RETRYABLE = { transient = true, rate_limited = true }

@@ -316,6 +316,12 @@ function SP:call(req, extra)
                         { class = "permanent", detail = "executor returned neither a result nor an error" })
   end
   if err and err.op == nil then err.op = req.op end
+  if err and err.class == nil then
+    -- no retry layer classified it (a connection made outside a run): the same built-in rules
+    local class, rule, suggest = require("scimrun.classify").classify(nil, err, req.op)
+    err.class, err.rule = class, rule
+    if err.suggest == nil then err.suggest = suggest end
+  end
   if err and req.body ~= nil and err.request_body == nil then err.request_body = replayable_body(req.body) end
   return res, err
 end

@@ -39,7 +39,7 @@ describe("classify with the default policy", function()
     local class, rule, suggest = classify.classify(pol, { status = 401 }, "users.get")
     assert.are.equal("auth", class)
     assert.are.equal("http-auth", rule)
-    assert.are.equal("token rejected: check SCIM_TOKEN", suggest)
+    assert.are.equal(classify.AUTH_SUGGEST, suggest)
     class, rule, suggest = classify.classify(pol, { kind = "tls" }, "users.get")
     assert.are.same({ "permanent", "tls" }, { class, rule })
     assert.matches("certificate", suggest)
@@ -50,8 +50,25 @@ describe("classify with the default policy", function()
     local bare = policy_with("{}")
     local class, rule = classify.classify(bare, { status = 503 }, "users.get")
     assert.are.equal("transient", class)
-    assert.are.equal("default:5xx", rule)
-    assert.are.equal("default:auth", select(2, classify.classify(bare, { status = 403 }, "x")))
+    assert.are.equal("http-5xx-transient", rule)
+    assert.are.equal("http-auth", select(2, classify.classify(bare, { status = 403 }, "x")))
+  end)
+
+  it("has built-in rules equal to policies/default.lua's, so one table decides every class", function()
+    local rules = policy.load("default").classify
+    assert.are.equal(#classify.DEFAULTS, #rules)
+    for i, r in ipairs(rules) do assert.are.same(r, classify.DEFAULTS[i]) end
+    -- the cases that used to disagree between the SCIM client and the rules
+    assert.are.same({ "permanent", "default:other" }, { classify.classify(nil, { kind = "other" }) })
+    assert.are.same({ "permanent", "default:other" }, { classify.classify(nil, { status = 505 }) })
+    assert.are.equal(classify.AUTH_SUGGEST, select(3, classify.classify(nil, { status = 401 })))
+  end)
+
+  it("is what a SCIM connection outside a run reports too", function()
+    local scim = require "scimrun.scim"
+    local sp = scim.connect { base_url = "http://127.0.0.1:9/scim/v2", token = "t0ken-unused", discover = false }
+    local _, err = sp.users:get("x") -- nothing listens on port 9: a connect failure, no retry layer
+    assert.are.same({ "transient", "transport-transient" }, { err.class, err.rule })
   end)
 end)
 
@@ -99,7 +116,7 @@ describe("classify rules", function()
       { name = "dns", kind = { "dns" }, class = "permanent", suggest = "check SCIM_BASE_URL" },
       { name = "detail", status = 400, detail = "try again", class = "transient" } }]])
     assert.are.equal("group-404", select(2, classify.classify(pol, { status = 404 }, "groups.add_member")))
-    assert.are.equal("default:4xx", select(2, classify.classify(pol, { status = 404 }, "users.get")))
+    assert.are.equal("http-client-error", select(2, classify.classify(pol, { status = 404 }, "users.get")))
     assert.are.same({ "permanent", "dns", "check SCIM_BASE_URL" }, { classify.classify(pol, { kind = "dns" }) })
     assert.are.equal("detail", select(2, classify.classify(pol, { status = 400, detail = "busy, try again" })))
   end)
@@ -110,7 +127,7 @@ describe("classify rules", function()
       { name = "pred", when = function(err, op) return op == "users.patch" and err.status == 400 end,
         class = "conflict" } }]])
     assert.are.equal("pred", select(2, classify.classify(pol, { status = 400 }, "users.patch")))
-    assert.are.equal("default:4xx", select(2, classify.classify(pol, { status = 400 }, "users.create")))
+    assert.are.equal("http-client-error", select(2, classify.classify(pol, { status = 400 }, "users.create")))
   end)
 
   it("keeps a class the caller already decided when there is no status or transport kind", function()

@@ -15,21 +15,6 @@ M.CONTENT_TYPE = "application/scim+json"
 local MAX_REDIRECTS = 5
 local DETAIL_MAX = 300
 
--- Default class by HTTP status; the policy's classification rules may refine it.
-function M.class_for(status, kind)
-  if kind then
-    if kind == "tls" or kind == "too_large" then return "permanent" end
-    return "transient"
-  end
-  if status == 401 or status == 403 then return "auth" end
-  if status == 429 then return "rate_limited" end
-  if status == 409 or status == 412 then return "conflict" end
-  if status == 408 then return "transient" end
-  if status == 501 then return "permanent" end
-  if status and status >= 500 then return "transient" end
-  return "permanent"
-end
-
 local function redact(s)
   if s == nil then return nil end
   s = tostring(s)
@@ -74,7 +59,9 @@ end
 -- Builds an error table; `f` supplies status/detail/kind/...; ctx supplies op/url/method.
 function M.error(ctx, f)
   local err = {
-    class = f.class or M.class_for(f.status, f.kind),
+    -- no class here: scimrun.classify with the policy's rules is the one classifier (the
+    -- executor, or SP:call without one); only what this layer knows for sure comes preset
+    class = f.class,
     status = f.status, scim_type = f.scim_type, detail = redact(f.detail), kind = f.kind,
     suggest = f.suggest, op = ctx.op, url = ctx.url, method = ctx.method,
     headers = f.headers and safe_headers(f.headers) or nil, retry_after = f.retry_after,
@@ -211,8 +198,6 @@ function M.send(conn, req)
     f.class = "permanent"
     f.reason = "redirect_refused"
     f.suggest = "the server moved (" .. tostring(res.headers["location"]) .. "): update base_url"
-  elseif res.status == 401 or res.status == 403 then
-    f.suggest = "check the bearer token (SCIM_TOKEN) and its scopes"
   end
   return nil, M.error(ctx, f)
 end
