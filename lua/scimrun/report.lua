@@ -66,6 +66,7 @@ function M.summary(stats, ex, elapsed)
     compensation_failures = stats.compensation_failures,
     steps_run = stats.steps_run, steps_from_checkpoint = stats.steps_replayed, steps_recovered = stats.steps_recovered,
     attempts = exc.attempts, retries = exc.retries, by_class = exc.by_class, breaker_opened = exc.breaker_opened,
+    retries_by_class = exc.retries_by_class, gave_up = exc.gave_up, gave_up_by_class = exc.gave_up_by_class,
     budget_exhausted = exc.budget_exhausted, paced = exc.paced, rate_limits = exc.rate_limits,
     elapsed = math.floor(elapsed * 1000 + 0.5) / 1000,
   }
@@ -82,11 +83,15 @@ function M.print(out, t)
   if s.compensated > 0 or s.compensation_failed > 0 then
     add("  sagas      %d steps compensated, %d compensations FAILED", s.compensated, s.compensation_failed)
   end
-  local classes = {}
-  for k, v in pairs(s.by_class or {}) do classes[#classes + 1] = k .. "=" .. v end
-  table.sort(classes)
-  add("  requests   %d attempts, %d retries%s; breaker opened %d time(s)", s.attempts or 0, s.retries or 0,
-    #classes > 0 and (" (" .. table.concat(classes, ", ") .. ")") or "", s.breaker_opened or 0)
+  -- retries and give-ups by class: both are tallies of the same events, so they add up
+  local function by(t)
+    local parts = {}
+    for k, v in pairs(t or {}) do parts[#parts + 1] = k .. "=" .. v end
+    table.sort(parts)
+    return #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or ""
+  end
+  add("  requests   %d attempts, %d retries%s, %d gave up%s; breaker opened %d time(s)", s.attempts or 0,
+    s.retries or 0, by(s.retries_by_class), s.gave_up or 0, by(s.gave_up_by_class), s.breaker_opened or 0)
   local limits = {}
   for target, r in pairs(s.rate_limits or {}) do
     if r.learned then limits[#limits + 1] = ("%s %.1f/s"):format(target, r.rps) end

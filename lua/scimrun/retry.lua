@@ -3,7 +3,8 @@
 -- and bulkhead, and the run's retry budget. Nothing else in scimrun retries, so the attempts an
 -- operation makes never multiply across layers.
 --
--- local ex = retry.executor{ policy = pol, seed = n, log = scimrun.log, on_event = fn(ev),
+-- local ex = retry.executor{ policy = pol, seed = n, log = scimrun.log, events = stream,
+--                            on_event = fn(ev) (a subscriber to that stream),
 --                            state = { load = fn(key) -> tbl|nil, save = fn(key, tbl|nil) } }
 -- ex:run(op, target, attempt_fn, opts) -> result | nil, err
 --   attempt_fn(attempt_no) -> result | nil, err (error contract table). Success is any call that
@@ -21,6 +22,7 @@ local R = require "scimrun.resilience"
 local policy = require "scimrun.policy"
 local classify = require "scimrun.classify"
 local bulkhead = require "scimrun._bulkhead"
+local events = require "scimrun.events"
 
 local M = {}
 
@@ -258,12 +260,14 @@ function M.executor(o)
   local log = o.log
   if log == nil then log = scimrun.log end
   self.log = log or { emit = function() end }
-  self.on_event = o.on_event
+  -- Every fact of this layer is an event on one stream (the run's, or its own); its counters
+  -- are a tally of that stream (scimrun.events), never kept on the side.
+  self.events = o.events or events.new()
+  if o.on_event then self.events:subscribe(o.on_event) end
+  self.tally = events.tally(self.events)
   self.state = o.state
   self.rng = R.rng(o.seed or default_seed())
   self.targets = {}
-  self.c = { attempts = 0, retries = 0, successes = 0, failures = 0, by_class = {}, breaker_opened = 0,
-             paced = 0, rate_changes = 0, budget_exhausted = 0, circuit_open = 0, adopted = 0 }
   self:set_policy(o.policy)
   if self.state then
     local snap = self.state.load("budget")
@@ -273,7 +277,7 @@ function M.executor(o)
 end
 
 function Executor:_emit(ev)
-  if self.on_event then self.on_event(ev) end
+  self.events:emit(ev)
 end
 
 -- Applies a new policy to the next attempts. Breaker and budget keep their history.
@@ -326,7 +330,6 @@ function Executor:_target(name)
 end
 
 function Executor:_breaker_changed(tg, state, op)
-  if state == "open" then self.c.breaker_opened = self.c.breaker_opened + 1 end
   -- open_since: the start of the outage, kept through half-open probes that failed
   if state == "closed" then tg.open_since = nil
   elseif not tg.open_since then tg.open_since = self.clock.now() end
@@ -433,7 +436,6 @@ end
 -- Every change of the rate in force is an event; the log hears of it when a limit appears or
 -- goes, or moves by a quarter since it was last logged.
 function Executor:_rate_changed(tg, op, rate, now)
-  self.c.rate_changes = self.c.rate_changes + 1
   self:_emit({ type = "rate", target = tg.name, op = op, rps = rate, t = now })
   local last = tg.logged_rate
   if (rate == 0) ~= (last == 0) or (last > 0 and math.abs(rate - last) / last >= 0.25) then
@@ -453,7 +455,7 @@ function Executor:run(op, target, attempt_fn, opts)
   opts = opts or {}
   assert(type(attempt_fn) == "function", "ex:run(op, target, attempt_fn, opts)")
   target = target or "default"
-  local clock, c = self.clock, self.c
+  local clock = self.clock
   local profile, pname = self:_profile(op, opts)
   local tg = self:_target(target)
   -- The workflow step running on this task (scimrun.ctx): it names the checkpoint key of this
@@ -496,8 +498,6 @@ function Executor:run(op, target, attempt_fn, opts)
     local ok, gerr = self:_pass_breaker(tg, op, limit_at)
     local t0 = clock.now()
     if not ok then
-      c.circuit_open = c.circuit_open + 1
-      c.by_class.circuit_open = (c.by_class.circuit_open or 0) + 1
       gerr.attempts = attempt
       gerr.trail = trail
       finish()
@@ -511,7 +511,6 @@ function Executor:run(op, target, attempt_fn, opts)
     local window = tg.adapt and tg.adapt:sent(sent)
     gate_wait = gate_wait + (sent - t0)
     attempt = attempt + 1
-    c.attempts = c.attempts + 1
     self:_emit({ type = "attempt", op = op, target = target, attempt = attempt, profile = pname, t = sent })
     local pok, res, err = pcall(attempt_fn, attempt)
     tg.bulkhead:release()
@@ -522,7 +521,6 @@ function Executor:run(op, target, attempt_fn, opts)
     end
     local now = clock.now()
     if res ~= nil or err == nil then
-      c.successes = c.successes + 1
       local changed = tg.breaker:record(now, true)
       if changed then self:_breaker_changed(tg, changed, op) end
       if window then tg.adapt:answered(window, now, false) end
@@ -538,8 +536,6 @@ function Executor:run(op, target, attempt_fn, opts)
     local class, rule, suggest = classify.classify(pol, err, op)
     err.class, err.rule = class, rule
     if suggest then err.suggest = suggest end
-    c.failures = c.failures + 1
-    c.by_class[class] = (c.by_class[class] or 0) + 1
     local changed = tg.breaker:record(now, not counts_against_target(err))
     if changed then self:_breaker_changed(tg, changed, op) end
     if window then tg.adapt:answered(window, now, class == "rate_limited") end
@@ -549,22 +545,18 @@ function Executor:run(op, target, attempt_fn, opts)
     local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt - paced, paced = paced,
                          time_left = time_left, prev_delay = prev_delay, rng = self.rng, budget = self.budget,
                          wall = clock.wall() })
-    if d.paced then
-      paced = paced + 1
-      c.paced = c.paced + 1
-    end
+    if d.paced then paced = paced + 1 end
     if d.server_delay then err.retry_after = d.server_delay end
     trail[#trail + 1] = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
                           retry = d.retry, delay = d.delay, why = d.why, at = sent - start, paced = d.paced }
     self:_emit({ type = "failure", op = op, target = target, attempt = attempt, status = err.status,
                  kind = err.kind, class = class, rule = rule, retry = d.retry, delay = d.delay, why = d.why,
-                 reason = d.reason, budget_left = self.budget:remaining(), t = now })
+                 reason = d.reason, paced = d.paced, budget_left = self.budget:remaining(), t = now })
     if not d.retry then
       err.attempts = attempt
       err.trail = trail
       if d.budget_exhausted then
         err.budget_exhausted = true
-        c.budget_exhausted = c.budget_exhausted + 1
       end
       if d.reason == "retry_after" or d.reason == "deadline" or d.reason == "budget" then
         err.detail = (err.detail and (tostring(err.detail) .. "; ") or "") .. d.why
@@ -576,7 +568,6 @@ function Executor:run(op, target, attempt_fn, opts)
       return nil, err
     end
 
-    c.retries = c.retries + 1
     if self.state and not d.paced then self.state.save("budget", self.budget:snapshot()) end
     if key and self.state then
       checkpointed = true
@@ -591,7 +582,6 @@ function Executor:run(op, target, attempt_fn, opts)
     if opts.before_retry and outcome_unknown(err) then
       local adopted = opts.before_retry(err, attempt)
       if adopted ~= nil then
-        c.adopted = c.adopted + 1
         self:_emit({ type = "adopted", op = op, target = target, attempt = attempt, t = clock.now() })
         finish()
         return adopted
@@ -600,11 +590,10 @@ function Executor:run(op, target, attempt_fn, opts)
   end
 end
 
+-- The tally of this layer's events (scimrun.events: what each counter counts), the retry
+-- budget left and the rate limit in force per target.
 function Executor:counters()
-  local out = {}
-  for k, v in pairs(self.c) do out[k] = v end
-  out.by_class = {}
-  for k, v in pairs(self.c.by_class) do out.by_class[k] = v end
+  local out = events.snapshot(self.tally)
   out.budget_left = self.budget:remaining()
   out.rate_limits = {}
   local now = self.clock.now()

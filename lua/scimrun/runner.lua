@@ -230,14 +230,19 @@ function M.main(argv, cli)
       o.sandbox ~= "" and o.sandbox or "none"))
   end
 
+  -- One stream of the run's facts (scimrun.events): the retry layer and the engine emit, the
+  -- report and the summary's counters read it.
+  local stream = require("scimrun.events").new()
+  local engine -- below; the retry layer's state goes through its group commit
   local ex = require("scimrun.retry").executor {
-    policy = pol, seed = o.seed,
+    policy = pol, seed = o.seed, events = stream,
     state = {
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
       save = function(key, value)
-        -- resilience state is small and rewritten often: written directly, not group-committed
+        -- budget, breaker and backoff deadlines ride on the next group commit (no transaction
+        -- of their own); lost in a crash, they cost at most an early retry
         local json = value ~= nil and cjson.encode(value) or nil -- nil deletes the key
-        db:apply { { op = "kv_put", run_id = run.id, key = key, value_json = json } }
+        engine:enqueue { op = "kv_put", key = key, value_json = json }
       end,
     },
   }
@@ -248,13 +253,14 @@ function M.main(argv, cli)
 
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
-  local engine = workflow.engine {
+  stream:subscribe(function(ev) if ev.type == "item" then rep:item(ev.record) end end)
+  engine = workflow.engine {
     db = db, run_id = run.id, params = params,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
     rollback_on_abort = o.rollback_on_abort or def.options.rollback_on_abort,
-    on_item = function(item) rep:item(item) end,
+    on_item = function(rec) stream:emit { type = "item", record = rec, outcome = rec.outcome, status = rec.status } end,
     dead_letter = dl,
     step_timeout = pol.timeouts and pol.timeouts.step,
   }

@@ -122,10 +122,19 @@ function Engine:flush()
     }
     self.stopping = true
   end
-  for i, co in ipairs(waiters) do
-    local id = ok and type(ids_or_err) == "table" and ids_or_err[i] or nil
-    scimrun.wake(co, ok, ok and id or ids_or_err)
+  for _, w in ipairs(waiters) do
+    local id = ok and type(ids_or_err) == "table" and ids_or_err[w.index] or nil
+    scimrun.wake(w.co, ok, ok and id or ids_or_err)
   end
+end
+
+-- Queues one write for the next group commit without waiting for it: for state whose loss in
+-- a crash costs nothing but a repeat (the retry budget, backoff deadlines, breaker state), so
+-- a retry adds no transaction of its own.
+function Engine:enqueue(op)
+  if self.fatal then return end
+  op.run_id = self.run_id
+  self.pending[#self.pending + 1] = op
 end
 
 -- Queues one write and parks until it is durable. Raises when the store failed.
@@ -133,7 +142,7 @@ function Engine:commit(op)
   if self.fatal then error(self.fatal, 0) end
   op.run_id = self.run_id
   self.pending[#self.pending + 1] = op
-  self.waiters[#self.waiters + 1] = coroutine.running()
+  self.waiters[#self.waiters + 1] = { co = coroutine.running(), index = #self.pending }
   local ok, id_or_err = scimrun.park()
   if not ok then error(self.fatal or errors.new { class = "store", detail = tostring(id_or_err) }, 0) end
   return id_or_err

@@ -161,3 +161,16 @@ describe("run report", function()
     assert.matches("what to do: target rate%-limited: lower concurrency or use the conservative profile", out)
   end)
 end)
+
+describe("the summary's request counters", function()
+  it("add up: every failed attempt was retried or given up, by class, from one event stream", function()
+    local dir = require("helpers.proc").tmpdir("summary-counters")
+    local rep = dir .. "/r.json"
+    local code, out = require("helpers.proc").run(("spec/fixtures/workflows/down.lua --param n=2 "
+      .. "--sandbox='503:1' --policy fast-test --continue-on-error --state %s/s.db --report %s"):format(dir, rep))
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.are.equal(3, code, out)
+    -- each of the 2 lookups: 5 attempts, 4 retried, the 5th given up
+    assert.matches("10 attempts, 8 retries %(transient=8%), 2 gave up %(transient=2%)", out)
+  end)
+end)

@@ -102,6 +102,38 @@ describe("the engine", function()
     done(db)
   end)
 
+  it("writes the retry layer's state in the group commit, not a transaction per retry", function()
+    local engine, wf, db = new_engine()
+    local dir_pol = (os.getenv("SCIMRUN_TEST_TMP") or "/tmp") .. "/engine-spec-budget.lua"
+    local f = assert(io.open(dir_pol, "w"))
+    f:write('return { extends = "fast-test", budget = { retry_ratio = 1, min_retries = 100 }, '
+      .. 'breaker = { failures = 0, failure_rate = 1, min_calls = 1000 } }')
+    f:close()
+    local ex = retry.executor { policy = policy.load(dir_pol), seed = 1, log = false,
+      state = { load = function() return nil end,
+                save = function(key, value)
+                  engine:enqueue { op = "kv_put", key = key, value_json = value and require("cjson").encode(value) }
+                end } }
+    -- 8 items, each failing 4 times before it succeeds: 32 retries
+    local tries, i = {}, 0
+    wf:each(function() i = i + 1; if i <= 8 then return i end end, { concurrency = 8 }, function(x)
+      wf:step("flaky:" .. x, function()
+        return ex:run("users.get", "t", function()
+          tries[x] = (tries[x] or 0) + 1
+          if tries[x] <= 4 then return nil, { status = 503 } end
+          return true
+        end, { profile = { attempts = 5, backoff = "constant", base = 0.01 } })
+      end)
+    end)
+    for x = 1, 8 do assert.are.equal(5, tries[x]) end
+    engine:flush()
+    -- the budget and backoff deadline of every retry ride on group commits shared by all tasks:
+    -- before, each of the 32 retries also wrote two transactions of its own (80+ in all)
+    assert.is_true(engine.stats.commits <= 30, engine.stats.commits .. " commits for 8 steps and 32 retries")
+    assert.is_table(require("cjson").decode(db:kv_get(engine.run_id, "budget")))
+    done(db)
+  end)
+
   it("hands the step's checkpoint key and timeouts.step deadline to the retry layer", function()
     local engine, wf, db = new_engine { step_timeout = 0.3 }
     local ex = retry.executor { policy = policy.load("fast-test"), seed = 1, log = false,
