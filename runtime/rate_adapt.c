@@ -56,7 +56,8 @@ static double capped(const rate_adapt *ra, double limit) {
 /* The lowest limit ever set: a server that refuses everything is paced by its Retry-After,
  * and a limit of 0 would mean "unlimited". */
 #define FLOOR_RATE 0.5
-/* A 429 share no server answers at random: whatever the rate, it says "too fast". */
+/* A 429 share no server answers at random: whatever the rate, it says "too fast" (given
+ * enough answers to tell: three windows' minimum). */
 #define SURELY_TOO_FAST 0.3
 
 static void set_limit(rate_adapt *ra, double limit) {
@@ -164,7 +165,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       in_force = s.send_rate > 0.8 * in_force ? s.send_rate : 0.8 * in_force;
     if (!ra->anchored)
       anchor(ra, in_force);
-    if (s.share >= SURELY_TOO_FAST) {
+    if (s.share >= SURELY_TOO_FAST && w->answered >= 3 * ra->cfg.min_samples) {
       /* Far too fast: straight to what the server accepted. No noise is that loud, so
        * there is nothing to go back to. */
       double accepted = s.goodput / (1 - target);

@@ -12,7 +12,8 @@
 --   opts: profile (name or table), deadline (absolute scimrun.now() time; the running step's
 --   timeouts.step deadline applies too), key (checkpoint key for the backoff deadline; by
 --   default the running step's, from scimrun.ctx().step), before_retry = fn(err, attempt) -> result|nil (called before
---   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx).
+--   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx),
+--   on_backoff = fn(sleeping) (called with true before sleeping out a backoff, false after).
 --   err gains class, rule, suggest, attempts, trail, retry_after and, when the retry budget
 --   ran out, budget_exhausted = true.
 -- ex:set_policy(pol)  ex:counters()  ex:last_trail()
@@ -577,7 +578,11 @@ function Executor:run(op, target, attempt_fn, opts)
                                         status = err.status, kind = err.kind, delay = d.delay })
     self:_emit({ type = "delay", op = op, target = target, attempt = attempt, seconds = d.delay, why = d.why,
                  t = now })
-    if d.delay > 0 then clock.sleep(d.delay) end
+    if d.delay > 0 then
+      if opts.on_backoff then opts.on_backoff(true) end
+      clock.sleep(d.delay)
+      if opts.on_backoff then opts.on_backoff(false) end
+    end
     prev_delay = d.delay
     if opts.before_retry and outcome_unknown(err) then
       local adopted = opts.before_retry(err, attempt)

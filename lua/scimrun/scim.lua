@@ -148,6 +148,7 @@ function M.connect(o)
     in_flight = 0,
     call_time = nil,
     last_used = setmetatable({}, { __mode = "k" }),
+    backing_off = setmetatable({}, { __mode = "k" }), -- tasks sleeping out a backoff in SP:call
     dry_run = o.dry_run == true or (o.dry_run == nil and run.dry_run == true),
     patch_override = o.patch,
     discover_enabled = o.discover ~= false,
@@ -290,11 +291,31 @@ function SP:call(req, extra)
     before_retry = extra and extra.before_retry,
     method = req.method, url = request.url_for(conn, req), payload = req.body,
   }
-  -- in flight while the executor runs it (attempts, backoff, limiter waits); see member_batch
+  -- In flight while the executor runs it (queued for the limiter or bulkhead, or sending), but
+  -- not while it sleeps out a backoff: a membership batch waits for the tasks that may join it
+  -- soon (scimrun.scim.member_batch), and call_time (how long a call takes, backoff excluded)
+  -- stretches its window.
   local co = coroutine.running()
   local clock = rawget(_G, "scimrun") and scimrun.now
   local t0 = co and clock and clock()
-  if t0 then self.last_used[co] = t0 end
+  local slept, sleep_t = 0, nil
+  if t0 then
+    self.last_used[co] = t0
+    opts.on_backoff = function(sleeping)
+      if sleeping then
+        self.in_flight = self.in_flight - 1
+        self.last_used[co] = nil
+        self.backing_off[co] = true
+        sleep_t = clock()
+        if self._member_queues then require("scimrun.scim.member_batch").backing_off(self, co) end
+      else
+        self.in_flight = self.in_flight + 1
+        self.last_used[co] = clock()
+        self.backing_off[co] = nil
+        slept = slept + (clock() - sleep_t)
+      end
+    end
+  end
   self.in_flight = self.in_flight + 1
   local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target, function()
     -- An attempt never outlives the running step's timeouts.step deadline.
@@ -308,7 +329,8 @@ function SP:call(req, extra)
   if t0 then
     local t1 = clock()
     self.last_used[co] = t1
-    self.call_time = self.call_time and (self.call_time * 0.9 + (t1 - t0) * 0.1) or (t1 - t0)
+    local took = t1 - t0 - slept
+    self.call_time = self.call_time and (self.call_time * 0.9 + took * 0.1) or took
   end
   if not ok then error(res, 0) end
   if res == nil and err == nil then

@@ -23,7 +23,8 @@
 --     It looks after one loop turn (tasks made ready in the same turn join first), then
 --     every POLL seconds.
 --   - Batches of one group go out one at a time in arrival order (at most one membership PATCH
---     per group in flight): callers arriving while a batch is being sent form the next one.
+--     per group on the wire): callers arriving while a batch is being sent form the next one,
+--     which goes when the batches ahead are done or all sleeping out a backoff.
 --   - Each caller gets the outcome of its own members only (the first error among them, as its
 --     own copy); an id given by several callers is sent once. A caller with more ids than fit
 --     takes part in consecutive batches and stops at its first failed one (as chunked requests
@@ -171,6 +172,32 @@ local function learn(sp, b, reason)
   st[reason] = st[reason] + 1
 end
 
+-- Is it b's turn? When every batch ahead of it is being sent by a leader that sleeps out a
+-- backoff (a 429's Retry-After, a 503): a PATCH waiting a second to be re-sent is not on the
+-- wire, and holding every later member back for it stalled whole runs.
+local function my_turn(sp, q, b)
+  for _, x in ipairs(q.batches) do
+    if x == b then return true end
+    if not (x.sending and sp.backing_off[x.leader]) then return false end
+  end
+  return true
+end
+
+-- SP:call tells when a call's task starts sleeping out a backoff: the next batch of a group
+-- whose batch that task is sending may go.
+function M.backing_off(sp, co)
+  for _, q in pairs(sp._member_queues or {}) do
+    for _, x in ipairs(q.batches) do
+      if x.turn_waiter and my_turn(sp, q, x) then
+        local waiter = x.turn_waiter
+        x.turn_waiter = nil
+        pcall(scimrun.wake, waiter)
+      end
+    end
+  end
+  return co
+end
+
 -- The leader's side: waits for its turn and for company, sends, then wakes everybody.
 local function lead(sp, q, b, send, narrow)
   local me = b.leader
@@ -178,7 +205,7 @@ local function lead(sp, q, b, send, narrow)
     local reason
     local looked = false -- tasks made ready in this turn (spawned, woken) have not run yet
     while true do
-      if q.batches[1] ~= b then
+      if not my_turn(sp, q, b) then
         b.turn_waiter = me
         scimrun.park() -- woken by finish() of the batch ahead
       else
@@ -195,6 +222,7 @@ local function lead(sp, q, b, send, narrow)
     end
     if q.open[b.mode] == b then q.open[b.mode] = nil end
     learn(sp, b, reason)
+    b.sending = true
     b.fails, b.requests = send(b.mode, b.ids)
     b.fails = b.fails or {}
     b.requests = b.requests or 0
