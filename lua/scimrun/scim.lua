@@ -161,7 +161,8 @@ function M.connect(o)
   -- conn is what request.send reads; the token lives only here and in the redactor.
   local timeouts = run.timeouts or {}
   sp.conn = { base_url = base, token = token, headers = o.headers or {},
-              timeout = o.timeout or timeouts.request or 30, connect_timeout = o.connect_timeout or timeouts.connect or 10,
+              timeout = o.timeout or timeouts.request or 30,
+              connect_timeout = o.connect_timeout or timeouts.connect or 10,
               insecure = o.insecure == true, user_agent = "scimrun/" .. tostring(version) }
   sp.users = resource.users(sp)
   sp.groups = resource.groups(sp)
