@@ -84,9 +84,9 @@ function M.print(out, t)
     add("  sagas      %d steps compensated, %d compensations FAILED", s.compensated, s.compensation_failed)
   end
   -- retries and give-ups by class: both are tallies of the same events, so they add up
-  local function by(t)
+  local function by(counts)
     local parts = {}
-    for k, v in pairs(t or {}) do parts[#parts + 1] = k .. "=" .. v end
+    for k, v in pairs(counts or {}) do parts[#parts + 1] = k .. "=" .. v end
     table.sort(parts)
     return #parts > 0 and (" (" .. table.concat(parts, ", ") .. ")") or ""
   end
