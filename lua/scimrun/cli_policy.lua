@@ -20,10 +20,16 @@ local USAGE = "usage: scimrun policy check [FILE] | scimrun policy simulate [FIL
 
 local KINDS = { timeout = true, connect = true, reset = true, dns = true, tls = true, too_large = true, other = true }
 
-local function load_or_fail(cli, spec)
+local function load_or_fail(cli, spec, all)
   local ok, pol = pcall(policy.load, spec or "default")
   if ok then return pol end
-  if policy.is_error(pol) then cli.fail("%s", tostring(pol)) end
+  if policy.is_error(pol) then
+    if all and pol.lines and #pol.lines > 1 then -- policy check: every problem, one per line
+      cli.fail("invalid policy %s (%d problems):\n  %s", tostring(pol.file), #pol.lines,
+        table.concat(pol.lines, "\n  "))
+    end
+    cli.fail("%s", tostring(pol))
+  end
   error(pol, 0)
 end
 
@@ -168,7 +174,7 @@ function M.main(args, cli)
   for i = 2, #args do rest[#rest + 1] = args[i] end
   if sub == "check" then
     if #rest > 1 then cli.fail("%s", USAGE) end
-    local pol = load_or_fail(cli, rest[1])
+    local pol = load_or_fail(cli, rest[1], true)
     for _, l in ipairs(policy.describe(pol)) do io.stdout:write(l, "\n") end
     io.stdout:write("policy OK\n")
     return 0

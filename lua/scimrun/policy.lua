@@ -29,20 +29,21 @@ function M.is_error(e) return getmetatable(e) == PolicyError end
 
 -- problems: { { key = "profiles.x.attempts", msg = "...", fix = "..." }, ... }
 local function raise(file, problems)
+  -- in key order: the same file always reports the same first problem
+  table.sort(problems, function(a, b) return tostring(a.key or "") < tostring(b.key or "") end)
   local lines = {}
   for _, p in ipairs(problems) do
     local line = p.key and p.key ~= "" and (p.key .. ": " .. p.msg) or p.msg
     if p.fix then line = line .. "; " .. p.fix end
     lines[#lines + 1] = line
   end
-  local msg
-  if #lines == 1 then
-    msg = ("invalid policy %s: %s"):format(file, lines[1])
-  else
-    msg = ("invalid policy %s (%d problems):\n  %s"):format(file, #lines, table.concat(lines, "\n  "))
+  -- One line wherever it is shown; `scimrun policy check FILE` lists every problem.
+  local msg = ("invalid policy %s: %s"):format(file, lines[1] or "?")
+  if #lines > 1 then
+    msg = msg .. ("; and %d more (scimrun policy check %s lists them)"):format(#lines - 1, file)
   end
   error(setmetatable({ class = "config", file = file, key = problems[1] and problems[1].key,
-                       problems = problems, message = msg }, PolicyError), 0)
+                       problems = problems, lines = lines, message = msg }, PolicyError), 0)
 end
 
 -- Runs fn(...) with a CPU-time cut-off (a count hook; policy chunks are loaded with the JIT off

@@ -55,8 +55,16 @@ function M.parse(argv, cli)
     end
   end
   if o.allow_deletes then
-    o.allow_deletes = tonumber(o.allow_deletes)
-    if not o.allow_deletes or o.allow_deletes < 0 then cli.fail("--allow-deletes must be a number >= 0") end
+    local given = o.allow_deletes
+    o.allow_deletes = tonumber(given)
+    -- nan compares false with everything, and inf would approve any deletion: whole numbers only
+    if not o.allow_deletes or o.allow_deletes ~= o.allow_deletes or o.allow_deletes < 0
+        or o.allow_deletes % 1 ~= 0 or o.allow_deletes == math.huge then
+      cli.fail("--allow-deletes must be a whole number >= 0 (deletions approved), got %s", tostring(given))
+    end
+  end
+  if o.log_level and not ({ debug = true, info = true, warn = true, error = true })[o.log_level] then
+    cli.fail("--log-level must be debug, info, warn or error, got %s", o.log_level)
   end
   if o.log_format and o.log_format ~= "text" and o.log_format ~= "json" then
     cli.fail("--log-format must be text or json")
@@ -64,7 +72,14 @@ function M.parse(argv, cli)
   if o.durability and o.durability ~= "full" and o.durability ~= "normal" then
     cli.fail("--durability must be full or normal")
   end
-  if o.seed then o.seed = tonumber(o.seed) end
+  if o.seed then
+    local given = o.seed
+    o.seed = tonumber(given)
+    if not o.seed or o.seed ~= o.seed or o.seed % 1 ~= 0 or math.abs(o.seed) >= 2 ^ 31 then
+      cli.fail("--seed must be a whole number (it makes the sandbox's faults and the jitter repeatable), got %s",
+        tostring(given))
+    end
+  end
   return o
 end
 

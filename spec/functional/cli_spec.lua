@@ -154,3 +154,25 @@ describe("scimrun runs", function()
     assert.matches("no run r%-nope", uerr)
   end)
 end)
+
+describe("bad option values", function()
+  local proc = require "helpers.proc"
+  local cases = {
+    { "--seed abc", "%-%-seed must be a whole number.*got abc" },
+    { "--seed 1.5", "%-%-seed must be a whole number.*got 1.5" },
+    { "--allow-deletes nan", "%-%-allow%-deletes must be a whole number >= 0.*got nan" },
+    { "--allow-deletes inf", "%-%-allow%-deletes must be a whole number >= 0.*got inf" },
+    { "--log-level chatty", "%-%-log%-level must be debug, info, warn or error, got chatty" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. ": exit 2, one line naming the option, no traceback", function()
+      local code, out, err = proc.run(("spec/fixtures/workflows/hello.lua --state %s/opt-%d.db %s")
+        :format(os.getenv("SCIMRUN_TEST_TMP") or "/tmp", math.random(1e9), c[1]))
+      assert.are.equal(2, code, out .. err)
+      assert.matches(c[2], err)
+      assert.is_nil(err:find("traceback", 1, true))
+      local lines = select(2, err:gsub("\n", ""))
+      assert.are.equal(1, lines, err)
+    end)
+  end
+end)

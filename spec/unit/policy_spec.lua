@@ -115,11 +115,16 @@ describe("policy.load", function()
     assert.matches("defined profiles: balanced, none", msg, 1, true)
   end)
 
-  it("reports several problems at once, one per line", function()
-    local msg = load_error(write("many", [[return { budget = { retry_ratio = 2, min_retries = -1 } }]]))
-    assert.matches("2 problems", msg, 1, true)
-    assert.matches("budget.retry_ratio", msg, 1, true)
-    assert.matches("budget.min_retries", msg, 1, true)
+  it("reports several problems in one line: the first, and how many more policy check lists", function()
+    local path = write("many", [[return { budget = { retry_ratio = 2, min_retries = -1 } }]])
+    local msg = load_error(path)
+    assert.is_nil(msg:find("\n", 1, true))
+    assert.matches("budget.min_retries: must be at least 0, got -1; and 1 more (scimrun policy check "
+      .. path .. " lists them)", msg, 1, true)
+    local ok, err = pcall(policy.load, path)
+    assert.is_false(ok)
+    assert.are.equal(2, #err.lines) -- every problem, for scimrun policy check
+    assert.matches("budget.retry_ratio", err.lines[2], 1, true)
   end)
 
   it("cites file:line for a syntax error", function()
