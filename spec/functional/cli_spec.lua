@@ -156,7 +156,6 @@ describe("scimrun runs", function()
 end)
 
 describe("bad option values", function()
-  local proc = require "helpers.proc"
   local cases = {
     { "--seed abc", "%-%-seed must be a whole number.*got abc" },
     { "--seed 1.5", "%-%-seed must be a whole number.*got 1.5" },
