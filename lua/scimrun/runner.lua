@@ -206,6 +206,15 @@ function M.main(argv, cli)
     resumed = run ~= nil
   end
   if resumed then
+    -- A run belongs to its workflow: resuming it with another one would run that workflow with
+    -- the first one's parameters (offboarding with onboarding's list). --force does not
+    -- override this; it only accepts a changed file of the same workflow.
+    if run.workflow_name ~= def.name then
+      db:close()
+      cli.fail("refusing to resume %s with %s: that run belongs to workflow %q (%s), this file is workflow %q; "
+        .. "resume it with its own file, or start a new run without --resume", run.id, o.file,
+        tostring(run.workflow_name), tostring(run.workflow_path), tostring(def.name))
+    end
     local changed = runfiles.changes(run, wf_hash, inputs)
     if #changed > 0 and not o.force then
       db:close()

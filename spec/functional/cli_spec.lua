@@ -175,3 +175,28 @@ describe("bad option values", function()
     end)
   end
 end)
+
+describe("--resume with another workflow's run", function()
+  it("is refused with exit 2, also with --force, and nothing of the other workflow runs", function()
+    local dir = (os.getenv("SCIMRUN_TEST_TMP") or "/tmp") .. "/wrongwf-" .. math.random(1e9)
+    os.execute("mkdir -p '" .. dir .. "'")
+    local state = dir .. "/s.db"
+    local code, out, err = proc.run(("spec/fixtures/workflows/hello.lua --state %s --param times=1"):format(state))
+    assert.are.equal(0, code, out .. err)
+    local id = out:match("run (r%-[%w%-]+) completed")
+    assert.is_string(id, out)
+    -- mark it unfinished as a crash would leave it, so there is something to resume
+    local db = assert(require("scimrun.store").open(state))
+    db:run_set_status(id, "interrupted", 130)
+    db:close()
+    for _, extra in ipairs({ "", "--force" }) do
+      code, out, err = proc.run(("spec/fixtures/workflows/steps.lua --state %s --resume %s %s")
+        :format(state, id, extra))
+      assert.are.equal(2, code, out .. err)
+      assert.matches("belongs to workflow \"hello\"", err)
+    end
+    local steps = require("helpers.sbrun").steps(state, id)
+    for key in pairs(steps) do assert.matches("^greet:", key) end
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
