@@ -20,6 +20,10 @@ function M.new(opts)
   if opts.path then
     self.tmp = opts.path .. ".tmp"
     self.f = assert(io.open(self.tmp, "w"))
+    -- owner only, whatever the umask: a report names the people provisioned
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "int chmod(const char *path, unsigned int mode);")
+    ffi.C.chmod(self.tmp, 384) -- 0600
     self.f:write('{"run_id":', cjson.encode(opts.run_id), ',"workflow":', cjson.encode(opts.workflow), ',"items":[\n')
   end
   return self

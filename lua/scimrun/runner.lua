@@ -169,10 +169,12 @@ function M.main(argv, cli)
   end
 
   local state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
+  local dry_base
   local sandbox_data = state_path .. ".sandbox.json"
   if o.dry_run then
     -- a dry run writes nothing: a throwaway state, and a copy of the sandbox's data to plan against
-    state_path = os.tmpname() .. ".db"
+    dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end
+    state_path = dry_base .. ".db"
     if o.sandbox and runfiles.exists(sandbox_data) then
       os.execute(("cp '%s' '%s.sandbox.json'"):format((sandbox_data:gsub("'", "'\\''")), state_path))
     end
@@ -380,6 +382,7 @@ function M.main(argv, cli)
     for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
       os.remove(state_path .. suffix)
     end
+    os.remove(dry_base)
   end
   return code
 end
