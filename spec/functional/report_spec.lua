@@ -177,7 +177,6 @@ end)
 
 describe("the report file", function()
   it("is readable by its owner only, even under umask 000", function()
-    local proc = require "helpers.proc"
     local dir = proc.tmpdir("report-mode")
     local rep = dir .. "/r.json"
     local code, out, err = proc.run(("spec/fixtures/workflows/hello.lua --state %s/s.db --report %s")
