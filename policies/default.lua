@@ -47,7 +47,8 @@ return {
   classify = {
     { name = "transport-transient", kind = { "timeout", "connect", "reset", "dns" }, class = "transient" },
     { name = "tls", kind = "tls", class = "permanent",
-      suggest = "TLS verification failed: check the server certificate and the CA bundle (SSL_CERT_FILE)" },
+      suggest = "TLS verification failed: check the server certificate; for a private CA give its PEM file "
+      .. "as scim.connect's ca_file or SCIMRUN_CA_FILE" },
     { name = "http-5xx-transient", status = { 500, 502, 503, 504 }, class = "transient" },
     { name = "http-408", status = 408, class = "transient" },
     { name = "http-429", status = 429, class = "rate_limited" },

@@ -402,6 +402,11 @@ static int l_request(lua_State *L) {
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  /* A private CA: a PEM bundle trusted instead of the system's (scim.connect's ca_file). */
+  lua_getfield(L, 1, "ca_file");
+  if (lua_type(L, -1) == LUA_TSTRING)
+    curl_easy_setopt(e, CURLOPT_CAINFO, lua_tostring(L, -1));
+  lua_pop(L, 1);
   lua_getfield(L, 1, "insecure");
   if (lua_toboolean(L, -1)) {
     if (!H.warned_insecure) {

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config git
   libluajit-5.1-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev
   lua-busted lua-cjson lua-check
-  clang-format valgrind sqlite3 curl procps
+  clang-format valgrind sqlite3 curl procps openssl
   wrk nginx-light python3 python3-requests python3-tenacity
 )
 

@@ -1,5 +1,5 @@
 -- HTTP for tasks: a thin layer over the C transport (runtime/http_client.c).
--- http.request{method, url, headers, body, timeout, connect_timeout, max_size, insecure}
+-- http.request{method, url, headers, body, timeout, connect_timeout, max_size, insecure, ca_file}
 --   -> res {status, headers, body, total_time} | nil, err {kind, code, message, url, method}
 -- res.headers is looked up case-insensitively.
 local transport = require "scimrun._http"

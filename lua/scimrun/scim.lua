@@ -35,7 +35,7 @@ end
 local KNOWN_OPTIONS = {
   base_url = true, token_env = true, token_file = true, token = true, headers = true, executor = true,
   target = true, match_attribute = true, max_members_per_patch = true, timeout = true, connect_timeout = true,
-  insecure = true,
+  insecure = true, ca_file = true,
   patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
   member_batch_window = true,
 }
@@ -159,11 +159,23 @@ function M.connect(o)
   }, SP)
   for k, v in pairs(o.endpoints or {}) do sp.endpoints[k] = v end
   -- conn is what request.send reads; the token lives only here and in the redactor.
+  -- A private CA: the option, else SCIMRUN_CA_FILE, else what curl's own tools honour.
+  local function env(name) local v = os.getenv(name); return v ~= "" and v or nil end
+  local ca_file = o.ca_file or env("SCIMRUN_CA_FILE") or env("SSL_CERT_FILE") or env("CURL_CA_BUNDLE")
+  if ca_file ~= nil then
+    if type(ca_file) ~= "string" or ca_file == "" then fail("ca_file must be the path of a PEM file", 2) end
+    local f = io.open(ca_file)
+    if not f then
+      fail(("ca_file %s cannot be read (from %s)"):format(ca_file, o.ca_file and "scim.connect"
+        or env("SCIMRUN_CA_FILE") and "SCIMRUN_CA_FILE" or "SSL_CERT_FILE/CURL_CA_BUNDLE"), 2)
+    end
+    f:close()
+  end
   local timeouts = run.timeouts or {}
   sp.conn = { base_url = base, token = token, headers = o.headers or {},
               timeout = o.timeout or timeouts.request or 30,
               connect_timeout = o.connect_timeout or timeouts.connect or 10,
-              insecure = o.insecure == true, user_agent = "scimrun/" .. tostring(version) }
+              insecure = o.insecure == true, ca_file = ca_file, user_agent = "scimrun/" .. tostring(version) }
   sp.users = resource.users(sp)
   sp.groups = resource.groups(sp)
   M._connections[#M._connections + 1] = sp

@@ -1,7 +1,7 @@
 -- One SCIM HTTP attempt: headers, JSON body, 307/308 redirects, response parsing and the error
 -- table (DESIGN.md error contract). No retries here: the executor (scimrun.retry) owns them.
 --   request.send(conn, req) -> res {status, headers, json, body, etag} | nil, err
---   conn: {base_url, token, headers, timeout, connect_timeout, insecure, user_agent}
+--   conn: {base_url, token, headers, timeout, connect_timeout, insecure, ca_file, user_agent}
 --   req.timeout (optional) shortens this attempt's timeout (the running step's deadline)
 --   req:  {op, method, path (relative to base_url) | url, query, body (Lua table), if_match}
 -- err.headers never holds Authorization (request headers are never copied into an error) and
@@ -151,7 +151,8 @@ function M.send(conn, req)
   for _ = 0, MAX_REDIRECTS do
     res, terr = http.request { method = req.method, url = url, headers = headers, body = body,
                                timeout = math.min(conn.timeout, req.timeout or math.huge),
-                               connect_timeout = conn.connect_timeout, insecure = conn.insecure }
+                               connect_timeout = conn.connect_timeout, insecure = conn.insecure,
+                               ca_file = conn.ca_file }
     if not res then
       return nil, M.error(ctx, { kind = terr and terr.kind or "other",
                                  detail = terr and terr.message or "transport failure",
