@@ -131,6 +131,10 @@ typedef struct {
 int store_dlq_add(store *s, const store_dlq_entry *e, int64_t *id);
 int store_dlq_set_state(store *s, int64_t id, const char *state); /* NOTFOUND if no such id */
 int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted);
+/* Per-attempt history of a step (the retry layer's events, JSON without secrets), kept so a
+ * failed item's attempts can be shown later; pruned by age like dead letters. */
+int store_event_add(store *s, const char *run_id, const char *step_key, const char *event_json);
+int store_events_prune(store *s, double retention_seconds, int64_t *deleted);
 
 /* Read queries: a cached statement, reset and unbound. Bind, step, then store_query_end(). */
 typedef enum {
@@ -145,6 +149,7 @@ typedef enum {
   STORE_Q_DLQ_LIST,              /* ?1 run_id or NULL, ?2 state or NULL, ?3 limit (-1 all) */
   STORE_Q_DLQ_GET,               /* ?1 id */
   STORE_Q_DLQ_COUNT,             /* ?1 state or NULL, ?2 run_id or NULL -> n */
+  STORE_Q_STEP_EVENTS,           /* ?1 run_id, ?2 step_key -> at, event_json (oldest first) */
   STORE_Q_COUNT_
 } store_query;
 

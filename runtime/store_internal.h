@@ -24,6 +24,8 @@ enum store_stmt_id {
   W_DLQ_ADD,
   W_DLQ_SET_STATE,
   W_DLQ_PRUNE,
+  W_EVENT_ADD,
+  W_EVENTS_PRUNE,
   W_BEGIN,
   W_COMMIT,
   W_ROLLBACK,

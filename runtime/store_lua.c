@@ -405,6 +405,45 @@ static int l_kv_all(lua_State *L) {
   return 1;
 }
 
+/* db:step_events(run_id, key) -> { {at, event_json}, ... } oldest first */
+static int l_step_events(lua_State *L) {
+  store *s = store_lua_check_db(L);
+  const char *run_id = luaL_checkstring(L, 2);
+  const char *key = luaL_checkstring(L, 3);
+  sqlite3_stmt *st = store_query_begin(s, STORE_Q_STEP_EVENTS);
+  if (!st)
+    return store_lua_failure(L, s);
+  bind_opt_text(st, 1, run_id);
+  bind_opt_text(st, 2, key);
+  lua_newtable(L);
+  int rc, n = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, sqlite3_column_double(st, 0));
+    lua_setfield(L, -2, "at");
+    push_column(L, st, 1);
+    lua_setfield(L, -2, "event_json");
+    lua_rawseti(L, -2, ++n);
+  }
+  if (store_query_end(s, st, rc) != 0) {
+    lua_pop(L, 1);
+    return store_lua_failure(L, s);
+  }
+  return 1;
+}
+
+static int l_events_prune(lua_State *L) {
+  store *s = store_lua_check_writable(L);
+  lua_Number retention = luaL_checknumber(L, 2);
+  if (retention < 0)
+    return luaL_argerror(L, 2, "retention must be >= 0 seconds");
+  int64_t deleted = 0;
+  if (store_events_prune(s, (double)retention, &deleted) != 0)
+    return store_lua_failure(L, s);
+  lua_pushnumber(L, (lua_Number)deleted);
+  return 1;
+}
+
 /* ---- dead letters ------------------------------------------------------------------ */
 
 static const char *check_dlq_state(lua_State *L, const char *state) {
@@ -516,6 +555,8 @@ static const luaL_Reg db_methods[] = {
     {"dlq_set_state", l_dlq_set_state},
     {"dlq_count", l_dlq_count},
     {"dlq_prune", l_dlq_prune},
+    {"step_events", l_step_events},
+    {"events_prune", l_events_prune},
     {"_pragma", l_pragma},
     {NULL, NULL},
 };

@@ -12,11 +12,12 @@ enum {
   OP_STEP_COMPENSATED,
   OP_KV_PUT,
   OP_RUN_STATUS,
-  OP_DLQ_ADD
+  OP_DLQ_ADD,
+  OP_EVENT_ADD
 };
-static const char *const OP_NAMES[] = {
-    "step_start", "step_complete", "step_fail", "step_compensated",
-    "kv_put",     "run_status",    "dlq_add",   NULL};
+static const char *const OP_NAMES[] = {"step_start",       "step_complete", "step_fail",
+                                       "step_compensated", "kv_put",        "run_status",
+                                       "dlq_add",          "event_add",     NULL};
 
 typedef struct {
   int kind;
@@ -55,6 +56,10 @@ static void decode_op(lua_State *L, int i, batch_op *op) {
       op->json = store_lua_field_string(L, t, "error_json", 0, ctx);
     else if (op->kind == OP_KV_PUT)
       op->json = store_lua_field_string(L, t, "value_json", 0, ctx);
+    break;
+  case OP_EVENT_ADD:
+    op->key = store_lua_field_string(L, t, "key", 1, ctx);
+    op->json = store_lua_field_string(L, t, "event_json", 1, ctx);
     break;
   case OP_RUN_STATUS:
     op->status = store_lua_field_string(L, t, "status", 1, ctx);
@@ -101,6 +106,7 @@ static int run_op(store *s, const batch_op *op, int64_t *id) {
   case OP_KV_PUT: return store_kv_put(s, op->run_id, op->key, op->json);
   case OP_RUN_STATUS:
     return store_run_set_status(s, op->run_id, op->status, op->has_exit, op->exit_code);
+  case OP_EVENT_ADD: return store_event_add(s, op->run_id, op->key, op->json);
   default: return store_dlq_add(s, &op->dlq, id);
   }
 }

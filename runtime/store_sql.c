@@ -57,6 +57,15 @@ const char *const store_migrations[] = {
     "  updated_at REAL NOT NULL,"
     "  PRIMARY KEY (run_id, key));"
     "PRAGMA application_id = " STRINGIFY(STORE_APPLICATION_ID) ";",
+    /* 2: per-attempt history of steps */
+    "CREATE TABLE step_events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  run_id TEXT NOT NULL,"
+    "  step_key TEXT NOT NULL,"
+    "  at REAL NOT NULL,"
+    "  event_json TEXT NOT NULL);"
+    "CREATE INDEX step_events_by_step ON step_events(run_id, step_key, id);"
+    "CREATE INDEX step_events_by_age ON step_events(at);",
 };
 const int store_migration_count = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -88,6 +97,8 @@ const char *const store_sql[N_STMTS] = {
     [STORE_Q_DLQ_GET] = "SELECT " DLQ_COLS " FROM dead_letters WHERE id = ?1",
     [STORE_Q_DLQ_COUNT] = "SELECT count(*) FROM dead_letters WHERE (?1 IS NULL OR state = ?1) "
                           "AND (?2 IS NULL OR run_id = ?2)",
+    [STORE_Q_STEP_EVENTS] = "SELECT at, event_json FROM step_events WHERE run_id = ?1 "
+                            "AND step_key = ?2 ORDER BY id",
     [W_RUN_CREATE] = "INSERT INTO runs (id, workflow_name, workflow_path, workflow_hash, "
                      "params_json, inputs_json, policy_json, status, created_at, updated_at) "
                      "VALUES (?1, ?2, ?3, ?4, COALESCE(?5, '{}'), COALESCE(?6, '{}'), ?7, "
@@ -120,6 +131,9 @@ const char *const store_sql[N_STMTS] = {
                   "'pending', ?15, ?16)",
     [W_DLQ_SET_STATE] = "UPDATE dead_letters SET state = ?2 WHERE id = ?1",
     [W_DLQ_PRUNE] = "DELETE FROM dead_letters WHERE last_failed_at < ?1",
+    [W_EVENT_ADD] = "INSERT INTO step_events (run_id, step_key, at, event_json) "
+                    "VALUES (?1, ?2, ?3, ?4)",
+    [W_EVENTS_PRUNE] = "DELETE FROM step_events WHERE at < ?1",
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",

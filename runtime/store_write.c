@@ -247,3 +247,26 @@ int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted) {
     *deleted = sqlite3_changes(s->db);
   return 0;
 }
+
+int store_event_add(store *s, const char *run_id, const char *step_key, const char *event_json) {
+  binder b = {s, store_stmt(s, W_EVENT_ADD), 0};
+  if (!b.st)
+    return -1;
+  bind_text(&b, 1, run_id);
+  bind_text(&b, 2, step_key);
+  bind_double(&b, 3, store_now());
+  bind_value(&b, 4, event_json, "the event of step", step_key);
+  return run_bound(&b, "event_add", run_id);
+}
+
+int store_events_prune(store *s, double retention_seconds, int64_t *deleted) {
+  binder b = {s, store_stmt(s, W_EVENTS_PRUNE), 0};
+  if (!b.st)
+    return -1;
+  bind_double(&b, 1, store_now() - retention_seconds);
+  if (run_bound(&b, "events_prune", NULL) != 0)
+    return -1;
+  if (deleted)
+    *deleted = sqlite3_changes(s->db);
+  return 0;
+}

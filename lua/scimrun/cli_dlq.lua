@@ -63,6 +63,30 @@ local function show(db, id, o, cli)
   io.stdout:write(("%-14s %s\n"):format("error", e.last_error or "?"))
   local todo = errors.with_id(e.suggest or errors.builtin_suggestion(e), e.id)
   if todo then io.stdout:write(("%-14s %s\n"):format("what to do", todo)) end
+  -- every attempt of the step, as the retry layer recorded it (events.lua, store step_events)
+  local history = e.run_id and e.step_key and db.step_events and db:step_events(e.run_id, e.step_key) or {}
+  if #history > 0 then
+    io.stdout:write("attempts\n")
+    local t0 = history[1].at
+    for _, h in ipairs(history) do
+      local ok, ev = pcall(cjson.decode, h.event_json)
+      if ok and type(ev) == "table" then
+        local what = ev.status and ("HTTP " .. tostring(ev.status)) or ev.kind or ""
+        local line
+        if ev.type == "attempt" then line = ("attempt %s %s"):format(tostring(ev.attempt), tostring(ev.op))
+        elseif ev.type == "failure" then
+          local next_step = ev.retry and ("retry in %.3fs (%s)"):format(ev.delay or 0, tostring(ev.why))
+            or ("gave up: " .. tostring(ev.why))
+          line = ("  failed %s: %s [rule %s] %s"):format(what, tostring(ev.class), tostring(ev.rule), next_step)
+        elseif ev.type == "success" then line = "  succeeded"
+        elseif ev.type == "give_up" and ev.class == "circuit_open" then line = "  circuit open: " .. tostring(ev.why)
+        elseif ev.type == "wait" then line = ("  waited %.3fs (%s)"):format(ev.seconds or 0, tostring(ev.reason))
+        elseif ev.type == "adopted" then line = "  found on the target: adopted"
+        end
+        if line then io.stdout:write(("  +%7.3fs %s\n"):format(h.at - t0, line)) end
+      end
+    end
+  end
   if e.request_body then
     local ok, decoded = pcall(cjson.decode, e.request_body)
     io.stdout:write("payload\n  ", ok and cjson.encode(decoded) or e.request_body, "\n")

@@ -280,6 +280,14 @@ function M.main(argv, cli)
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
   stream:subscribe(function(ev) if ev.type == "item" then rep:item(ev.record) end end)
+  -- Each step's attempts, failures and waits are kept with the group commit, so a failed item's
+  -- history can be shown later (dlq show). Events hold no secret: no headers, no bodies.
+  local HISTORY = { attempt = true, failure = true, success = true, give_up = true, adopted = true }
+  stream:subscribe(function(ev)
+    local step = engine and (HISTORY[ev.type] or (ev.type == "wait" and ev.reason == "breaker"))
+      and scimrun.ctx().step
+    if step then engine:enqueue { op = "event_add", key = step.key, event_json = cjson.encode(ev) } end
+  end)
   engine = workflow.engine {
     db = db, run_id = run.id, params = params,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,

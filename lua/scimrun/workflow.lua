@@ -96,6 +96,8 @@ end
 
 -- Deletes dead letters older than the policy's retention (dead_letter.retention_days).
 function Engine:prune_dead_letters(days)
+  -- the steps' attempt history goes with the same retention
+  if self.db.events_prune then pcall(self.db.events_prune, self.db, days * 86400) end
   local ok, n, err = pcall(self.db.dlq_prune, self.db, days * 86400)
   if ok and n then
     self.stats.dlq_pruned = n

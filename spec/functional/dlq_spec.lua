@@ -256,3 +256,20 @@ describe("dead-letter bounds in the engine", function()
     assert.are.equal(0, db:dlq_count {})
   end)
 end)
+
+describe("dlq show", function()
+  it("prints every attempt of the dead-lettered step, as recorded during the run", function()
+    local dir = proc.tmpdir("dlq-history")
+    local state = dir .. "/s.db"
+    local code, out, err = proc.run(("spec/fixtures/workflows/down.lua --param n=1 --sandbox='503:1' "
+      .. "--policy fast-test --continue-on-error --state %s"):format(state))
+    assert.are.equal(3, code, out .. err)
+    local _, show = proc.run("dlq show 1 --state " .. state)
+    os.execute("rm -rf '" .. dir .. "'")
+    local attempts = 0
+    for _ in show:gmatch("attempt %d users%.search") do attempts = attempts + 1 end
+    assert.are.equal(5, attempts, show)
+    assert.matches("failed HTTP 503: transient %[rule http%-5xx%-transient%] retry in", show)
+    assert.matches("gave up: all 5 attempts used", show)
+  end)
+end)
