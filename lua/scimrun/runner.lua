@@ -297,9 +297,8 @@ function M.main(argv, cli)
     on_item = function(rec) stream:emit { type = "item", record = rec, outcome = rec.outcome, status = rec.status } end,
     dead_letter = dl,
     step_timeout = pol.timeouts and pol.timeouts.step,
+    executor = ex, allow_deletes = o.allow_deletes, dry_run = o.dry_run,
   }
-  engine.allow_deletes = o.allow_deletes
-  engine.executor = ex
   -- the run carries its policy (the snapshot): the command that resumes it need not name one
   local resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
   require("scimrun.core").at_turn_end(function() engine:flush() end)
@@ -343,8 +342,6 @@ function M.main(argv, cli)
 
   local started = scimrun.now()
   local wf = engine:context(def)
-  wf.allow_deletes = o.allow_deletes
-  wf.dry_run = o.dry_run
   local ok, err = pcall(def.run, wf, params)
   if not ok and engine.rollback_on_abort then
     local e = errors.normalize(err)

@@ -86,6 +86,9 @@ function M.engine(opts)
               -- the first failures, for the end-of-run report (bounded: memory stays flat)
               failures = {}, failures_more = 0, compensation_failures = {} },
     step_timeout = opts.step_timeout, -- seconds one step may take, all attempts and waits (0/nil: none)
+    executor = opts.executor,         -- the run's retry layer (wf:call)
+    allow_deletes = opts.allow_deletes, -- --allow-deletes N (wf.allow_deletes)
+    dry_run = opts.dry_run,
     rollback_on_abort = opts.rollback_on_abort,
     completed_sagas = {}, -- only filled with rollback_on_abort
   }, Engine)
@@ -595,6 +598,8 @@ function Engine:context(def)
     run_id = self.run_id,
     name = def.name,
     params = self.params,
+    allow_deletes = self.allow_deletes,
+    dry_run = self.dry_run,
   }
   function wf.env(name)
     local v = engine.env_overrides[name]
