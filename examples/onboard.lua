@@ -22,7 +22,7 @@ local USER_MAPPING = {
 
 return scimrun.workflow {
   name = "onboard",
-  params = { csv = "data/users.csv", group = "Engineering", concurrency = 16 },
+  params = { csv = "data/users.csv", group = "Engineering", concurrency = 64 },
   run = function(wf, p)
     -- The input is opened first: a missing file or a bad header stops the run before any write.
     local rows = csv.rows(p.csv, { required = { "userName", "email" } })

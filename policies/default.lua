@@ -69,7 +69,8 @@ return {
   -- Stays open `cooldown` seconds, times cooldown_multiplier for each re-open in a row, up to
   -- max_cooldown (0 = no cap); then lets half_open_probes calls through and closes when
   -- success_ratio of them succeed (a probe unanswered for half_open_max_wait re-opens it).
-  -- Client errors (4xx other than 408/429) do not count: the service answered.
+  -- Client errors (4xx other than 408) do not count: the service answered; nor do 429s, which
+  -- pace the client (rate_limit below) rather than say the service is down.
   -- when_open: "wait" (batch runs pause until a probe succeeds) or "fail" (the item fails at
   -- once with class circuit_open and goes to the dead-letter queue). Waiting counts toward the
   -- profile's max_elapsed. max_open bounds an outage: once the breaker has stayed open (probes

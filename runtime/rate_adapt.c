@@ -124,8 +124,12 @@ static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double t
 
 static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   double span = w->end - w->start;
-  /* The first window meets a server's full burst allowance: its goodput says nothing. */
-  if (w->id == 0 || w->answered < ra->cfg.min_samples || !(span > 0))
+  if (w->answered < ra->cfg.min_samples || !(span > 0))
+    return;
+  /* The first window meets a server's full burst allowance: its goodput says little, so it
+   * only counts when it says "far too fast" (many clients starting at once). */
+  if (w->id == 0 && !((double)w->limited >= SURELY_TOO_FAST * (double)w->answered &&
+                      w->answered >= 3 * ra->cfg.min_samples))
     return;
   rate_adapt_stats s;
   s.send_rate = (double)w->sent / span;

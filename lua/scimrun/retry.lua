@@ -204,11 +204,13 @@ end
 
 -- Does this failure say the target is unhealthy? Client errors other than 408/429 do not:
 -- the service answered.
+-- A 429 does not either: the service is up and pacing the client, which is the rate limit's
+-- business (a burst of 429s at the start of a run opened the breaker for 30 s).
 local function counts_against_target(err)
   if err.kind ~= nil then return true end
   local s = err.status
   if type(s) ~= "number" then return false end
-  return s >= 500 or s == 429 or s == 408
+  return s >= 500 or s == 408
 end
 
 -- The side effect of the failed attempt may have happened: the request may have been processed.
