@@ -28,22 +28,7 @@ local function echo_server()
   end })
 end
 
-local function run_bg(args, env)
-  local base = ("%s/run-%d"):format(dir, math.random(1, 1e9))
-  os.execute(("(%s %s %s >%s.out 2>%s.err; echo $? >%s.tmp; mv %s.tmp %s.code) &"):format(env, proc.bin, args,
-    base, base, base, base, base))
-  local deadline = scimrun.now() + 60
-  while scimrun.now() < deadline do
-    local f = io.open(base .. ".code")
-    if f then
-      local code = tonumber(f:read("*l"))
-      f:close()
-      return code, proc.read_all(base .. ".out"), proc.read_all(base .. ".err")
-    end
-    scimrun.sleep(0.02)
-  end
-  error("scimrun " .. args .. " did not finish in 60 s")
-end
+local function run_bg(args, env) return proc.run_bg(dir, args, env) end
 
 local function every_file_under(path)
   local out, p = {}, io.popen("find " .. path .. " -type f")

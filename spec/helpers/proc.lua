@@ -36,6 +36,25 @@ function M.run(args, env)
   return code, so, se
 end
 
+-- Runs `scimrun ARGS` without blocking the calling task (an in-process server must keep
+-- answering meanwhile): outputs go to files under dir; returns exit code, stdout, stderr.
+function M.run_bg(dir, args, env, timeout)
+  local base = ("%s/run-%d"):format(dir, math.random(1, 1e9))
+  os.execute(("(%s %s %s >%s.out 2>%s.err; echo $? >%s.tmp; mv %s.tmp %s.code) &"):format(env or "", M.bin, args,
+    base, base, base, base, base))
+  local deadline = scimrun.now() + (timeout or 60)
+  while scimrun.now() < deadline do
+    local f = io.open(base .. ".code")
+    if f then
+      local code = tonumber(f:read("*l"))
+      f:close()
+      return code, read_all(base .. ".out"), read_all(base .. ".err")
+    end
+    scimrun.sleep(0.02)
+  end
+  error("scimrun " .. args .. " did not finish in " .. (timeout or 60) .. " s")
+end
+
 -- Starts `scimrun ARGS` in the background; returns its pid.
 function M.spawn(args, env, log)
   local pidfile = os.tmpname()
