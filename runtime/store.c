@@ -499,6 +499,9 @@ static int quick_check(store *s) {
     return -1;
   }
   if (strcmp(first, "ok") != 0) {
+    for (char *c = first; *c; c++) /* one line wherever it is shown */
+      if (*c == '\n' || *c == '\r')
+        *c = ' ';
     store_set_error(
         s, "SQLITE_CORRUPT",
         "state file %s is corrupted (quick_check: %s); it was left untouched: restore it "

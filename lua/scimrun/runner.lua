@@ -223,7 +223,17 @@ function M.main(argv, cli)
       cli.fail("refusing to resume %s: %s changed since the run started; rerun without --resume for a new run, "
         .. "or add --force to resume anyway", run.id, table.concat(changed, ", "))
     end
-    params = cjson.decode(run.params_json)
+    local recorded = cjson.decode(run.params_json)
+    -- A resumed run keeps the parameters it started with: a --param that would change one is
+    -- refused rather than silently ignored (a fix to the input is a new run, or dlq replay).
+    for k in pairs(o.params) do
+      if tostring(recorded[k]) ~= tostring(params[k]) then
+        db:close()
+        cli.fail("--param %s=%s cannot change run %s, which started with %s=%s; resume without it, or start "
+          .. "a new run without --resume", k, tostring(o.params[k]), run.id, k, tostring(recorded[k]))
+      end
+    end
+    params = recorded
     pol, snap = resumed_policy(db, run, o, pol, load_policy, cli)
   else
     pol = pol or load_policy(db)

@@ -83,6 +83,17 @@ describe("SCIM client", function()
     assert.equal(srv.url:match("//(.*)"), ex.calls[1].target)
   end)
 
+  it("treats a search answer with entries that are not resources as an error, never as no match", function()
+    for _, bad in ipairs({ { "x", 7 }, { cjson.null }, { user("u9", "bob"), "x" } }) do
+      local sp, name = scenario { list(bad), { status = 201, body = user("u1", "bob") } }
+      local u, err = sp.users:ensure { userName = "bob" }
+      assert.is_nil(u)
+      assert.are.same({ "permanent", "bad_response" }, { err.class, err.reason })
+      assert.matches("is not a resource", err.detail)
+      assert.equal(1, stats(name).count) -- no create was sent
+    end
+  end)
+
   it("adopts the existing user when create answers 409 and it matches", function()
     local sp, name = scenario {
       list {}, { status = 409, body = { status = "409", scimType = "uniqueness", detail = "taken" } },

@@ -27,9 +27,20 @@ function M.resources(req, res)
     return bad(req, res, ("totalResults %s but no Resources"):format(tostring(json.totalResults)))
   end
   if type(items) ~= "table" then return bad(req, res, "Resources that is not an array") end
-  local out = {}
-  for _, r in ipairs(items) do
-    if type(r) == "table" then out[#out + 1] = r end
+  -- An entry that is not a resource (a string, a number, null) is a broken answer, never "no
+  -- match": taken as no match, a lookup before a create would make a duplicate.
+  local out, n = {}, 0
+  for k in pairs(items) do
+    if type(k) ~= "number" then return bad(req, res, "Resources that is not an array") end
+    if k > n then n = k end
+  end
+  for i = 1, n do
+    local r = items[i]
+    if type(r) ~= "table" or r == cjson.null then
+      return bad(req, res, ("Resources[%d] that is not a resource (%s)"):format(i, r == cjson.null and "null"
+        or type(r)))
+    end
+    out[i] = r
   end
   return out, total
 end
