@@ -4,9 +4,14 @@ local M = {}
 
 M.bin = os.getenv("SCIMRUN_BIN") or "./build/scimrun"
 
+-- A fresh directory. Its name comes from mkstemp (os.tmpname): math.random is not seeded, so
+-- suites running at once (ctest -j2) drew the same numbers and shared, then removed, each
+-- other's directories.
 function M.tmpdir(tag)
   local base = os.getenv("SCIMRUN_TEST_TMP") or "/tmp"
-  local dir = ("%s/%s-%d-%d"):format(base, tag or "spec", os.time(), math.random(1, 1e9))
+  local unique = os.tmpname()
+  os.remove(unique)
+  local dir = ("%s/%s-%s"):format(base, tag or "spec", unique:match("[^/]+$"))
   os.execute("mkdir -p '" .. dir .. "'")
   return dir
 end

@@ -288,8 +288,10 @@ describe("csv.rows", function()
       local size = io.open(path):seek("end")
       collectgarbage()
       local base, peak, n = collectgarbage("count"), 0, 0
-      for row in csv.rows(path) do
+      for row, info in csv.rows(path) do
         n = n + 1
+        assert(row, ("record %d read as bad: %s (line %s)"):format(n, tostring(info and info.error),
+          tostring(info and info.line)))
         assert(row.userName == "user" .. n)
         if n % 5000 == 0 then
           collectgarbage()
