@@ -69,11 +69,13 @@ return scimrun.workflow {
             if not ok then error(err, 0) end
           end,
         })
-        if not members[user.id] then
-          wf:step("member:" .. p.group .. ":" .. key, function()
-            return sp.groups:add_members(group.id, { user.id })
-          end)
-        end
+        -- Always a step, so one a crash left in doubt is settled: already a member (the group
+        -- was read at the start) is skipped, and answers the in-doubt check too.
+        local already = members[user.id] and { group_id = group.id, count = 0 } or nil
+        wf:step("member:" .. p.group .. ":" .. key, function()
+          if already then return already, "skipped" end
+          return sp.groups:add_members(group.id, { user.id })
+        end, { recover = function() return already end })
       end)
     end)
   end,

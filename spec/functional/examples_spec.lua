@@ -329,4 +329,22 @@ return { extends = "%s/policies/fast-test.lua",
     assert.are.equal(rows, count(users))
     assert.are.equal(rows, count(groups.Engineering))
   end)
+
+  it("settles a membership step a crash left in doubt when the member is already in the group", function()
+    local state = dir .. "/doubt.db"
+    local code, out, err = run(("examples/onboard.lua --sandbox --state %s --policy %s"):format(state, FAST))
+    assert.are.equal(0, code, out .. err)
+    -- as a kill after the PATCH, before its completion was recorded, leaves it
+    local steps, r = require("helpers.sbrun").steps(state)
+    local key
+    for k in pairs(steps) do if k:match("^member:") then key = k break end end
+    local db = assert(require("scimrun.store").open(state))
+    assert(db:apply { { op = "step_start", run_id = r.id, key = key },
+                      { op = "run_status", run_id = r.id, status = "interrupted", exit_code = 137 } })
+    db:close()
+    code, out, err = run(("examples/onboard.lua --sandbox --state %s --resume %s"):format(state, r.id))
+    assert.are.equal(0, code, out .. err)
+    steps = require("helpers.sbrun").steps(state, r.id)
+    assert.are.equal("completed", steps[key].state, key .. " left in doubt")
+  end)
 end)
