@@ -186,7 +186,6 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       double factor = 1 + ra->cfg.gain * (target - s.share);
       set_limit(ra, in_force * (factor < 0.8 ? 0.8 : factor));
     }
-    ra->last_cut = ra->limit;
     ra->cuts++;
     return;
   }

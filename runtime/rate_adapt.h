@@ -34,7 +34,7 @@
 
 typedef struct rate_adapt_config {
   double window;         /* seconds per measurement window, > 0 (default 1) */
-  double target_share;   /* 429 share tolerated above the background (0.02) */
+  double target_share;   /* 429 share tolerated above the background (0.01) */
   double gain;           /* cut per window = gain x excess share (0.5) */
   double growth;         /* raise per window without 429s, share of the limit (0.01) */
   double ceiling;        /* fixed maximum requests/s, 0 = none */
@@ -61,7 +61,6 @@ typedef struct rate_adapt {
   rate_adapt_config cfg;
   double limit;        /* learned limit, 0 = unlimited */
   double background;   /* 429 share treated as noise */
-  double last_cut;     /* limit set by the last cut, 0 = none yet */
   double excess_limit; /* limit in force when 429s last went over the target */
   int zero_streak;     /* binding windows without any 429 in a row */
   int anchored;        /* cutting: the state before the first cut follows */
@@ -76,7 +75,7 @@ typedef struct rate_adapt {
   rate_adapt_window ring[RATE_ADAPT_WINDOWS];
 } rate_adapt;
 
-/* window 1, target_share 0.02, gain 0.5, growth 0.01, ceiling 0, max_background 0.2,
+/* window 1, target_share 0.01, gain 0.5, growth 0.01, ceiling 0, max_background 0.2,
  * min_samples 10 */
 void rate_adapt_config_default(rate_adapt_config *cfg);
 /* NULL when cfg is usable, else a static message naming the bad field. */

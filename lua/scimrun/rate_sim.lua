@@ -6,6 +6,7 @@
 -- Clients loop: wait for the bucket, send, get the answer `latency` later (jittered 0.5-1.5x),
 -- and after a 429 wait the server's Retry-After before sending again.
 local R = require "scimrun.resilience"
+local retry = require "scimrun.retry"
 
 local M = {}
 
@@ -46,9 +47,8 @@ end
 
 function M.run(pol, o)
   local rl = pol.rate_limit
-  local adapt = rl.adaptive ~= false and R.rate_adapt { ceiling = rl.rps or 0, window = rl.window,
-    target_share = rl.target_share, gain = rl.gain, growth = rl.growth, max_background = rl.max_background,
-    min_samples = rl.min_samples }
+  local acfg = retry.adapt_cfg(rl) -- the executor's own settings and pacing, not a copy
+  local adapt = acfg and R.rate_adapt(acfg)
   local limiter = R.limiter { rps = 0 }
   local rng = R.rng(o.seed or 1)
   local sv, n = o.server, o.concurrency or 16
@@ -78,7 +78,7 @@ function M.run(pol, o)
       if limit < 0 then
         next_at[c] = now - limit
       else
-        local burst = (limit > 0 and limit == (rl.rps or 0)) and rl.burst or math.max(1, limit * 0.002)
+        local burst = retry.limiter_burst(limit, rl)
         if limit ~= limiter:rate() then limiter:set_rate(now, limit, burst) end
         next_at[c] = now + (limit > 0 and limiter:reserve(now) or 0)
         state[c] = "sending"

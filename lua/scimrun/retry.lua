@@ -239,7 +239,7 @@ local function breaker_cfg(b)
 end
 
 -- The learned limit's settings; nil when the policy does not adapt (a fixed rps or none).
-local function adapt_cfg(r)
+function M.adapt_cfg(r)
   if r.adaptive == false then return nil end
   return { ceiling = r.rps or 0, window = r.window, target_share = r.target_share, gain = r.gain,
            growth = r.growth, max_background = r.max_background, min_samples = r.min_samples }
@@ -303,7 +303,7 @@ function Executor:set_policy(pol)
         tg.breaker, tg.breaker_cfg = R.breaker(cfg), cfg
         tg.breaker:restore(snap, now)
       end
-      local acfg = adapt_cfg(pol.rate_limit)
+      local acfg = M.adapt_cfg(pol.rate_limit)
       if not same(acfg, tg.adapt_cfg) then
         -- What was learned is about the server, not the policy: keep it unless adapting stops.
         tg.adapt, tg.adapt_cfg = acfg and R.rate_adapt(acfg), acfg
@@ -317,7 +317,7 @@ function Executor:_target(name)
   local tg = self.targets[name]
   if tg then return tg end
   local pol = self.policy
-  local bcfg, acfg = breaker_cfg(pol.breaker), adapt_cfg(pol.rate_limit)
+  local bcfg, acfg = breaker_cfg(pol.breaker), M.adapt_cfg(pol.rate_limit)
   tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = R.limiter { rps = 0 },
          adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg, logged_rate = 0,
          bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
@@ -405,7 +405,7 @@ end
 
 -- A learned limit is paced with a bucket of about 2 ms of requests: servers with a small burst
 -- allowance reject the clumps a bigger one lets through.
-local function limiter_burst(rate, rl)
+function M.limiter_burst(rate, rl)
   if rate > 0 and rate == (rl.rps or 0) then return rl.burst end
   return math.max(1, rate * 0.002)
 end
@@ -418,7 +418,7 @@ function Executor:_pace(tg, op)
     local now = clock.now()
     local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
     if rate >= 0 then
-      local burst = limiter_burst(rate, rl)
+      local burst = M.limiter_burst(rate, rl)
       if rate ~= tg.limiter:rate() or burst ~= tg.burst then
         tg.limiter:set_rate(now, rate, burst)
         tg.burst = burst

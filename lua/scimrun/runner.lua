@@ -48,18 +48,19 @@ function M.parse(argv, cli)
     end
     i = i + 1
   end
+  -- A whole number within [min, max), or nil: nan, inf and fractions are refused alike.
+  local function whole(v, min, max)
+    local n = tonumber(v)
+    if n and n == n and n % 1 == 0 and n >= min and n < max then return n end
+  end
   if o.concurrency then
-    o.concurrency = tonumber(o.concurrency)
-    if not o.concurrency or o.concurrency < 1 or o.concurrency % 1 ~= 0 then
-      cli.fail("--concurrency must be a whole number >= 1")
-    end
+    o.concurrency = whole(o.concurrency, 1, math.huge)
+    if not o.concurrency then cli.fail("--concurrency must be a whole number >= 1") end
   end
   if o.allow_deletes then
     local given = o.allow_deletes
-    o.allow_deletes = tonumber(given)
-    -- nan compares false with everything, and inf would approve any deletion: whole numbers only
-    if not o.allow_deletes or o.allow_deletes ~= o.allow_deletes or o.allow_deletes < 0
-        or o.allow_deletes % 1 ~= 0 or o.allow_deletes == math.huge then
+    o.allow_deletes = whole(given, 0, math.huge) -- inf would approve any deletion
+    if not o.allow_deletes then
       cli.fail("--allow-deletes must be a whole number >= 0 (deletions approved), got %s", tostring(given))
     end
   end
@@ -74,8 +75,8 @@ function M.parse(argv, cli)
   end
   if o.seed then
     local given = o.seed
-    o.seed = tonumber(given)
-    if not o.seed or o.seed ~= o.seed or o.seed % 1 ~= 0 or math.abs(o.seed) >= 2 ^ 31 then
+    o.seed = whole(given, -2 ^ 31 + 1, 2 ^ 31)
+    if not o.seed then
       cli.fail("--seed must be a whole number (it makes the sandbox's faults and the jitter repeatable), got %s",
         tostring(given))
     end

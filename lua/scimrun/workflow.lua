@@ -183,7 +183,9 @@ end
 
 local OUTCOMES = { created = true, skipped = true, updated = true, adopted = true }
 
--- ctx.step:op_key(op): the checkpoint key of the step's next retried operation.
+-- ctx.step:op_key(op): a key naming the n-th retried operation of the step, stable across a
+-- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
+-- backoff deadlines under it, so a resumed run waits only for what is left.
 local function step_op_key(step, op)
   step.n = step.n + 1
   return step.key .. "#" .. step.n .. ":" .. op
@@ -301,13 +303,6 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   return value
 end
 
--- A key naming the n-th retried operation of the step running on this task, stable across a
--- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
--- backoff deadlines under it, so a resumed run waits only for what is left.
-function Engine:op_key(op) -- luacheck: ignore 212
-  local step = scimrun.ctx().step
-  return step and step:op_key(op)
-end
 
 -- ---- sagas --------------------------------------------------------------------------
 

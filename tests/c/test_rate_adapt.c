@@ -205,7 +205,7 @@ static void test_follows_a_raised_limit(void) {
   rate_adapt_config_default(&rc);
   rate_adapt_init(&ra, &rc);
   /* pretend a limit of 50 was learned */
-  ra.last_cut = ra.limit = 50;
+  ra.limit = 50;
   double t = 0;
   for (int w = 0; w < 40; w++) {
     double limit = rate_adapt_limit(&ra, t);
