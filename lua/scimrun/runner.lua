@@ -291,13 +291,25 @@ function M.main(argv, cli)
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
   stream:subscribe(function(ev) if ev.type == "item" then rep:item(ev.record) end end)
-  -- Each step's attempts, failures and waits are kept with the group commit, so a failed item's
-  -- history can be shown later (dlq show). Events hold no secret: no headers, no bodies.
+  -- The attempts, failures and waits of a step that ran into trouble are kept with the group
+  -- commit, so a failed item's history can be shown later (dlq show). A step whose attempts all
+  -- went through writes nothing: its events wait in the step until the first failure, not on
+  -- the hot path of every request. Events hold no secret: no headers, no bodies.
   local HISTORY = { attempt = true, failure = true, success = true, give_up = true, adopted = true }
+  local function keep(step, ev) engine:enqueue { op = "event_add", key = step.key, event_json = cjson.encode(ev) } end
   stream:subscribe(function(ev)
-    local step = engine and (HISTORY[ev.type] or (ev.type == "wait" and ev.reason == "breaker"))
-      and scimrun.ctx().step
-    if step then engine:enqueue { op = "event_add", key = step.key, event_json = cjson.encode(ev) } end
+    local step = (HISTORY[ev.type] or (ev.type == "wait" and ev.reason == "breaker")) and scimrun.ctx().step
+    if not step then return end
+    if step.troubled then return keep(step, ev) end
+    if ev.type == "attempt" or ev.type == "success" then
+      step.held = step.held or {}
+      step.held[#step.held + 1] = ev
+      return
+    end
+    step.troubled = true -- the first trouble: what led to it is kept too
+    for _, held in ipairs(step.held or {}) do keep(step, held) end
+    step.held = nil
+    keep(step, ev)
   end)
   engine = workflow.engine {
     db = db, run_id = run.id, params = params,
