@@ -14,11 +14,14 @@
 -- The iterator is a plain closure, not a coroutine, so a scimrun task may yield inside the loop.
 -- Accepted: quoted fields with doubled quotes, delimiters and line breaks; CRLF or LF; a UTF-8
 -- BOM; a final record without a line break. Blank lines are skipped. A quote inside an unquoted
--- field is kept literally (O"Brien). A malformed quoted field (unterminated, text after the
--- closing quote, longer than max_record_bytes) fails that record only: reading resumes on the
--- physical line after the one the record started on.
+-- field is kept literally (O"Brien). A field that is not valid UTF-8 fails its record (the message
+-- names the column and byte and says how to convert the file): SCIM bodies are UTF-8 JSON.
+-- A malformed quoted field (unterminated, text after the closing quote, longer than
+-- max_record_bytes) fails that record only: reading resumes on the physical line after the one
+-- the record started on.
 -- Whole-file problems (missing file, no header, duplicate or missing required column) raise.
 local sha256 = require "scimrun._sha256"
+local utf8_check = require "scimrun.utf8_check"
 
 local byte, find, sub, gsub = string.byte, string.find, string.sub, string.gsub
 local concat = table.concat
@@ -255,7 +258,12 @@ function M.open(path, opts)
     if err then fail(("line %d: header row: %s"):format(hline, err)) end
     if not nf then fail("the file is empty: a header row naming the columns is required") end
     columns = {}
-    for i = 1, nf do columns[i] = trim(fields[i]) end
+    for i = 1, nf do
+      columns[i] = trim(fields[i])
+      local at = utf8_check.invalid_at(columns[i])
+      if at then fail(("line %d: header row: %s"):format(hline,
+        utf8_check.describe(("column %d's name"):format(i), columns[i], at))) end
+    end
   end
   if opts.columns then
     if opts.header == false or not columns or #opts.columns == #columns then
@@ -306,6 +314,14 @@ function M.open(path, opts)
           info.error = ("expected %d fields (%s), got %d"):format(ncols, concat(columns, ","), nf)
           info.fields = { unpack(fields, 1, nf) }
           return false, info
+        end
+        for i = 1, ncols do
+          local at = utf8_check.invalid_at(fields[i])
+          if at then
+            info.error = utf8_check.describe(("column '%s'"):format(columns[i]), fields[i], at)
+            info.fields = { unpack(fields, 1, nf) }
+            return false, info
+          end
         end
         local row = {}
         for i = 1, ncols do row[columns[i]] = fields[i] end

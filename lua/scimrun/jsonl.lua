@@ -7,10 +7,12 @@
 --
 -- row: the decoded object (top-level JSON nulls are dropped, so an absent and a null key read
 -- the same), or `false` for a bad line. info: { file, line, index (1-based, blank lines not
--- counted), error = nil | message }. Blank lines are skipped; a UTF-8 BOM and CRLF are accepted.
+-- counted), error = nil | message }. A line that is not valid UTF-8 is a bad line. Blank lines
+-- are skipped; a UTF-8 BOM and CRLF are accepted.
 -- Read line by line through stdio: memory does not grow with the file. A plain closure, not a
 -- coroutine, so a scimrun task may yield inside the loop. A missing file raises.
 local csv = require "scimrun.csv"
+local utf8_check = require "scimrun.utf8_check"
 local cjson = require("cjson").new() -- private instance: other modules' settings do not leak in
 
 local find, sub, byte = string.find, string.sub, string.byte
@@ -50,6 +52,11 @@ function M.open(path, opts)
         local info = { file = path, line = line, index = index }
         if byte(s, first) ~= 123 then -- "{"
           info.error = "expected a JSON object ({...}) on the line"
+          return false, info
+        end
+        local at = utf8_check.invalid_at(s)
+        if at then
+          info.error = utf8_check.describe("the line", s, at)
           return false, info
         end
         local ok, obj = pcall(cjson.decode, s)

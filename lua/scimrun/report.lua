@@ -10,6 +10,11 @@
 --   error = {class, status, scim_type, detail, rule, suggest, op, url, method, step, ...}}.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
+local utf8_check = require "scimrun.utf8_check"
+
+-- JSON is UTF-8: a server's error text or an input value in another encoding is written with
+-- U+FFFD in place of each invalid byte, so the report always parses.
+local function encode(v) return utf8_check.sanitize(cjson.encode(v)) end
 
 local M = {}
 local Report = {}
@@ -24,7 +29,7 @@ function M.new(opts)
     local ffi = require "ffi"
     pcall(ffi.cdef, "int chmod(const char *path, unsigned int mode);")
     ffi.C.chmod(self.tmp, 384) -- 0600
-    self.f:write('{"run_id":', cjson.encode(opts.run_id), ',"workflow":', cjson.encode(opts.workflow), ',"items":[\n')
+    self.f:write('{"run_id":', encode(opts.run_id), ',"workflow":', encode(opts.workflow), ',"items":[\n')
   end
   return self
 end
@@ -46,14 +51,14 @@ function Report:item(rec)
     out.error = errors.persistable(rec.error)
     out.error.suggest = errors.with_id(out.error.suggest or errors.builtin_suggestion(rec.error), rec.dead_letter)
   end
-  self.f:write(self.n > 0 and ",\n" or "", cjson.encode(out))
+  self.f:write(self.n > 0 and ",\n" or "", encode(out))
   self.n = self.n + 1
 end
 
 function Report:finish(t)
   if not self.f then return end
-  self.f:write('\n],"status":', cjson.encode(t.status), ',"exit_code":', t.exit_code,
-    ',"summary":', cjson.encode(t.summary), t.error and (',"error":' .. cjson.encode(t.error)) or "", "}\n")
+  self.f:write('\n],"status":', encode(t.status), ',"exit_code":', t.exit_code,
+    ',"summary":', encode(t.summary), t.error and (',"error":' .. encode(t.error)) or "", "}\n")
   self.f:close()
   os.rename(self.tmp, self.path)
 end

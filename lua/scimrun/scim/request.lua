@@ -7,6 +7,7 @@
 -- err.headers never holds Authorization (request headers are never copied into an error) and
 -- err.detail is passed through the log redactor, so a server echoing the token cannot leak it.
 local http = require "scimrun.http"
+local utf8_check = require "scimrun.utf8_check"
 local cjson = require "cjson"
 
 local M = {}
@@ -144,6 +145,15 @@ function M.send(conn, req)
   local body
   if req.body ~= nil then
     body = cjson.encode(req.body)
+    -- JSON on the wire is UTF-8 (RFC 8259 8.1); bytes in another encoding would be stored
+    -- garbled or refused by the server, so they are refused here, before anything is sent.
+    local at = utf8_check.invalid_at(body)
+    if at then
+      return nil, M.error(ctx, { class = "permanent", reason = "bad_request_body",
+                                 detail = ("the %s body is not valid UTF-8 (byte %d of the JSON)")
+                                   :format(req.op or req.method, at),
+                                 suggest = "convert the input to UTF-8 (e.g. iconv -f latin1 -t utf-8)" })
+    end
     headers["Content-Type"] = M.CONTENT_TYPE
   end
   if req.if_match then headers["If-Match"] = req.if_match end
