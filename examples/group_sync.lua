@@ -9,8 +9,9 @@
 --
 -- Params: csv (the desired memberships), remove (false: only add), max_removals (more removals
 -- than this stop the run before its first write unless --allow-deletes N allows them),
--- concurrency. Optional CSV columns email and displayName fill in a member user that has to be
--- created. See docs/examples.md.
+-- concurrency, mapping (a mapping file for the member columns; default: the default mapping).
+-- Optional CSV columns email and displayName (any column of the mapping) fill in a member user
+-- that has to be created. See docs/examples.md.
 --
 -- Safety: a malformed CSV row would make its member look unwanted and so be removed; the run
 -- therefore refuses a file with bad rows before any write. Every run reads the groups' current
@@ -18,6 +19,7 @@
 local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
+local mapping = require "scimrun.mapping"
 
 -- Iterates { item, info } records the way csv.rows does, for wf:each.
 local function records(list)
@@ -39,13 +41,15 @@ local function usage(detail, suggest)
   error(errors.new { class = "usage", detail = detail, suggest = suggest }, 0)
 end
 
--- Reads the desired state: groups in file order, each with its members in file order.
-local function read_desired(path)
+-- Reads the desired state: groups in file order, each with its members in file order. A
+-- member's attributes (for creating a missing account) come from the row through the plan.
+local function read_desired(path, plan)
   local groups, by_key, bad = {}, {}, {}
-  for row, info in csv.rows(path, { required = { "group", "userName" } }) do
+  for row, info in csv.rows(path, { required = { "group" } }) do
     local why = info.error
+    local attrs
     if row and not why then
-      if row.group == "" then why = "empty group" elseif row.userName == "" then why = "empty userName" end
+      if row.group == "" then why = "empty group" else attrs, why = mapping.apply(plan, row) end
     end
     if why then
       bad[#bad + 1] = ("%s:%d: %s"):format(info.file, info.line, why)
@@ -57,26 +61,20 @@ local function read_desired(path)
         by_key[gkey] = g
         groups[#groups + 1] = g
       end
-      local ukey = row.userName:lower()
+      local user_name = tostring(attrs.userName)
+      local ukey = user_name:lower()
       if not g.seen[ukey] then
         g.seen[ukey] = true
-        g.members[#g.members + 1] = { key = ukey, userName = row.userName,
-          email = row.email ~= "" and row.email or nil, displayName = row.displayName ~= "" and row.displayName or nil }
+        g.members[#g.members + 1] = { key = ukey, userName = user_name, attrs = attrs }
       end
     end
   end
   return groups, bad
 end
 
-local function new_user_attrs(m)
-  local attrs = { userName = m.userName, displayName = m.displayName, active = true }
-  if m.email then attrs.emails = { { value = m.email, type = "work", primary = true } } end
-  return attrs
-end
-
 return scimrun.workflow {
   name = "group_sync",
-  params = { csv = "data/groups.csv", remove = true, max_removals = 50, concurrency = 8 },
+  params = { csv = "data/groups.csv", remove = true, max_removals = 50, concurrency = 8, mapping = "" },
   -- only users.create retries (policies/group_sync.lua); --policy FILE still overrides
   options = { policy = "group_sync" },
   run = function(wf, p)
@@ -84,7 +82,13 @@ return scimrun.workflow {
     local limit = tonumber(p.concurrency) or 8
 
     -- 1. Desired state. A bad row stops the run here, before anything is read or written.
-    local ok, groups, bad = pcall(read_desired, p.csv)
+    -- The mapping turns a row into the member's attributes (default: userName, and email,
+    -- displayName, ... when the file has such columns); the group column is not an attribute.
+    local spec = mapping.load(p.mapping, { require = { "userName" } })
+    local header = csv.open(p.csv, { required = { "group" } })
+    header.close()
+    local plan = mapping.prepare(spec, header.columns, { file = p.csv, log = wf.log, ignore = { "group" } })
+    local ok, groups, bad = pcall(read_desired, p.csv, plan)
     if not ok then usage(tostring(groups), "check the file given as --param csv") end
     if #bad > 0 then
       usage(("%d malformed row(s) in %s; nothing was changed (a missing row would remove its member):\n  %s")
@@ -156,7 +160,7 @@ return scimrun.workflow {
     wf:each(records(missing), { concurrency = limit }, function(item)
       local m = wanted[item.userName:lower()]
       local u = wf:step("user:" .. m.key, function()
-        local r, outcome = must(sp.users:create(new_user_attrs(m)))
+        local r, outcome = must(sp.users:create(m.attrs))
         return { id = r.id }, outcome
       end, {
         -- in doubt after a crash: did the create reach the provider? look before re-sending

@@ -7,7 +7,8 @@
 --
 -- Params: csv; grace_days ("none": never delete; 0: delete right after deactivating; N: delete
 -- users whose account has been inactive, unchanged, for N days, judged by the provider's
--- meta.lastModified); max_count and max_percent, the mass de-provisioning guard; concurrency.
+-- meta.lastModified); max_count and max_percent, the mass de-provisioning guard; concurrency;
+-- mapping (a mapping file: only its userName entry is used, so an HR export can name the column).
 -- See docs/examples.md.
 --
 -- Guard: before its first write the run counts the users it would deactivate or delete. Over
@@ -17,6 +18,7 @@
 local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
+local mapping = require "scimrun.mapping"
 
 local function must(v, second)
   if v == nil and second ~= nil then error(second, 0) end
@@ -53,19 +55,33 @@ end
 
 return scimrun.workflow {
   name = "offboard",
-  params = { csv = "data/offboard.csv", grace_days = "none", max_count = 25, max_percent = 10, concurrency = 8 },
+  params = { csv = "data/offboard.csv", grace_days = "none", max_count = 25, max_percent = 10, concurrency = 8,
+             mapping = "" },
   run = function(wf, p)
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local limit = tonumber(p.concurrency) or 8
     local grace = grace_seconds(p.grace_days)
 
     -- 1. The leavers. A bad row becomes a failed item (file:line) below; it removes no one.
+    -- Only the userName is read from a row, through the mapping (default: a userName column);
+    -- the file's other columns are left alone.
+    local spec = mapping.select(mapping.load(p.mapping, { require = { "userName" } }), { "userName" })
+    local header = csv.open(p.csv)
+    header.close()
+    local matched = mapping.assert_header(mapping.plan(spec, header.columns, { file = p.csv }))
+    wf.log("info", ("leavers: userName from column '%s'"):format(matched.mapped[1] and matched.mapped[1].column
+      or "?"), { file = p.csv })
     local rows = {}
     local ok, err = pcall(function()
-      for row, info in csv.rows(p.csv, { required = { "userName" } }) do
-        if row and not info.error and row.userName == "" then info.error = "empty userName" end
-        rows[#rows + 1] = { row = row, info = info, userName = row and row.userName,
-                            key = row and row.userName:lower() }
+      for row, info in csv.rows(p.csv) do
+        local attrs
+        if row and not info.error then
+          local why
+          attrs, why = mapping.apply(matched, row)
+          if not attrs then info.error = why end
+        end
+        local user_name = attrs and tostring(attrs.userName)
+        rows[#rows + 1] = { row = row, info = info, userName = user_name, key = user_name and user_name:lower() }
       end
     end)
     if not ok then usage(tostring(err), "check the file given as --param csv") end
@@ -73,11 +89,11 @@ return scimrun.workflow {
     -- 2. What each would need (reads only): its account, its groups, whether it is due for deletion.
     local good = {}
     for _, r in ipairs(rows) do
-      if r.row and not r.info.error then good[#good + 1] = r end
+      if r.userName and not r.info.error then good[#good + 1] = r end
     end
     local groups_known = false
     wf:map(good, { concurrency = limit }, function(r)
-      local u = must(sp.users:find_by("userName", r.row.userName))
+      local u = must(sp.users:find_by("userName", r.userName))
       r.user = u
       if u and type(u.groups) == "table" then groups_known = true end
     end)
@@ -114,10 +130,10 @@ return scimrun.workflow {
           r.delete = (r.deactivate and grace == 0) or (not r.deactivate and since ~= nil and now - since >= grace)
         end
         if r.deactivate or r.delete then
-          affected[#affected + 1] = u.userName or r.row.userName
+          affected[#affected + 1] = u.userName or r.userName
           local names = {}
           for _, g in ipairs(r.groups) do names[#names + 1] = tostring(g.display or g.value) end
-          plan_lines[#plan_lines + 1] = ("  %s (%s):%s%s%s"):format(r.row.userName, u.id,
+          plan_lines[#plan_lines + 1] = ("  %s (%s):%s%s%s"):format(r.userName, u.id,
             r.deactivate and " deactivate" or "", #names > 0 and (", remove from " .. table.concat(names, ", ")) or "",
             r.delete and ", delete" or "")
         end

@@ -1,31 +1,30 @@
--- Onboarding: every row of a CSV becomes a SCIM user, then a member of one group.
+-- Onboarding: every row of a CSV becomes a SCIM user, then a member of one group. Columns
+-- become attributes through a mapping: the default one (SCIM names or users.csv's names as
+-- headers), or --param mapping=FILE.
 -- Each user is a saga: if adding the membership fails permanently, a user created by this
 -- run is deactivated again, so no half-onboarded account is left behind.
 --
 --   scimrun examples/onboard.lua --sandbox                       (embedded provider)
 --   SCIM_BASE_URL=https://... SCIM_TOKEN=... scimrun examples/onboard.lua --param csv=people.csv
+--   scimrun examples/onboard.lua --sandbox --param csv=hr.csv --param mapping=examples/mappings/hr_export.lua
 local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local mapping = require "scimrun.mapping"
 
--- Source columns -> SCIM attributes: change the mapping here, in one place.
-local USER_MAPPING = {
-  userName = "userName",
-  displayName = "display_name",
-  ["name.givenName"] = "first_name",
-  ["name.familyName"] = "last_name",
-  ['emails[type eq "work"].value'] = "email",
-  title = "title",
-  externalId = "employee_id",
-  active = function(row) return row.status ~= "terminated" end,
-}
-
 return scimrun.workflow {
   name = "onboard",
-  params = { csv = "data/users.csv", group = "Engineering", concurrency = 64 },
+  -- mapping: a mapping file (.lua or .json, docs/examples.md "Attribute mapping"); "" is the
+  -- default mapping (SCIM attribute names or users.csv's snake_case names as headers)
+  params = { csv = "data/users.csv", group = "Engineering", concurrency = 64, mapping = "" },
   run = function(wf, p)
-    -- The input is opened first: a missing file or a bad header stops the run before any write.
-    local rows = csv.rows(p.csv, { required = { "userName", "email" } })
+    -- Before any write: the mapping is read (a bad file stops here), the input's header is
+    -- matched against it (a required column it lacks stops here), and the log says which
+    -- column feeds which attribute and which columns feed nothing.
+    local spec = mapping.load(p.mapping, { require = { "userName", mapping.WORK_EMAIL } })
+    local header = csv.open(p.csv)
+    header.close()
+    local plan = mapping.prepare(spec, header.columns, { file = p.csv, log = wf.log })
+    local rows = csv.rows(p.csv)
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local group = wf:step("group:" .. p.group, function()
       local g, outcome = sp.groups:ensure { displayName = p.group }
@@ -45,12 +44,13 @@ return scimrun.workflow {
     local _, perr = sp.users:prefetch { max = 5000 }
     if perr then error(perr, 0) end
     wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
-      local key = row.userName:lower()
+      local attrs, bad = mapping.apply(plan, row)
+      if not attrs then
+        error({ class = "permanent", detail = bad, suggest = "fix the row in " .. p.csv .. ", then rerun" }, 0)
+      end
+      local user_name = tostring(attrs.userName)
+      local key = user_name:lower()
       wf:saga(function()
-        local attrs, bad = mapping.apply(USER_MAPPING, row)
-        if not attrs then
-          error({ class = "permanent", detail = bad, suggest = "fix the row in " .. p.csv .. ", then rerun" }, 0)
-        end
         local user = wf:step("user:" .. key, function()
           local u, outcome = sp.users:ensure(attrs)
           if not u then return nil, outcome end -- fails the step with the SCIM error
@@ -58,7 +58,7 @@ return scimrun.workflow {
         end, {
           -- in doubt after a crash: did the create reach the provider? look before re-sending
           recover = function()
-            local u, err = sp.users:find_by("userName", row.userName)
+            local u, err = sp.users:find_by("userName", user_name)
             if err then error(err, 0) end -- cannot tell: the step stays in doubt
             return u and { id = u.id, created = true } or nil
           end,
