@@ -83,6 +83,47 @@ describe("SCIM client", function()
     assert.equal(srv.url:match("//(.*)"), ex.calls[1].target)
   end)
 
+  it("lists every extension the body holds in schemas (RFC 7643 section 3), once each", function()
+    local ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    local mapping = require "scimrun.mapping"
+    local attrs = assert(mapping.apply(mapping.load(nil),
+      { userName = "dana", email = "dana@example.com", department = "Research" }))
+    local sp, name = scenario { list {}, { status = 201, body = user("u1", "dana") } }
+    assert(sp.users:create(attrs))
+    local sent = cjson.decode(stats(name).bodies[2])
+    assert.same({ USER_SCHEMA, ENTERPRISE }, sent.schemas)
+    assert.equal("Research", sent[ENTERPRISE].department)
+    assert.is_nil(attrs.schemas) -- the caller's table is not changed
+
+    -- a list the caller gives is kept and completed, without duplicates (URNs ignore case); a
+    -- null extension is no extension; groups too; and a PUT (replace) as well as a POST
+    local GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+    local EXT = "urn:example:params:scim:schemas:extension:acme:2.0:Group"
+    local sp2, name2 = scenario {
+      { status = 200, body = user("u2", "eve") },
+      list {}, { status = 201, body = { schemas = { GROUP_SCHEMA }, id = "g1", displayName = "Ops" } },
+      { status = 200, body = user("u3", "fay") },
+    }
+    assert(sp2.users:replace("u2", { schemas = { USER_SCHEMA, ENTERPRISE:lower() }, userName = "eve",
+      [ENTERPRISE] = { department = "Ops" }, ["urn:example:unused"] = cjson.null }))
+    assert(sp2.groups:create { displayName = "Ops", [EXT] = { costCode = "7" } })
+    assert(sp2.users:replace("u3", { userName = "fay" }))
+    local st = stats(name2)
+    assert.same({ USER_SCHEMA, ENTERPRISE:lower() }, cjson.decode(st.bodies[1]).schemas)
+    assert.same({ GROUP_SCHEMA, EXT }, cjson.decode(st.bodies[3]).schemas)
+    assert.same({ USER_SCHEMA }, cjson.decode(st.bodies[4]).schemas)
+
+    -- read-modify-PUT (no PATCH): an operation that adds an extension attribute lists its schema
+    local sp3, name3 = scenario {
+      { status = 501, body = { status = "501", detail = "no PATCH" } },
+      { status = 200, body = user("u4", "gil") }, { status = 200, body = user("u4", "gil") },
+    }
+    assert(sp3.users:patch("u4", { op = "add", path = ENTERPRISE .. ":department", value = "Lab" }))
+    local put = cjson.decode(stats(name3).bodies[3])
+    assert.same({ USER_SCHEMA, ENTERPRISE }, put.schemas)
+    assert.equal("Lab", put[ENTERPRISE].department)
+  end)
+
   it("treats a search answer with entries that are not resources as an error, never as no match", function()
     for _, bad in ipairs({ { "x", 7 }, { cjson.null }, { user("u9", "bob"), "x" } }) do
       local sp, name = scenario { list(bad), { status = 201, body = user("u1", "bob") } }

@@ -211,9 +211,49 @@ function R:list(opts)
   return list.iterate(self, feats, opts)
 end
 
+-- The `schemas` of a body we send (RFC 7643 section 3): the resource's core schema and the URN
+-- of every extension whose attributes the body holds (a top-level "urn:..." key with a value),
+-- each once (URNs compared ignoring case), extensions in sorted order. A list the caller gave is
+-- kept (its duplicates dropped) and completed; a schemas value that is not a list is left alone.
+local function complete_schemas(body, core)
+  local given = body.schemas
+  if given ~= nil and given ~= NULL and type(given) ~= "table" then return end
+  local out, seen = {}, {}
+  local function add(urn)
+    if type(urn) ~= "string" then return end
+    local k = urn:lower()
+    if not seen[k] then
+      seen[k] = true
+      out[#out + 1] = urn
+    end
+  end
+  if type(given) == "table" then
+    for _, urn in ipairs(given) do add(urn) end
+  else
+    add(core)
+  end
+  local ext = {}
+  for k, v in pairs(body) do
+    if type(k) == "string" and k:sub(1, 4):lower() == "urn:" and present(v) then ext[#ext + 1] = k end
+  end
+  table.sort(ext)
+  for _, urn in ipairs(ext) do add(urn) end
+  if type(given) == "table" and #out == #given then
+    local unchanged = true
+    for i = 1, #out do
+      if out[i] ~= given[i] then
+        unchanged = false
+        break
+      end
+    end
+    if unchanged then return end -- the caller's own table (an empty list stays a JSON array)
+  end
+  body.schemas = out
+end
+
 function R:_with_schema(attrs)
   local body = patch.copy(attrs)
-  if body.schemas == nil then body.schemas = { self.kind.schema } end
+  complete_schemas(body, self.kind.schema)
   body.id = nil
   body.meta = nil
   return body
@@ -306,7 +346,9 @@ function R:_put_modify(id, ops, op)
     local new, why = patch.apply(cur, ops)
     if not new then return nil, perr(self, op, "cannot apply the change locally: " .. why, { method = "PUT" }) end
     local etag = feats.etag and type(cur.meta) == "table" and cur.meta.version or nil
-    local res, err = self:_call(op, "PUT", self:_path(id), nil, patch.for_put(new), { if_match = etag })
+    local body = patch.for_put(new)
+    complete_schemas(body, self.kind.schema) -- the operations may have added an extension
+    local res, err = self:_call(op, "PUT", self:_path(id), nil, body, { if_match = etag })
     if res then
       if type(res.json) == "table" and res.json.id then return res.json end
       return new

@@ -1,0 +1,63 @@
+-- Preflight of a whole input: every row through a mapping, nothing sent.
+-- Contract:
+--   check_rows(spec, iter, opts) -> { rows = n, valid = n, bad = { { file, line, reason } } }
+--       spec: a spec, compiled spec or plan (as mapping.apply). iter yields row, info as
+--       csv.rows / jsonl.rows do (row false, info.error for a bad record). A row is bad when the
+--       reader or mapping.apply refuses it, or when it repeats a value of an opts.unique attribute
+--       (default { "userName", "externalId" }; userName compared case-insensitively, as
+--       providers do), citing the line of the first. bad is in input order.
+local common = require "scimrun.mapping.common"
+local apply = require "scimrun.mapping.apply"
+
+local is_empty = common.is_empty
+local lower = string.lower
+
+local M = {}
+
+-- Checks every row of an input through a plan (or spec) without sending anything.
+-- iter yields row, info as csv.rows / jsonl.rows do (row false for a bad record).
+-- opts.unique: attributes no two rows may share (default { "userName", "externalId" });
+-- userName is compared case-insensitively, as providers do. Returns
+-- { rows = n, valid = n, bad = { { file, line, reason } } }, bad in input order.
+function M.check_rows(spec, iter, opts)
+  opts = opts or {}
+  local unique = opts.unique or { "userName", "externalId" }
+  local seen = {}
+  for _, a in ipairs(unique) do seen[a] = {} end
+  local result = { rows = 0, valid = 0, bad = {} }
+  local n = 0
+  for row, info in iter do
+    n = n + 1
+    info = info or { index = n }
+    result.rows = result.rows + 1
+    local reason
+    local attrs
+    if not row or info.error then
+      reason = info.error or "unreadable record"
+    else
+      attrs, reason = apply.apply(spec, row)
+    end
+    if attrs then
+      for _, a in ipairs(unique) do
+        local v = attrs[a]
+        if not is_empty(v) then
+          local k = a == "userName" and lower(tostring(v)) or tostring(v)
+          local first = seen[a][k]
+          if first then
+            reason = ("duplicate %s '%s' (first on line %s)"):format(a, tostring(v), tostring(first))
+            break
+          end
+          seen[a][k] = info.line or info.index or n
+        end
+      end
+    end
+    if reason then
+      result.bad[#result.bad + 1] = { file = info.file, line = info.line or info.index or n, reason = reason }
+    else
+      result.valid = result.valid + 1
+    end
+  end
+  return result
+end
+
+return M

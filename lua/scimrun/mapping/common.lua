@@ -1,0 +1,82 @@
+-- Shared helpers of the attribute mapping modules (scimrun.mapping.*); no state of their own.
+-- Contract:
+--   NULL                      cjson.null (a private sentinel without cjson): a JSON null
+--   trim(s)                   s without leading and trailing white space
+--   norm(s)                   the form column names are compared in: lower case, without white
+--                             space or ASCII punctuation (first_name = firstName = "First Name")
+--   is_empty(v)               nil, "" or NULL: a value that sets nothing
+--   is_scalar(v)              a string, number or boolean
+--   spec_error(src, key, msg, fix)  raises a "config" error (exit 2), one line naming the file
+--                             (src, nil for a spec written in code) and the key
+--   did_you_mean(word, list)  " (did you mean 'x'?)" for a close candidate, else ""
+--   guard(fn, what, ...)      calls code from a mapping file as policy files' code is called
+--                             (scimrun.policy.guard): ok, results... or false, message
+local errors = require "scimrun.errors"
+
+local M = {}
+
+local NULL
+do
+  local ok, cjson = pcall(require, "cjson")
+  NULL = ok and cjson.null or {}
+end
+
+local sub, lower = string.sub, string.lower
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+-- The form a column name is compared in: lower case, without white space or ASCII punctuation.
+local function norm(s) return (lower(s):gsub("[%s%p]", "")) end
+
+local function is_empty(v) return v == nil or v == "" or v == NULL end
+
+local function is_scalar(v) return type(v) == "string" or type(v) == "number" or type(v) == "boolean" end
+
+local FILE_FIX = 'fix the mapping file (docs/examples.md, "Attribute mapping" describes the format), then run again'
+
+-- A mistake in a spec: class "config" (exit code 2), one line naming the file and the key.
+local function spec_error(src, key, msg, fix)
+  local detail
+  if src then
+    detail = ("invalid mapping %s: %s%s"):format(src, key and (key .. ": ") or "", msg)
+  else
+    detail = ("mapping: %s%s"):format(key and (key .. ": ") or "", msg)
+  end
+  error(errors.new { class = "config", file = src, key = key, detail = detail,
+    suggest = fix or (src and FILE_FIX) or nil }, 0)
+end
+
+-- Levenshtein distance, for "did you mean".
+local function distance(a, b)
+  a, b = lower(a), lower(b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = sub(a, i, i) == sub(b, j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function did_you_mean(word, candidates)
+  local best, bd
+  for _, c in ipairs(candidates) do
+    local d = distance(word, c)
+    if d <= math.max(2, math.floor(#c / 3)) and (not bd or d < bd) then best, bd = c, d end
+  end
+  return best and (" (did you mean '%s'?)"):format(best) or ""
+end
+
+local function guard(fn, what, ...)
+  return require("scimrun.policy").guard(fn, what, ...)
+end
+
+M.NULL = NULL
+M.trim, M.norm, M.is_empty, M.is_scalar = trim, norm, is_empty, is_scalar
+M.spec_error, M.did_you_mean, M.guard = spec_error, did_you_mean, guard
+
+return M
