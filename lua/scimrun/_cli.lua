@@ -2,18 +2,7 @@
 -- with cli.fail(msg) and end the process with exit code 2 and a one-line reason.
 local M = {}
 
-local USAGE = [==[
-usage: scimrun WORKFLOW.lua [--param k=v]... [--policy NAME|FILE] [--state FILE]
-                            [--resume [ID]] [--retry-failed] [--force] [--continue-on-error]
-                            [--rollback-on-abort]
-                            [--concurrency N] [--dry-run] [--sandbox[=FAULTS]]
-                            [--log-format text|json] [--report FILE] [--allow-deletes N]
-       scimrun runs [list | show ID] [--json]
-       scimrun dlq [list [--run ID] [--json] | show ID | replay ID...|--all | drop ID]
-       scimrun policy check [FILE] | policy simulate [FILE] --op OP --errors LIST
-       scimrun sandbox [--port N] [--faults SPEC] [--seed N]
-       scimrun -l SCRIPT.lua [ARGS]   run a Lua script with the runtime loaded
-       scimrun --version]==]
+local flags = require "scimrun.cli_flags"
 
 local USAGE_ERROR = {}
 
@@ -61,16 +50,40 @@ local SUBCOMMANDS = {
   sandbox = "scimrun.cli_sandbox",
 }
 
+-- `scimrun help [COMMAND]`: the overview, or every flag of COMMAND with its default and an example.
+local function help(topic)
+  if topic == nil then
+    io.stdout:write(flags.overview())
+    return 0
+  end
+  if topic:match("%.lua$") then topic = "run" end
+  if not flags.commands[topic] then
+    M.fail("no help on '%s': the commands are %s", topic, table.concat(flags.ORDER, ", "))
+  end
+  io.stdout:write(flags.help(topic))
+  return 0
+end
+
+local function asks_help(args, from)
+  for i = from, #args do
+    if args[i] == "--help" or args[i] == "-h" then return true end
+  end
+  return false
+end
+
 local function dispatch(argv)
   local first = argv[1]
-  if first == nil or first == "-h" or first == "--help" or first == "help" then
-    io.stdout:write(USAGE, "\n")
-    return first == nil and 2 or 0
+  if first == nil then
+    io.stderr:write(flags.overview())
+    return 2
   end
+  if first == "-h" or first == "--help" then return help(nil) end
+  if first == "help" then return help(argv[2]) end
   if first == "--version" or first == "-V" then return print_version() end
   if first == "-l" then return run_script(argv, 2) end
   local sub = SUBCOMMANDS[first]
   if sub then
+    if asks_help(argv, 2) then return help(first) end
     local rest = {}
     for i = 2, #argv do rest[#rest + 1] = argv[i] end
     local ok, mod = pcall(require, sub)
@@ -78,8 +91,9 @@ local function dispatch(argv)
     return mod.main(rest, M)
   end
   if first:sub(1, 1) == "-" then
-    M.fail("unknown option %s before the workflow file (see scimrun --help)", first)
+    M.fail("unknown option %s before the workflow file (see: scimrun help)", first)
   end
+  if asks_help(argv, 2) then return help("run") end
   return require("scimrun.runner").main(argv, M)
 end
 

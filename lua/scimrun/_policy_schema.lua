@@ -127,6 +127,8 @@ local SECTIONS = {
 
 local TOP_KEYS = { "extends", "description", "profiles", "operations", "classify", "breaker", "rate_limit",
                    "bulkhead", "timeouts", "budget", "dead_letter", "scim" }
+-- (the command line's --set and the man page's spec read these)
+M.SECTIONS, M.TOP_KEYS = SECTIONS, TOP_KEYS
 local RULE_KEYS = { "name", "description", "status", "scim_type", "kind", "header", "op", "detail", "when",
                     "class", "suggest" }
 

@@ -7,21 +7,17 @@
 -- [--latency S] [--seconds S] [--seed N]`: what the policy's rate limit does against such a
 -- server, window by window (scimrun.rate_sim), also offline.
 local policy = require "scimrun.policy"
+local flags = require "scimrun.cli_flags"
 
 local M = {}
 
-local USAGE = "usage: scimrun policy check [FILE] | scimrun policy simulate [FILE] --op OP --errors LIST " ..
-  "[--seed N]\n  LIST: comma-separated outcomes in order, the last repeating: a status (503, 201), " ..
-  "a transport error (timeout, connect, reset, dns, tls, other), options after colons: " ..
-  "429:ra=7 (Retry-After seconds), 429:reset=30 (RateLimit-Reset), 400:scim=invalidValue\n" ..
-  "       scimrun policy simulate [FILE] --server SERVER [--concurrency 16] [--latency 0.05] " ..
-  "[--seconds 120] [--seed N]\n  SERVER: bucket:30/s (a rate limit the client is not told, " ..
-  "bucket:600/min:burst=20), random429:0.03 (429s at random), none"
+local SEE = "(see: scimrun help policy)"
 
 local KINDS = { timeout = true, connect = true, reset = true, dns = true, tls = true, too_large = true, other = true }
 
-local function load_or_fail(cli, spec, all)
-  local ok, pol = pcall(policy.load, spec or "default")
+-- The policy with the command-line layer (--retry-attempts ..., --set) on top, as a run has it.
+local function load_or_fail(cli, spec, overrides, all)
+  local ok, pol = pcall(policy.load, spec or "default", { overrides = overrides })
   if ok then return pol end
   if policy.is_error(pol) then
     if all and pol.lines and #pol.lines > 1 then -- policy check: every problem, one per line
@@ -34,43 +30,22 @@ local function load_or_fail(cli, spec, all)
 end
 
 local function parse_args(args, cli)
-  local o = { seed = 1, target = "simulated" }
-  local i = 1
-  local function value(name)
-    i = i + 1
-    if args[i] == nil then cli.fail("%s needs a value\n%s", name, USAGE) end
-    return args[i]
-  end
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
-    name = name or a
-    local function get() return inline or value(name) end
-    if name == "--op" then
-      o.op = get()
-    elseif name == "--errors" then
-      o.errors = get()
-    elseif name == "--seed" then
-      o.seed = tonumber(get())
-      if not o.seed then cli.fail("--seed needs a number") end
-    elseif name == "--target" then
-      o.target = get()
-    elseif name == "--server" then
-      o.server_spec = get()
-    elseif name == "--concurrency" or name == "--latency" or name == "--seconds" then
-      local key = name:sub(3)
-      o[key] = tonumber(get())
+  local o, pos = flags.parse("policy", args, cli)
+  if #pos > 1 then cli.fail("unexpected argument %s %s", pos[2], SEE) end
+  o.file = pos[1]
+  o.target = o.target or "simulated"
+  local seed = o.seed or "1"
+  o.seed = tonumber(seed)
+  if not o.seed then cli.fail("--seed needs a number, got %s", seed) end
+  for _, key in ipairs { "concurrency", "latency", "seconds" } do
+    if o[key] then
+      local given = o[key]
+      o[key] = tonumber(given)
       if not o[key] or o[key] <= 0 or (key ~= "latency" and o[key] % 1 ~= 0) then
-        cli.fail("%s needs a positive %s", name, key == "latency" and "number of seconds" or "whole number")
+        cli.fail("--%s needs a positive %s, got %s", key, key == "latency" and "number of seconds" or "whole number",
+          given)
       end
-    elseif a:sub(1, 2) == "--" then
-      cli.fail("unknown option %s\n%s", a, USAGE)
-    elseif o.file == nil then
-      o.file = a
-    else
-      cli.fail("unexpected argument %s\n%s", a, USAGE)
     end
-    i = i + 1
   end
   return o
 end
@@ -81,29 +56,29 @@ function M.parse_outcomes(list, fail)
   for item in tostring(list):gmatch("[^,]+") do
     item = item:match("^%s*(.-)%s*$")
     local head, rest = item:match("^([^:]+)(.*)$")
-    local o = { label = item }
+    local oc = { label = item }
     if tonumber(head) then
-      o.status = tonumber(head)
-      if o.status < 100 or o.status > 599 then fail(("'%s': not an HTTP status"):format(item)) end
+      oc.status = tonumber(head)
+      if oc.status < 100 or oc.status > 599 then fail(("'%s': not an HTTP status"):format(item)) end
     elseif KINDS[head] then
-      o.kind = head
+      oc.kind = head
     else
       fail(("'%s': expected a status (503) or a transport error (timeout, connect, reset, dns, tls, other)")
         :format(item))
     end
     for k, v in (rest or ""):gmatch(":([%w_]+)=([^:]*)") do
-      o.headers = o.headers or {}
+      oc.headers = oc.headers or {}
       if k == "ra" then
-        o.headers["retry-after"] = v
+        oc.headers["retry-after"] = v
       elseif k == "reset" then
-        o.headers["ratelimit-reset"] = v
+        oc.headers["ratelimit-reset"] = v
       elseif k == "scim" then
-        o.scim_type = v
+        oc.scim_type = v
       else
         fail(("'%s': unknown option %s (use ra=SECONDS, reset=SECONDS, scim=TYPE)"):format(item, k))
       end
     end
-    out[#out + 1] = o
+    out[#out + 1] = oc
   end
   if #out == 0 then fail("--errors is empty") end
   return out
@@ -173,34 +148,35 @@ function M.main(args, cli)
   local rest = {}
   for i = 2, #args do rest[#rest + 1] = args[i] end
   if sub == "check" then
-    if #rest > 1 then cli.fail("%s", USAGE) end
-    local pol = load_or_fail(cli, rest[1], true)
+    local o = parse_args(rest, cli)
+    local pol = load_or_fail(cli, o.file, o.overrides, true)
     for _, l in ipairs(policy.describe(pol)) do io.stdout:write(l, "\n") end
     io.stdout:write("policy OK\n")
     return 0
   elseif sub == "simulate" then
     local o = parse_args(rest, cli)
-    if o.server_spec then
+    if o.server then
       local rate_sim = require "scimrun.rate_sim"
-      local server, msg = rate_sim.parse_server(o.server_spec)
-      if not server then cli.fail("--server %s\n%s", msg, USAGE) end
-      o.server = server
-      local pol = load_or_fail(cli, o.file)
+      local server, msg = rate_sim.parse_server(o.server)
+      if not server then cli.fail("--server %s %s", msg, SEE) end
+      o.server_spec, o.server = o.server, server
+      local pol = load_or_fail(cli, o.file, o.overrides)
       for _, l in ipairs((rate_sim.report(pol, o))) do io.stdout:write(l, "\n") end
       return 0
     end
-    if not o.op then cli.fail("simulate needs --op OPERATION (e.g. --op users.create)\n%s", USAGE) end
-    if not o.errors then cli.fail("simulate needs --errors LIST (e.g. --errors 503,503,201)\n%s", USAGE) end
-    o.outcomes = M.parse_outcomes(o.errors, function(msg) cli.fail("--errors %s\n%s", msg, USAGE) end)
-    local pol = load_or_fail(cli, o.file)
+    if not o.op then cli.fail("simulate needs --op OPERATION (for example --op users.create) %s", SEE) end
+    if not o.errors then cli.fail("simulate needs --errors LIST (for example --errors 503,503,201) %s", SEE) end
+    o.outcomes = M.parse_outcomes(o.errors, function(msg) cli.fail("--errors %s %s", msg, SEE) end)
+    local pol = load_or_fail(cli, o.file, o.overrides)
     local lines = M.simulate(pol, o)
     for _, l in ipairs(lines) do io.stdout:write(l, "\n") end
     return 0
-  elseif sub == nil or sub == "-h" or sub == "--help" or sub == "help" then
-    io.stdout:write(USAGE, "\n")
-    return sub == nil and 2 or 0
+  elseif sub == nil then
+    io.stderr:write(flags.help("policy"))
+    return 2
   end
-  cli.fail("unknown policy command '%s'\n%s", tostring(sub), USAGE)
+  cli.fail("unknown policy command '%s' (use: policy check [FILE], policy simulate [FILE] ...; see: scimrun help "
+    .. "policy)", tostring(sub))
 end
 
 return M

@@ -2,10 +2,10 @@
 -- command that resumes it.
 local cjson = require "cjson"
 local common = require "scimrun.cli_common"
+local flags = require "scimrun.cli_flags"
 local snapshots = require "scimrun.policy_snapshot"
 
 local M = {}
-local SPEC = { ["--json"] = "flag", ["--state"] = "value", ["--limit"] = "value" }
 
 -- The run's policy snapshot for --json: the values without the stored source text (which
 -- only serves to restore functions), naming the files it came from instead.
@@ -29,7 +29,7 @@ local function resume_cmd(run, o)
 end
 
 function M.main(args, cli)
-  local o, pos = common.parse(args, SPEC, cli)
+  local o, pos = flags.parse("runs", args, cli)
   local sub = pos[1] or "list"
   local db = common.open_store(o, cli, true)
   if sub == "list" then

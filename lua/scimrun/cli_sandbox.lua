@@ -1,28 +1,13 @@
 -- scimrun sandbox [--port N] [--host H] [--faults SPEC] [--seed N] [--persist FILE] [--quiet]
--- scimrun sandbox --help     the options and the fault kinds (scimrun.sandbox.faults.HELP)
+-- scimrun sandbox --help     the options (scimrun.cli_flags) and the fault kinds (sandbox.faults.HELP)
 -- Serves the embedded SCIM 2.0 service provider until SIGINT or SIGTERM, then exits 0.
 -- The token is $SCIM_TOKEN, or a random one printed at start. Each request is logged on
 -- stderr (unless --quiet) with the fault injected into it, if any.
-local common = require "scimrun.cli_common"
+local flags = require "scimrun.cli_flags"
 local sandbox = require "scimrun.sandbox"
 local signals = require "scimrun.signals"
-local faults = require "scimrun.sandbox.faults"
 
 local M = {}
-
-local OPTIONS = { ["--port"] = "value", ["--host"] = "value", ["--faults"] = "value", ["--seed"] = "value",
-  ["--persist"] = "value", ["--quiet"] = "flag", ["--help"] = "flag" }
-
-local USAGE = [[
-usage: scimrun sandbox [--port N] [--host H] [--faults SPEC] [--seed N] [--persist FILE] [--quiet]
-Serves the embedded SCIM 2.0 service provider at http://HOST:PORT/scim/v2 until Ctrl-C.
-The bearer token is $SCIM_TOKEN, or a random one printed at start. GET /_admin/stats and
-/_admin/dump (same token) show the request counts and the provider's data.
-  --port N         0 (default) picks a free port
-  --host H         127.0.0.1 by default
-  --persist FILE   keep the data in FILE (a JSON-lines journal) across restarts
-  --quiet          do not log each request on stderr
-]]
 
 local function integer(cli, name, text, lo, hi)
   local n = tonumber(text)
@@ -39,12 +24,8 @@ local function log_request(info)
 end
 
 function M.main(args, cli)
-  local o, pos = common.parse(args, OPTIONS, cli)
-  if o.help then
-    io.stdout:write(USAGE, faults.HELP, "\n")
-    return 0
-  end
-  if #pos > 0 then cli.fail("sandbox takes no positional arguments (got '%s'); see scimrun --help", pos[1]) end
+  local o, pos = flags.parse("sandbox", args, cli)
+  if #pos > 0 then cli.fail("sandbox takes no positional arguments (got '%s'); see: scimrun help sandbox", pos[1]) end
   local port = o.port and integer(cli, "--port", o.port, 0, 65535) or 0
   local seed = o.seed and integer(cli, "--seed", o.seed, -2147483648, 2147483647) or 1
   local env_token = os.getenv("SCIM_TOKEN")

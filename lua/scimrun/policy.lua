@@ -15,6 +15,10 @@
 -- policy.sources(pol) -> { { file, text }, ... }  the text of each file of the chain, as loaded
 -- policy.load_sources(chain, texts, spec) -> policy  the same load from stored texts (texts[file])
 --   instead of the files: how a run's policy snapshot gets its functions back (policy_snapshot.lua)
+-- policy.apply_overrides(pol, overrides) -> pol      the command-line layer (--retry-attempts N,
+--   --backoff-*, --jitter, --set KEY=VALUE) over the policy, in order; validated by the same
+--   schema, a bad value raises a policy error naming the flag. pol.overrides keeps the list.
+--   policy.load(spec, { overrides = list }) loads and applies in one go.
 local schema = require "scimrun._policy_schema"
 
 local M = {}
@@ -251,11 +255,12 @@ function M.load(spec, opts)
   local datadir = opts.datadir
   if datadir == nil and rawget(_G, "scimrun") then datadir = scimrun.datadir end
   local path = resolve(spec, nil, datadir, nil)
-  return build(path, {
+  local pol = build(path, {
     read = read_file,
     resolve = function(extends, from) return resolve(extends, dirname(from), datadir, from) end,
     texts = {},
   }, spec)
+  return M.apply_overrides(pol, opts.overrides)
 end
 
 function M.sources(pol) return loaded_texts[pol] end
@@ -279,14 +284,163 @@ function M.load_sources(chain, texts, spec)
   }, spec)
 end
 
+local op_cache = setmetatable({}, { __mode = "k" }) -- policy -> compiled operation layers
+
+-- The command-line layer ------------------------------------------------------------------
+
+local function override_text(ov)
+  return ov.flag == "--set" and ("--set " .. tostring(ov.arg)) or (ov.flag .. " " .. tostring(ov.arg))
+end
+M.override_text = override_text
+
+local function raise_flag(ov, p)
+  local line = p.key and p.key ~= "" and (p.key .. ": " .. p.msg) or p.msg
+  if p.fix then line = line .. "; " .. p.fix end
+  local text = override_text(ov)
+  error(setmetatable({ class = "config", file = text, key = p.key, problems = { p }, lines = { line },
+                       message = text .. ": " .. line }, PolicyError), 0)
+end
+
+-- The text of a --set value as the schema expects it: a number, a boolean or a string.
+local function convert(spec, text)
+  local types = spec and (type(spec.t) == "table" and spec.t or { spec.t }) or {}
+  for _, t in ipairs(types) do
+    if (t == "number" or t == "integer") and tonumber(text) then return tonumber(text) end
+    if t == "boolean" and (text == "true" or text == "false") then return text == "true" end
+  end
+  return text
+end
+
+local function split_key(key)
+  local parts = {}
+  for part in (key .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = part end
+  return parts
+end
+
+-- Validates one override with the schema, as a one-key policy file, and applies it.
+-- cli_layer(): the operations layer of the command line (created on first use).
+local function apply_one(pol, ov, cli_layer)
+  local key = tostring(ov.key)
+  local parts = split_key(key)
+  local section = parts[1]
+  local function check(layer, rename)
+    local problems = schema.check_file(layer)
+    if #problems > 0 then
+      table.sort(problems, function(a, b) return tostring(a.key) < tostring(b.key) end)
+      local p = problems[1]
+      if rename and p.key then p.key = p.key:gsub(rename[1], rename[2]) end
+      raise_flag(ov, p)
+    end
+  end
+  if section == "operations" then
+    local pattern = key:sub(#"operations." + 1)
+    if #parts < 2 or pattern == "" then
+      raise_flag(ov, { key = key, msg = "names no operation", fix = "write operations.PATTERN=PROFILE, "
+        .. "for example operations.users.create=none" })
+    end
+    check { operations = { [pattern] = ov.value } }
+    cli_layer()[pattern] = ov.value
+    pol.operations[pattern] = ov.value
+  elseif section == "profiles" then
+    if #parts ~= 3 or parts[2] == "" or parts[3] == "" then
+      raise_flag(ov, { key = key, msg = "expected profiles.NAME.KEY", fix = "for example profiles.balanced.attempts=3, "
+        .. "or profiles.*.attempts=3 for every profile" })
+    end
+    local name, field = parts[2], parts[3]
+    local value = convert(schema.SECTIONS.profile[field], ov.value)
+    local names = {}
+    for n in pairs(pol.profiles) do names[#names + 1] = n end
+    table.sort(names)
+    if name ~= "*" and not pol.profiles[name] then
+      local guess = schema.closest(name, names)
+      raise_flag(ov, { key = "profiles." .. name, msg = "no such profile in policy " .. tostring(pol.file),
+        fix = (guess and ("did you mean '%s'? "):format(guess) or "") .. "defined profiles: "
+          .. table.concat(names, ", ") .. " (or * for all)" })
+    end
+    check({ profiles = { [name == "*" and "all" or name] = { [field] = value } } },
+      name == "*" and { "^profiles%.all", "profiles.*" } or nil)
+    for _, n in ipairs(name == "*" and names or { name }) do pol.profiles[n][field] = value end
+  elseif schema.SECTIONS[section] and section ~= "profile" then
+    if #parts ~= 2 or parts[2] == "" then
+      local valid = {}
+      for k in pairs(schema.SECTIONS[section]) do valid[#valid + 1] = k end
+      table.sort(valid)
+      raise_flag(ov, { key = key, msg = "expected " .. section .. ".KEY",
+        fix = "KEY is one of: " .. table.concat(valid, ", ") })
+    end
+    local value = convert(schema.SECTIONS[section][parts[2]], ov.value)
+    check { [section] = { [parts[2]] = value } }
+    pol[section] = pol[section] or {}
+    pol[section][parts[2]] = value
+  elseif section == "classify" or section == "extends" or section == "description" then
+    raise_flag(ov, { key = section, msg = "cannot be set from the command line",
+      fix = "write it in a policy file (extends = \"default\" and what you change) and pass --policy FILE" })
+  else
+    check { [section] = ov.value }
+    raise_flag(ov, { key = key, msg = "not a policy key" })
+  end
+end
+
+-- Which override a problem of the merged policy comes from: the last one that set its key,
+-- else the last one in its section (profiles: of its profile or of every profile).
+local function culprit(overrides, p)
+  local parts = split_key(tostring(p.key))
+  local best
+  for _, ov in ipairs(overrides) do
+    local o = split_key(tostring(ov.key))
+    local same_place = o[1] == parts[1] and (o[1] ~= "profiles" or o[2] == "*" or o[2] == parts[2])
+    if same_place then best = ov end
+  end
+  for _, ov in ipairs(overrides) do
+    local o = split_key(tostring(ov.key))
+    if o[1] == parts[1] and (o[1] ~= "profiles" or o[2] == "*" or o[2] == parts[2]) and o[#o] == parts[#parts] then
+      best = ov
+    end
+  end
+  return best or overrides[#overrides]
+end
+
+function M.apply_overrides(pol, overrides)
+  if not overrides or #overrides == 0 then return pol end
+  local before = pol.overrides or {}
+  local had_layer = false
+  for _, ov in ipairs(before) do had_layer = had_layer or split_key(tostring(ov.key))[1] == "operations" end
+  local function cli_layer()
+    pol.operation_layers = pol.operation_layers or { pol.operations }
+    if not had_layer then
+      table.insert(pol.operation_layers, 1, {})
+      had_layer = true
+    end
+    return pol.operation_layers[1]
+  end
+  for _, ov in ipairs(overrides) do apply_one(pol, ov, cli_layer) end
+  local problems = schema.check_effective(pol)
+  if #problems > 0 then
+    table.sort(problems, function(a, b) return tostring(a.key) < tostring(b.key) end)
+    raise_flag(culprit(overrides, problems[1]), problems[1])
+  end
+  -- kept in order, one per key (a later one for the same key replaces the earlier)
+  local all, out = {}, {}
+  for _, ov in ipairs(before) do all[#all + 1] = ov end
+  for _, ov in ipairs(overrides) do
+    all[#all + 1] = { flag = ov.flag, arg = ov.arg, key = ov.key, value = ov.value }
+  end
+  for i, ov in ipairs(all) do
+    local later = false
+    for j = i + 1, #all do later = later or all[j].key == ov.key end
+    if not later then out[#out + 1] = ov end
+  end
+  pol.overrides = out
+  op_cache[pol] = nil
+  return pol
+end
+
 -- Operation patterns: "*" matches any run of characters; an exact name beats every pattern,
 -- then the pattern with more literal characters.
 local function glob_to_lua(p)
   return "^" .. p:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
 end
 M.glob_to_lua = glob_to_lua
-
-local op_cache = setmetatable({}, { __mode = "k" })
 
 local function compile_layer(ops)
   local c = { exact = {}, patterns = {} }
@@ -404,6 +558,11 @@ function M.describe(pol)
   local function add(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
   add("policy %s", tostring(pol.file))
   if pol.chain and #pol.chain > 1 then add("  extends: %s", table.concat(pol.chain, " -> ")) end
+  if pol.overrides then
+    local flags = {}
+    for i, ov in ipairs(pol.overrides) do flags[i] = override_text(ov) end
+    add("  command line (over the files): %s", table.concat(flags, " "))
+  end
   add("")
   add("profiles:")
   for _, name in ipairs(sorted_keys(pol.profiles)) do
@@ -413,8 +572,12 @@ function M.describe(pol)
   add("operations (file by file, the extending file first; in a file, the exact name, then the most")
   add("specific pattern):")
   local layers = compile_ops(pol)
+  local cli_ops = 0 -- the command line's operations layer comes first
+  for _, ov in ipairs(pol.overrides or {}) do
+    if split_key(tostring(ov.key))[1] == "operations" then cli_ops = 1 end
+  end
   for i, c in ipairs(layers) do
-    local from = pol.chain and pol.chain[i] or "built-in"
+    local from = (i <= cli_ops and "the command line") or (pol.chain and pol.chain[i - cli_ops]) or "built-in"
     if next(c.exact) or #c.patterns > 0 then
       if #layers > 1 then add("  from %s:", from) end
       for _, op in ipairs(sorted_keys(c.exact)) do add("  %-20s -> %s", op, c.exact[op]) end

@@ -16,6 +16,8 @@
 --                                            (SIGHUP reload, --policy on resume) or the start one
 -- S.save(db, run_id, snap)                   records a change (the run's kv, key "policy")
 -- S.lines(snap) -> { lines }                 a compact description (`scimrun runs show`)
+-- snap.overrides: the command-line layer of the policy (--retry-attempts N, --set K=V, ...) as
+-- { flag, arg, key, value } records, in order; the values already hold their effect
 local cjson = require "cjson"
 local policy = require "scimrun.policy"
 
@@ -23,8 +25,12 @@ local S = {}
 
 local VERSION = 1
 local KV_KEY = "policy"
--- fields policy.load adds that are not settings: kept beside the values
-local META = { file = true, chain = true, name = true }
+-- fields policy.load adds that are not settings: kept beside the values (overrides: the
+-- command-line layer, --retry-attempts N ... --set KEY=VALUE, already applied to the values)
+local META = { file = true, chain = true, name = true, overrides = true }
+
+-- restored policy -> the source texts of its snapshot (a later snapshot of it keeps them)
+local restored_sources = setmetatable({}, { __mode = "k" })
 
 local function absolute(path)
   if type(path) ~= "string" or path:sub(1, 1) == "/" then return path end
@@ -126,12 +132,21 @@ function S.take(pol, reason)
   local snap = {
     v = VERSION, spec = pol.name, file = absolute(pol.file), chain = chain,
     reason = reason or "start", taken_at = os.time(),
-    sha256 = require("scimrun._sha256").hex(canonical(values)),
+    sha256 = require("scimrun.sha256").hex(canonical(values)),
     values = values, functions = fns,
   }
+  if pol.overrides and #pol.overrides > 0 then
+    local list = {}
+    for i, ov in ipairs(pol.overrides) do
+      list[i] = { flag = ov.flag, arg = ov.arg, key = ov.key, value = ov.value }
+    end
+    snap.overrides = list
+  end
   if #fns > 0 then
     local sources = {}
-    for i, s in ipairs(policy.sources(pol) or {}) do sources[i] = { file = absolute(s.file), text = s.text } end
+    for i, s in ipairs(policy.sources(pol) or restored_sources[pol] or {}) do
+      sources[i] = { file = absolute(s.file), text = s.text }
+    end
     snap.sources = sources
   end
   return snap
@@ -197,6 +212,8 @@ function S.restore(snap)
     end
   end
   pol.file, pol.chain, pol.name = snap.file, snap.chain, snap.spec
+  if type(snap.overrides) == "table" and #snap.overrides > 0 then pol.overrides = snap.overrides end
+  restored_sources[pol] = snap.sources
   return pol
 end
 
@@ -249,6 +266,11 @@ function S.lines(snap)
     snap.reason == "start" and "snapshot taken at start" or ("changed by " .. tostring(snap.reason)),
     os.date("!%Y-%m-%dT%H:%M:%SZ", tonumber(snap.taken_at) or 0)))
   add("files", table.concat(snap.chain or { tostring(snap.file) }, " -> "))
+  if type(snap.overrides) == "table" and #snap.overrides > 0 then
+    local flags = {}
+    for i, ov in ipairs(snap.overrides) do flags[i] = policy.override_text(ov) end
+    add("flags", table.concat(flags, " ") .. "  (the command line, over the files; --resume keeps them)")
+  end
   local names = {}
   for name in pairs(v.profiles or {}) do names[#names + 1] = name end
   table.sort(names)
