@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-if [ -f spec/interop/package-lock.json ] && [ ! -d spec/interop/node_modules ]; then
+# the interop servers' packages: installed when absent, and again when the lockfile changed
+if [ -f spec/interop/package-lock.json ] && { [ ! -f spec/interop/node_modules/.package-lock.json ] ||
+  [ spec/interop/package-lock.json -nt spec/interop/node_modules/.package-lock.json ]; }; then
   npm ci --prefix spec/interop --no-audit --no-fund --loglevel=error
 fi
 dir=build

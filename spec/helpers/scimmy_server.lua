@@ -2,12 +2,13 @@
 -- service provider) for a spec. Needs `npm ci --prefix spec/interop` to have run.
 --   local ss = require "helpers.scimmy_server"
 --   if not ss.available() then pending("npm ci not run") return end
---   local srv = ss.start{ token = "t" }  -- srv.base_url, srv.url, srv:dump(), srv:reset(), srv:stop()
+--   local srv = ss.start{ token = "t" }  -- srv.base_url, srv.url, srv.token, srv.dump(), srv.reset(), srv.stop()
+-- helpers.betterauth_server starts the second interop server with the same interface.
 local http = require "scimrun.http"
 local cjson = require "cjson"
 local proc = require "helpers.proc"
 
-local M = {}
+local M = { name = "scimmy" }
 
 function M.available()
   local f = io.open("spec/interop/node_modules/scimmy-routers/package.json")
@@ -17,11 +18,12 @@ end
 
 function M.start(opts)
   opts = opts or {}
+  local token = opts.token or "interop-token"
   local port, pid = proc.start_listening("scimmy", function(port_file)
     return ("SCIM_TOKEN=%s node spec/interop/server.js --port 0 --port-file %s --max-results %d")
-      :format(proc.sh_quote(opts.token or "interop-token"), proc.sh_quote(port_file), opts.max_results or 50)
+      :format(proc.sh_quote(token), proc.sh_quote(port_file), opts.max_results or 50)
   end, "interop server did not start (is node installed? did `npm ci --prefix spec/interop` run?)")
-  local srv = { url = "http://127.0.0.1:" .. port, pid = pid }
+  local srv = { name = M.name, url = "http://127.0.0.1:" .. port, pid = pid, token = token }
   srv.base_url = srv.url .. "/scim/v2"
   function srv.dump()
     local res = assert(http.request { method = "GET", url = srv.url .. "/_admin/dump" })

@@ -10,24 +10,17 @@
 // so specs check outcomes by the provider's state rather than by the client's word; its `stats`
 // (also GET /_admin/stats) count the authenticated SCIM requests by "METHOD /Users|/Groups"
 // (all answers, faulted ones included) and by status, and the injected faults.
-// Optional fault injection, for bench/onboard_bench.sh (TARGET=scimmy):
-//   --faults SPEC   comma-separated STATUS:PROBABILITY[@retry-after=SECONDS] tokens (STATUS
-//                   400-599), e.g. `429:0.03@retry-after=1` or `503:0.05,429:0.03`: that
-//                   fraction of authenticated SCIM requests is answered with that status (a SCIM
-//                   error; 429 carries Retry-After: 1 unless given) before it is handled.
-//   --seed N        seed of the draws (default 1): one draw per request from a mulberry32
-//                   generator, so the same spec and seed fault the same request numbers.
+// Optional fault injection, for bench/onboard_bench.sh (TARGET=scimmy): --faults SPEC and
+// --seed N, as faults.js describes.
 import express from "express";
-import fs from "node:fs";
 import { randomUUID } from "node:crypto";
 import SCIMMY from "scimmy";
 import SCIMMYRouters from "scimmy-routers";
+import { argValue as argOf, parseFaults, seededRandom, newStats, scimError, countAndFault, announcePort }
+    from "./faults.js";
 
 const args = process.argv.slice(2);
-const argValue = (name, dflt) => {
-    const i = args.indexOf(name);
-    return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
+const argValue = (name, dflt) => argOf(args, name, dflt);
 const port = Number(argValue("--port", args[0] && !args[0].startsWith("--") ? args[0] : "0"));
 const portFile = argValue("--port-file");
 const maxResults = Number(argValue("--max-results", "50"));
@@ -39,43 +32,9 @@ if (!TOKEN) {
     process.exit(2);
 }
 
-// --faults: [{ status, p, retryAfter }] and a seeded generator.
-const parseFaults = (spec) => {
-    const rules = [];
-    let total = 0;
-    for (const tok of spec.split(",").map((t) => t.trim()).filter(Boolean)) {
-        const m = tok.match(/^(\d{3}):([0-9.]+)(?:@retry-after=(\d+))?$/);
-        const status = m && Number(m[1]);
-        const p = m && Number(m[2]);
-        if (!m || status < 400 || status > 599 || !(p >= 0 && p <= 1)) {
-            console.error(`server.js: bad fault '${tok}': expected STATUS:PROBABILITY[@retry-after=SECONDS], e.g. 429:0.03@retry-after=1`);
-            process.exit(2);
-        }
-        total += p;
-        rules.push({ status, p, retryAfter: m[3] ?? (status === 429 ? "1" : undefined) });
-    }
-    if (total > 1) {
-        console.error(`server.js: bad fault spec '${spec}': the probabilities add up to more than 1`);
-        process.exit(2);
-    }
-    return rules;
-};
-const faultRules = parseFaults(faultSpec);
-if (!Number.isInteger(seed)) {
-    console.error("server.js: --seed must be an integer");
-    process.exit(2);
-}
-let rngState = seed >>> 0;
-const random = () => { // mulberry32
-    rngState = (rngState + 0x6d2b79f5) >>> 0;
-    let t = rngState;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-const newStats = () => ({ requests: {}, statuses: {}, injected: {} });
+const faultRules = parseFaults(faultSpec, "server.js");
+const random = seededRandom(seed, "server.js");
 let stats = newStats();
-const bump = (table, key) => { table[key] = (table[key] ?? 0) + 1; };
 
 const users = new Map();
 const groups = new Map();
@@ -137,7 +96,10 @@ const read = (map, resource) => {
     return clone(applyFilter(resource.filter, [...map.values()]));
 };
 
+// The enterprise extension (department, employeeNumber, ...), optional, as most providers have
+// it: undeclared, scimmy accepted its URN in `schemas` but dropped its attributes.
 SCIMMY.Resources.declare(SCIMMY.Resources.User)
+    .extend(SCIMMY.Schemas.EnterpriseUser, false)
     .ingress((resource, instance) => {
         const name = String(instance.userName ?? "").toLowerCase();
         for (const u of users.values()) {
@@ -188,32 +150,11 @@ app.post("/_admin/reset", (req, res) => {
     res.status(204).end();
 });
 
-const scimError = (res, status, detail, scimType) => {
-    res.status(status).type("application/scim+json").send(JSON.stringify({
-        schemas: ["urn:ietf:params:scim:api:messages:2.0:Error"], status: String(status),
-        ...(scimType ? { scimType } : {}), detail,
-    }));
-};
-
 // Counts and faults: before anything else sees an authenticated SCIM request.
-app.use("/scim/v2", (req, res, next) => {
-    if (req.header("Authorization") !== `Bearer ${TOKEN}`) return next();
-    const kind = req.path.match(/^\/(Users|Groups)(?:\/|$)/);
-    const route = `${req.method} /${kind ? kind[1] : "other"}`;
-    res.on("finish", () => { bump(stats.requests, route); bump(stats.statuses, String(res.statusCode)); });
-    if (faultRules.length === 0) return next();
-    const u = random();
-    let acc = 0;
-    for (const r of faultRules) {
-        acc += r.p;
-        if (u < acc) {
-            bump(stats.injected, String(r.status));
-            if (r.retryAfter !== undefined) res.setHeader("Retry-After", r.retryAfter);
-            return scimError(res, r.status, `injected fault: HTTP ${r.status}`);
-        }
-    }
-    return next();
-});
+app.use("/scim/v2", countAndFault({
+    authenticated: (req) => req.header("Authorization") === `Bearer ${TOKEN}`,
+    stats: () => stats, rules: faultRules, random,
+}));
 
 // ETag header on every single-resource answer, If-Match checked before any write.
 app.use("/scim/v2", (req, res, next) => {
@@ -250,13 +191,5 @@ app.use("/scim/v2", new SCIMMYRouters({
 // After the routers: their constructor resets the service provider configuration.
 SCIMMY.Config.set({ patch: true, filter: maxResults, sort: true, bulk: false, etag: true });
 
-const server = app.listen(port, "127.0.0.1", () => {
-    const chosen = server.address().port;
-    if (portFile) {
-        fs.writeFileSync(`${portFile}.tmp`, String(chosen));
-        fs.renameSync(`${portFile}.tmp`, portFile);
-    } else {
-        console.log(chosen);
-    }
-});
+const server = app.listen(port, "127.0.0.1", () => announcePort(server.address().port, portFile));
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
