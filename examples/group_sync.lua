@@ -16,6 +16,10 @@
 -- Safety: a malformed CSV row would make its member look unwanted and so be removed; the run
 -- therefore refuses a file with bad rows before any write. Every run reads the groups' current
 -- members and sends only the difference, so a rerun (or --resume) after any failure converges.
+-- Its policy (policies/group_sync.lua) retries reads and user creation, not membership changes:
+-- when one fails transiently (a 5xx, a timeout, a lost answer, a 412) the group is read again
+-- and only what is still missing is sent, at most PASSES times per group in a run; what a rerun
+-- would do, for that group only. A delta is never re-sent blindly.
 local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
@@ -39,6 +43,27 @@ end
 
 local function usage(detail, suggest)
   error(errors.new { class = "usage", detail = detail, suggest = suggest }, 0)
+end
+
+-- Reads of a group's membership and fresh deltas per group and run (see the header).
+local PASSES = 3
+
+-- A failed membership change worth a fresh read and a new delta: the target may have applied
+-- it (lost answer) or not (5xx), or the group changed under it (412). Not auth, not a refusal.
+local function reconcilable(err)
+  return err.class == "transient" or err.class == "rate_limited" or (err.class == "conflict" and err.status == 412)
+end
+
+-- The user members of a group resource: id -> display name (or true). Nested groups are not
+-- managed by this CSV.
+local function members_of(group)
+  local out = {}
+  for _, mem in ipairs(type(group.members) == "table" and group.members or {}) do
+    if type(mem) == "table" and type(mem.value) == "string" and mem.type ~= "Group" then
+      out[mem.value] = type(mem.display) == "string" and mem.display or true
+    end
+  end
+  return out
 end
 
 -- Reads the desired state: groups in file order, each with its members in file order. A
@@ -111,13 +136,7 @@ return scimrun.workflow {
       g.current = {}
       if found then
         g.id = found.id
-        local full = must(sp.groups:get(found.id))
-        for _, mem in ipairs(type(full.members) == "table" and full.members or {}) do
-          -- nested groups are not managed by this CSV
-          if type(mem) == "table" and type(mem.value) == "string" and mem.type ~= "Group" then
-            g.current[mem.value] = type(mem.display) == "string" and mem.display or true
-          end
-        end
+        g.current = members_of(must(sp.groups:get(found.id)))
       end
     end)
 
@@ -186,24 +205,45 @@ return scimrun.workflow {
         local r, outcome = must(sp.groups:ensure { displayName = g.name })
         return { id = r.id }, outcome
       end)
-      local add = {}
+      local want = {}
       for _, m in ipairs(g.members) do
-        local id = users[m.key]
         -- a member whose account could not be created (dead-lettered) is left out
-        if id and not g.current[id] then add[#add + 1] = id end
+        if users[m.key] then want[#want + 1] = users[m.key] end
       end
-      if #add > 0 then
-        wf:step("add:" .. g.key, function()
-          return must(sp.groups:add_members(group.id, add)), "updated"
+      local current, changed = g.current, false
+      for pass = 1, PASSES do
+        -- pass 2 and later: after a failed change, the group as it is now (a read, retried)
+        if pass > 1 then current = members_of(must(sp.groups:get(group.id))) end
+        local tag = pass > 1 and ("#" .. pass) or ""
+        local add, rm = {}, {}
+        for _, id in ipairs(want) do
+          if not current[id] then add[#add + 1] = id end
+        end
+        -- only the removals planned (and approved) above, of members still there
+        for _, id in ipairs(removals[g.key]) do
+          if pass == 1 or current[id] then rm[#rm + 1] = id end
+        end
+        local sent, err = pcall(function()
+          if #add > 0 then
+            changed = true
+            wf:step("add:" .. g.key .. tag, function()
+              return must(sp.groups:add_members(group.id, add)), "updated"
+            end)
+          end
+          if #rm > 0 then
+            changed = true
+            wf:step("remove:" .. g.key .. tag, function()
+              return must(sp.groups:remove_members(group.id, rm)), "updated"
+            end)
+          end
         end)
+        if sent then break end
+        err = errors.normalize(err)
+        if pass == PASSES or not reconcilable(err) then error(err, 0) end
+        wf.log("warn", "membership change failed; reading the group again to send only what is still missing",
+          { group = g.name, step = err.step, class = err.class, status = err.status, pass = pass })
       end
-      local rm = removals[g.key]
-      if #rm > 0 then
-        wf:step("remove:" .. g.key, function()
-          return must(sp.groups:remove_members(group.id, rm)), "updated"
-        end)
-      end
-      if #add == 0 and #rm == 0 then wf:outcome("skipped") end
+      if not changed then wf:outcome("skipped") end
     end)
   end,
 }

@@ -8,13 +8,18 @@
 -- Params: csv; grace_days ("none": never delete; 0: delete right after deactivating; N: delete
 -- users whose account has been inactive, unchanged, for N days, judged by the provider's
 -- meta.lastModified); max_count and max_percent, the mass de-provisioning guard; concurrency;
--- mapping (a mapping file: only its userName entry is used, so an HR export can name the column).
--- See docs/examples.md.
+-- mapping (a mapping file: only its userName entry is used, so an HR export can name the column);
+-- keep and keep_filter, the accounts scimrun does not manage. See docs/examples.md.
 --
--- Guard: before its first write the run counts the users it would deactivate or delete. Over
--- max_count users or max_percent of all users on the provider, it writes nothing, lists what it
--- would do and stops with exit code 2; rerun with --allow-deletes N to approve N of them.
--- A truncated HR export must not wipe the directory.
+-- Keep list: accounts that are never touched (break-glass admins, service accounts), even when
+-- the CSV lists them: keep=FILE names them, one userName per line (case-insensitive; blank
+-- lines and # comments ignored), and keep_filter='userType eq "Service"' (a SCIM filter the
+-- provider evaluates, read once) adds the users it matches. A kept leaver is reported skipped.
+--
+-- Guard: before its first write the run counts the users it would deactivate or delete (those
+-- the keep list protects are not counted). Over max_count users or max_percent of all users on
+-- the provider, it writes nothing, lists what it would do and stops with exit code 2; rerun with
+-- --allow-deletes N to approve N of them. A truncated HR export must not wipe the directory.
 local scim = require "scimrun.scim"
 local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
@@ -46,6 +51,28 @@ local function epoch(s)
   return t
 end
 
+-- The keep list file: lower-cased userName -> userName as written, and how many. One name per
+-- line; blank lines, lines starting with # and trailing " # comments" are ignored.
+local function read_keep(path)
+  local f, ferr = io.open(path, "rb")
+  if not f then
+    usage(("cannot read the keep list %s: %s"):format(path, tostring(ferr)),
+      "give --param keep=FILE, a file of userNames to leave alone (one per line, # comments)")
+  end
+  local set, n, lineno = {}, 0, 0
+  for line in f:lines() do
+    lineno = lineno + 1
+    if lineno == 1 then line = line:gsub("^\239\187\191", "") end -- a UTF-8 byte order mark
+    local name = line:gsub("\r$", ""):gsub("^%s*#.*$", ""):gsub("%s+#.*$", ""):gsub("^%s+", ""):gsub("%s+$", "")
+    if name ~= "" then
+      if not set[name:lower()] then n = n + 1 end
+      set[name:lower()] = name
+    end
+  end
+  f:close()
+  return set, n
+end
+
 local function grace_seconds(v)
   if v == nil or v == "" or v == "none" then return nil end
   local n = tonumber(v)
@@ -56,11 +83,18 @@ end
 return scimrun.workflow {
   name = "offboard",
   params = { csv = "data/offboard.csv", grace_days = "none", max_count = 25, max_percent = 10, concurrency = 8,
-             mapping = "" },
+             mapping = "", keep = "", keep_filter = "" },
   run = function(wf, p)
     local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local limit = tonumber(p.concurrency) or 8
     local grace = grace_seconds(p.grace_days)
+    -- the accounts scimrun does not manage, by name (read before anything is sent)
+    local keep = {}
+    if p.keep ~= "" then
+      local keep_count
+      keep, keep_count = read_keep(p.keep)
+      wf.log("info", ("keep list: %d account(s) are never de-provisioned"):format(keep_count), { file = p.keep })
+    end
 
     -- 1. The leavers. A bad row becomes a failed item (file:line) below; it removes no one.
     -- Only the userName is read from a row, through the mapping (default: a userName column);
@@ -115,11 +149,32 @@ return scimrun.workflow {
         if r.user then r.user.groups = member_of[r.user.id] end
       end
     end
+    -- ... and by a filter the provider evaluates (one listing of the users it matches)
+    local kept_ids = {}
+    if p.keep_filter ~= "" then
+      local n = 0
+      local ok_keep, keep_err = pcall(function()
+        for u in sp.users:list { filter = p.keep_filter, attributes = "userName" } do
+          if type(u.id) == "string" then kept_ids[u.id] = true; n = n + 1 end
+        end
+      end)
+      if not ok_keep then error(keep_err, 0) end
+      wf.log("info", ("keep filter: %d account(s) match, never de-provisioned"):format(n), { filter = p.keep_filter })
+    end
+    local function kept(r)
+      local u = r.user
+      if keep[r.key] or (type(u.userName) == "string" and keep[u.userName:lower()]) then return "keep list" end
+      if kept_ids[u.id] then return "keep filter" end
+    end
+
     local now = scimrun.wall()
-    local affected, plan_lines = {}, {}
+    local affected, plan_lines, left_alone = {}, {}, {}
     for _, r in ipairs(good) do
       local u = r.user
-      if u then
+      r.kept = u and kept(r)
+      if r.kept then
+        left_alone[#left_alone + 1] = ("%s (%s)"):format(r.userName, r.kept)
+      elseif u then
         r.deactivate = u.active ~= false
         r.groups = {}
         for _, g in ipairs(type(u.groups) == "table" and u.groups or {}) do
@@ -140,14 +195,21 @@ return scimrun.workflow {
       end
     end
 
-    -- 3. The guard, before any write.
+    if #left_alone > 0 then
+      wf.log("warn", ("%d leaver(s) of %s are kept and left alone: %s%s"):format(#left_alone, p.csv,
+        table.concat(left_alone, ", ", 1, math.min(#left_alone, 20)),
+        #left_alone > 20 and (", ... (" .. (#left_alone - 20) .. " more)") or ""))
+    end
+
+    -- 3. The guard, before any write: it counts only the accounts left after the keep list.
     if #affected > 0 then
       local plan, gerr = sp.users:plan_deprovision(affected, { threshold_count = p.max_count,
         threshold_percent = p.max_percent, allow = wf.allow_deletes })
       if not plan then
         if gerr.reason ~= "deprovision_threshold" then error(gerr, 0) end
-        io.stdout:write(("offboard: nothing was changed. It would de-provision %d user(s):\n%s\n")
-          :format(#affected, table.concat(plan_lines, "\n")))
+        io.stdout:write(("offboard: nothing was changed. It would de-provision %d user(s)%s:\n%s\n")
+          :format(#affected, #left_alone > 0 and (" (%d more kept by the keep list)"):format(#left_alone) or "",
+            table.concat(plan_lines, "\n")))
         usage(gerr.detail, gerr.suggest)
       end
       if plan.allowed_by then
@@ -165,8 +227,8 @@ return scimrun.workflow {
     end
     wf:each(items, { concurrency = limit }, function(r)
       local u = r.user
-      if not u then
-        wf:outcome("skipped") -- no such account: nothing to de-provision
+      if not u or r.kept then
+        wf:outcome("skipped") -- no such account, or one scimrun does not manage: nothing to de-provision
         return
       end
       local changed = false

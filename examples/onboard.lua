@@ -20,12 +20,12 @@ return scimrun.workflow {
     -- Before any write: the mapping is read (a bad file stops here), the input's header is
     -- matched against it (a required column it lacks stops here), and the log says which
     -- column feeds which attribute and which columns feed nothing.
+    local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local spec = mapping.load(p.mapping, { require = { "userName", mapping.WORK_EMAIL } })
     local header = csv.open(p.csv)
     header.close()
     local plan = mapping.prepare(spec, header.columns, { file = p.csv, log = wf.log })
     local rows = csv.rows(p.csv)
-    local sp = scim.connect { base_url = wf.env "SCIM_BASE_URL", token_env = "SCIM_TOKEN" }
     local group = wf:step("group:" .. p.group, function()
       local g, outcome = sp.groups:ensure { displayName = p.group }
       if not g then return nil, outcome end
@@ -43,12 +43,18 @@ return scimrun.workflow {
     -- "does this user exist?" is then answered from memory instead of by one request per row.
     local _, perr = sp.users:prefetch { max = 5000 }
     if perr then error(perr, 0) end
-    wf:each(rows, { concurrency = tonumber(p.concurrency) }, function(row)
+    -- preflight: the whole input is read through the mapping first, so bad values and
+    -- duplicate userNames are listed before the first write (and `--check` stops there)
+    wf:each(rows, { concurrency = tonumber(p.concurrency),
+                    preflight = function(it) return mapping.check_rows(plan, it) end }, function(row)
       local attrs, bad = mapping.apply(plan, row)
       if not attrs then
         error({ class = "permanent", detail = bad, suggest = "fix the row in " .. p.csv .. ", then rerun" }, 0)
       end
       local user_name = tostring(attrs.userName)
+      -- Steps are keyed by the userName (unique in the input: the preflight refuses duplicates,
+      -- of externalIds too). A user renamed at the source gets new keys in the next run, whose
+      -- steps are all new anyway; its ensure finds the account by externalId and renames it.
       local key = user_name:lower()
       wf:saga(function()
         local user = wf:step("user:" .. key, function()
@@ -57,10 +63,13 @@ return scimrun.workflow {
           return { id = u.id, created = outcome == "created" }, outcome
         end, {
           -- in doubt after a crash: did the create reach the provider? look before re-sending
+          -- (by externalId, then userName); an account found under another userName (a rename
+          -- in doubt) is left to ensure, which renames it without creating another
           recover = function()
-            local u, err = sp.users:find_by("userName", user_name)
-            if err then error(err, 0) end -- cannot tell: the step stays in doubt
-            return u and { id = u.id, created = true } or nil
+            local u, err = sp.users:match(attrs, { fresh = true })
+            if not u and err then error(err, 0) end -- cannot tell: the step stays in doubt
+            if not u or tostring(u.userName):lower() ~= key then return nil end
+            return { id = u.id, created = true }
           end,
           -- undo only what this run created; a pre-existing account is left alone
           compensate = function(u)

@@ -44,6 +44,11 @@ return {
   -- permanent, auth, conflict (never retried). suggest: shown to the operator.
   -- Put your own rules in a file that extends this one: they are tried before these.
   -- Anything no rule matches is permanent.
+  -- auth stops the target: after the first one (the token expired, was revoked or lacks a scope)
+  -- nothing more is sent to it in the run, no new item starts, the items in flight stop without
+  -- a dead letter, and the run exits 1 naming the token's variable; fix it, then --resume. A
+  -- provider that answers 403 for one resource only can be given a rule making that permanent:
+  --   { name = "protected-account", status = 403, detail = "cannot modify", class = "permanent" }
   classify = {
     { name = "transport-transient", kind = { "timeout", "connect", "reset", "dns" }, class = "transient" },
     { name = "tls", kind = "tls", class = "permanent",
@@ -121,4 +126,20 @@ return {
   -- Dead-letter queue (in the state store). on_dead_letter = function(entry) ... end is called
   -- for each new entry (alerting); entries never contain secrets.
   dead_letter = { max_size = 10000, retention_days = 30, on_dead_letter = nil },
+
+  -- Audit trail (in the state store, `scimrun audit`): every write made at a provider, kept
+  -- this many days (pruned when a run starts). Never a token.
+  audit = { retention_days = 365 },
+
+  -- Hooks on events of a run (alerting without changing scimrun), each fn(event, tools) under
+  -- the same CPU guard as every policy function; tools.post(url, body) sends a JSON POST (a
+  -- chat webhook), tools.log(level, msg, fields) logs. For example:
+  --   on_event = {
+  --     dead_letter = function(e, tools)
+  --       tools.post(os.getenv("CHAT_WEBHOOK"), { text = "scimrun: dead letter " .. e.id .. ": " .. e.last_error })
+  --     end,
+  --     breaker_open = function(b, tools) tools.post(os.getenv("CHAT_WEBHOOK"), { text = b.target .. " is down" }) end,
+  --     run_finished = function(r, tools) if r.exit_code ~= 0 then tools.post(...) end end,
+  --   },
+  on_event = { dead_letter = nil, breaker_open = nil, run_finished = nil },
 }

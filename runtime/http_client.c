@@ -166,25 +166,14 @@ static void req_finish(http_req *r, CURLcode code) {
     lua_setfield(co, -2, "headers");
     sched_wake_commit(r->task, 1);
   } else {
+    /* the runtime's error contract (luv's): nil, message, code; the code here is the
+     * transport kind (connect, timeout, reset, tls, dns, too_large, other) */
     lua_pushnil(co);
-    lua_createtable(co, 0, 5);
-    lua_pushstring(co, error_kind(code, r->too_large));
-    lua_setfield(co, -2, "kind");
-    lua_pushinteger(co, (lua_Integer)code);
-    lua_setfield(co, -2, "code");
     lua_pushstring(co, r->too_large   ? "response larger than max_size"
                        : r->errbuf[0] ? r->errbuf
                                       : curl_easy_strerror(code));
-    lua_setfield(co, -2, "message");
-    if (url) {
-      lua_pushstring(co, url);
-      lua_setfield(co, -2, "url");
-    }
-    if (method) {
-      lua_pushstring(co, method);
-      lua_setfield(co, -2, "method");
-    }
-    sched_wake_commit(r->task, 2);
+    lua_pushstring(co, error_kind(code, r->too_large));
+    sched_wake_commit(r->task, 3);
   }
   req_free(r);
 }

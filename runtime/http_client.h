@@ -6,8 +6,9 @@
  *   request{method, url, headers = {name = value}, body, timeout, connect_timeout,
  *           max_size, insecure} -> yields, then
  *     res {status, headers (lower-cased names), body, total_time}      for any HTTP answer
- *     nil, err {kind, code, message, url, method}                      for a transport failure
- *   kind: timeout | connect | reset | dns | tls | too_large | other
+ *     nil, message, kind                                               for a transport failure
+ *   (the runtime's error contract, luv's: nil, message, code), kind being the code:
+ *   timeout | connect | reset | dns | tls | too_large | other
  * TLS peer and host verification are always on unless `insecure = true`.
  */
 #ifndef SCIMRUN_HTTP_CLIENT_H

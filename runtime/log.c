@@ -1,5 +1,6 @@
 /* log.c: levelled text/JSON logging with secret redaction at the source (see log.h). */
 #include "log.h"
+#include "term_status.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
@@ -180,6 +181,7 @@ static void write_value(FILE *f, const log_field *fl, int quote_text) {
 
 static void emit_fields(enum log_level level, const char *msg, const log_field *fields, int n) {
   FILE *f = stderr;
+  term_status_erase(f); /* a log line goes above the status area, never through it */
   if (G.json) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
@@ -215,6 +217,7 @@ static void emit_fields(enum log_level level, const char *msg, const log_field *
     }
     fputc('\n', f);
   }
+  term_status_draw(f);
   fflush(f);
 }
 
@@ -305,15 +308,33 @@ static int l_redact(lua_State *L) {
   return 1;
 }
 
+/* log.status(text|nil): the status area below the log lines on stderr (term_status.h). */
+static int l_status(lua_State *L) {
+  term_status_set(stderr, luaL_optstring(L, 1, NULL));
+  return 0;
+}
+
+/* log.terminal() -> is stderr a terminal, its width in columns */
+static int l_terminal(lua_State *L) {
+  lua_pushboolean(L, term_is_tty(2));
+  lua_pushinteger(L, term_columns(2));
+  return 2;
+}
+
 static int l_is_json(lua_State *L) {
   lua_pushboolean(L, G.json);
   return 1;
 }
 
 int luaopen_scimrun_log(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"emit", l_emit},     {"configure", l_configure}, {"add_secret", l_add_secret},
-      {"redact", l_redact}, {"is_json", l_is_json},     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"emit", l_emit},
+                                   {"configure", l_configure},
+                                   {"add_secret", l_add_secret},
+                                   {"redact", l_redact},
+                                   {"is_json", l_is_json},
+                                   {"status", l_status},
+                                   {"terminal", l_terminal},
+                                   {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, funcs);
   return 1;

@@ -18,6 +18,7 @@
 #include "paths.h"
 #include "scheduler.h"
 #include "signals.h"
+#include "term_status.h"
 
 #define PRELOAD(name, fn)                                                                          \
   lua_pushcfunction(L, fn);                                                                        \
@@ -115,6 +116,7 @@ int main(int argc, char **argv) {
   int leaked_refs = sched_ref_count();
   lua_close(L);
   log_clear_secrets();
+  term_status_set(stderr, NULL); /* a run stopped hard leaves no status area behind */
   if (leaked_refs != 0) {
     fprintf(stderr, "scimrun: %d Lua references still held at shutdown\n", leaked_refs);
     if (getenv("SCIMRUN_STRICT_REFS"))

@@ -5,12 +5,15 @@
 #ifndef SCIMRUN_MODULES_H
 #define SCIMRUN_MODULES_H
 
+#include "fs.h"
 #include "http_client.h"
+#include "http_date.h"
 #include "http_server.h"
 #include "log.h"
 #include "paths.h"
 #include "resilience_lua.h"
 #include "scheduler.h"
+#include "sha256.h"
 #include "signals.h"
 #include "store_lua.h"
 
@@ -22,6 +25,9 @@
   X("scimrun.httpserver", luaopen_scimrun_httpserver)                                              \
   X("scimrun.signals", luaopen_scimrun_signals)                                                    \
   X("scimrun.store", luaopen_scimrun_store)                                                        \
-  X("scimrun.resilience", luaopen_scimrun_resilience)
+  X("scimrun.resilience", luaopen_scimrun_resilience)                                              \
+  X("scimrun.fs", luaopen_scimrun_fs)                                                              \
+  X("scimrun.sha256", luaopen_scimrun_sha256)                                                      \
+  X("scimrun.httpdate", luaopen_scimrun_httpdate)
 
 #endif

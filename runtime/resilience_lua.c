@@ -217,6 +217,12 @@ static int l_breaker_state(lua_State *L) {
   return 1;
 }
 
+/* breaker:cooldown() -> seconds an open breaker stays open before its next probe */
+static int l_breaker_cooldown(lua_State *L) {
+  lua_pushnumber(L, breaker_current_cooldown(check_breaker(L)->b));
+  return 1;
+}
+
 static int l_breaker_snapshot(lua_State *L) {
   lbreaker *w = check_breaker(L);
   breaker_checkpoint cp;
@@ -429,13 +435,11 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 
 int luaopen_scimrun_resilience(lua_State *L) {
   static const luaL_Reg rng_m[] = {{"next", l_rng_next}, {NULL, NULL}};
-  static const luaL_Reg breaker_m[] = {{"allow", l_breaker_allow},
-                                       {"record", l_breaker_record},
-                                       {"release", l_breaker_release},
-                                       {"state", l_breaker_state},
-                                       {"snapshot", l_breaker_snapshot},
-                                       {"restore", l_breaker_restore},
-                                       {NULL, NULL}};
+  static const luaL_Reg breaker_m[] = {
+      {"allow", l_breaker_allow},       {"record", l_breaker_record},
+      {"release", l_breaker_release},   {"state", l_breaker_state},
+      {"cooldown", l_breaker_cooldown}, {"snapshot", l_breaker_snapshot},
+      {"restore", l_breaker_restore},   {NULL, NULL}};
   static const luaL_Reg limiter_m[] = {{"reserve", l_limiter_reserve},
                                        {"set_rate", l_limiter_set_rate},
                                        {"rate", l_limiter_rate},

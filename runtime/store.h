@@ -136,6 +136,17 @@ int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted);
 int store_event_add(store *s, const char *run_id, const char *step_key, const char *event_json);
 int store_events_prune(store *s, double retention_seconds, int64_t *deleted);
 
+/* One row of the audit trail: a write made at a service provider. Append-only (a trigger
+ * refuses UPDATE); pruned by age only (audit.retention_days). Never a secret. */
+typedef struct {
+  const char *run_id, *item, *operation, *method, *target, *resource_type, *resource_id;
+  const char *resource_name, *member_id, *changes_json, *result, *detail; /* NULL: none */
+  int status;                                                             /* < 0: none */
+} store_audit_entry;
+
+int store_audit_add(store *s, const store_audit_entry *e);
+int store_audit_prune(store *s, double retention_seconds, int64_t *deleted);
+
 /* Read queries: a cached statement, reset and unbound. Bind, step, then store_query_end(). */
 typedef enum {
   STORE_Q_RUN_GET,               /* ?1 id */
@@ -150,6 +161,8 @@ typedef enum {
   STORE_Q_DLQ_GET,               /* ?1 id */
   STORE_Q_DLQ_COUNT,             /* ?1 state or NULL, ?2 run_id or NULL -> n */
   STORE_Q_STEP_EVENTS,           /* ?1 run_id, ?2 step_key -> at, event_json (oldest first) */
+  STORE_Q_AUDIT_LIST, /* ?1 run_id or NULL, ?2 user (name, old name or id) or NULL, ?3 limit
+                         (-1 all) -> rows, newest first */
   STORE_Q_COUNT_
 } store_query;
 

@@ -26,6 +26,8 @@ enum store_stmt_id {
   W_DLQ_PRUNE,
   W_EVENT_ADD,
   W_EVENTS_PRUNE,
+  W_AUDIT_ADD,
+  W_AUDIT_PRUNE,
   W_BEGIN,
   W_COMMIT,
   W_ROLLBACK,

@@ -444,6 +444,46 @@ static int l_events_prune(lua_State *L) {
   return 1;
 }
 
+/* ---- audit trail ------------------------------------------------------------------ */
+
+/* db:audit_list{run_id, user, limit} -> rows, oldest first (the newest `limit` when given) */
+static int l_audit_list(lua_State *L) {
+  store *s = store_lua_check_db(L);
+  const char *run_id = opt_table_string(L, 2, "run_id", "audit_list");
+  const char *user = opt_table_string(L, 2, "user", "audit_list");
+  int limit = lua_istable(L, 2) ? store_lua_field_count(L, 2, "limit", -1, "audit_list") : -1;
+  sqlite3_stmt *st = store_query_begin(s, STORE_Q_AUDIT_LIST);
+  if (!st)
+    return store_lua_failure(L, s);
+  bind_opt_text(st, 1, run_id);
+  bind_opt_text(st, 2, user);
+  sqlite3_bind_int(st, 3, limit);
+  int n = all_rows(L, s, st);
+  if (n != 1 || !lua_istable(L, -1))
+    return n;
+  /* newest first from the query (so LIMIT keeps the newest); oldest first to the caller */
+  int len = (int)lua_objlen(L, -1);
+  for (int i = 1, j = len; i < j; i++, j--) {
+    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, -2, j);
+    lua_rawseti(L, -3, i);
+    lua_rawseti(L, -2, j);
+  }
+  return 1;
+}
+
+static int l_audit_prune(lua_State *L) {
+  store *s = store_lua_check_writable(L);
+  lua_Number retention = luaL_checknumber(L, 2);
+  if (retention < 0)
+    return luaL_argerror(L, 2, "retention must be >= 0 seconds");
+  int64_t deleted = 0;
+  if (store_audit_prune(s, (double)retention, &deleted) != 0)
+    return store_lua_failure(L, s);
+  lua_pushnumber(L, (lua_Number)deleted);
+  return 1;
+}
+
 /* ---- dead letters ------------------------------------------------------------------ */
 
 static const char *check_dlq_state(lua_State *L, const char *state) {
@@ -557,6 +597,8 @@ static const luaL_Reg db_methods[] = {
     {"dlq_prune", l_dlq_prune},
     {"step_events", l_step_events},
     {"events_prune", l_events_prune},
+    {"audit_list", l_audit_list},
+    {"audit_prune", l_audit_prune},
     {"_pragma", l_pragma},
     {NULL, NULL},
 };

@@ -22,6 +22,11 @@
  *   db:dlq_list{run_id, state, limit} -> array by id;  db:dlq_get(id) -> entry | nil
  *   db:dlq_set_state(id, state) -> true;  db:dlq_count{state, run_id} -> n
  *   db:dlq_prune(retention_seconds) -> number deleted
+ *   db:audit_list{run_id, user, limit} -> rows oldest first (limit: the newest N); user matches
+ *     a userName (ignoring case, any name the user had) or an id, membership rows included
+ *   db:audit_prune(retention_seconds) -> number deleted
+ *   apply op "audit_add": run_id, operation, result (required), item, method, target,
+ *     resource_type, resource_id, resource_name, member_id, changes_json, status, detail
  *   db:_pragma("max_page_count"|"query_only", n) -> value  (test hook: simulate full/readonly)
  * NULL columns are absent from the returned tables; is_compensation is a boolean.
  */

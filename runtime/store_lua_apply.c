@@ -13,17 +13,19 @@ enum {
   OP_KV_PUT,
   OP_RUN_STATUS,
   OP_DLQ_ADD,
-  OP_EVENT_ADD
+  OP_EVENT_ADD,
+  OP_AUDIT_ADD
 };
-static const char *const OP_NAMES[] = {"step_start",       "step_complete", "step_fail",
-                                       "step_compensated", "kv_put",        "run_status",
-                                       "dlq_add",          "event_add",     NULL};
+static const char *const OP_NAMES[] = {
+    "step_start", "step_complete", "step_fail", "step_compensated", "kv_put",
+    "run_status", "dlq_add",       "event_add", "audit_add",        NULL};
 
 typedef struct {
   int kind;
   const char *run_id, *key, *json, *status;
   int attempts, has_exit, exit_code;
   store_dlq_entry dlq;
+  store_audit_entry audit;
 } batch_op;
 
 /* Reads batch[i] (on top of the stack) into op, raising on misuse. */
@@ -72,6 +74,23 @@ static void decode_op(lua_State *L, int i, batch_op *op) {
     op->exit_code = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     break;
+  case OP_AUDIT_ADD: {
+    store_audit_entry *a = &op->audit;
+    a->run_id = op->run_id;
+    a->item = store_lua_field_string(L, t, "item", 0, ctx);
+    a->operation = store_lua_field_string(L, t, "operation", 1, ctx);
+    a->method = store_lua_field_string(L, t, "method", 0, ctx);
+    a->target = store_lua_field_string(L, t, "target", 0, ctx);
+    a->resource_type = store_lua_field_string(L, t, "resource_type", 0, ctx);
+    a->resource_id = store_lua_field_string(L, t, "resource_id", 0, ctx);
+    a->resource_name = store_lua_field_string(L, t, "resource_name", 0, ctx);
+    a->member_id = store_lua_field_string(L, t, "member_id", 0, ctx);
+    a->changes_json = store_lua_field_string(L, t, "changes_json", 0, ctx);
+    a->result = store_lua_field_string(L, t, "result", 1, ctx);
+    a->detail = store_lua_field_string(L, t, "detail", 0, ctx);
+    a->status = store_lua_field_count(L, t, "status", -1, ctx);
+    break;
+  }
   case OP_DLQ_ADD: {
     store_dlq_entry *e = &op->dlq;
     e->run_id = op->run_id;
@@ -107,6 +126,7 @@ static int run_op(store *s, const batch_op *op, int64_t *id) {
   case OP_RUN_STATUS:
     return store_run_set_status(s, op->run_id, op->status, op->has_exit, op->exit_code);
   case OP_EVENT_ADD: return store_event_add(s, op->run_id, op->key, op->json);
+  case OP_AUDIT_ADD: return store_audit_add(s, &op->audit);
   default: return store_dlq_add(s, &op->dlq, id);
   }
 }

@@ -66,6 +66,32 @@ const char *const store_migrations[] = {
     "  event_json TEXT NOT NULL);"
     "CREATE INDEX step_events_by_step ON step_events(run_id, step_key, id);"
     "CREATE INDEX step_events_by_age ON step_events(at);",
+    /* 3: the audit trail, one row per write made at a service provider (a membership change:
+     * one row per member). Append-only: rows are never updated; only the policy's retention
+     * (audit.retention_days) deletes them. No secret is ever stored here. */
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  run_id TEXT NOT NULL,"
+    "  at REAL NOT NULL,"
+    "  item TEXT,"
+    "  operation TEXT NOT NULL,"
+    "  method TEXT,"
+    "  target TEXT,"
+    "  resource_type TEXT,"
+    "  resource_id TEXT,"
+    "  resource_name TEXT,"
+    "  member_id TEXT,"
+    "  changes_json TEXT,"
+    "  result TEXT NOT NULL,"
+    "  status INTEGER,"
+    "  detail TEXT);"
+    "CREATE INDEX audit_by_run ON audit(run_id, id);"
+    "CREATE INDEX audit_by_name ON audit(resource_name COLLATE NOCASE);"
+    "CREATE INDEX audit_by_resource ON audit(resource_id);"
+    "CREATE INDEX audit_by_member ON audit(member_id);"
+    "CREATE INDEX audit_by_age ON audit(at);"
+    "CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
 };
 const int store_migration_count = (int)(sizeof store_migrations / sizeof store_migrations[0]);
 
@@ -76,6 +102,13 @@ const int store_migration_count = (int)(sizeof store_migrations / sizeof store_m
 #define DLQ_COLS                                                                                   \
   "id, run_id, step_key, operation, method, url, request_body, class, status, scim_type, "         \
   "last_error, suggest, attempts, first_failed_at, last_failed_at, state, is_compensation, rule"
+#define AUDIT_COLS                                                                                 \
+  "id, run_id, at, item, operation, method, target, resource_type, resource_id, resource_name, "   \
+  "member_id, changes_json, result, status, detail"
+/* The ids of the users once called ?2 (a user renamed later is found by either name). */
+#define AUDIT_USER_IDS                                                                             \
+  "(SELECT resource_id FROM audit WHERE resource_type = 'users' AND resource_name = ?2 "           \
+  "COLLATE NOCASE AND resource_id IS NOT NULL)"
 #define FINAL_STATES "('failed','completed','completed_with_dead_letters')"
 
 const char *const store_sql[N_STMTS] = {
@@ -99,6 +132,12 @@ const char *const store_sql[N_STMTS] = {
                           "AND (?2 IS NULL OR run_id = ?2)",
     [STORE_Q_STEP_EVENTS] = "SELECT at, event_json FROM step_events WHERE run_id = ?1 "
                             "AND step_key = ?2 ORDER BY id",
+    [STORE_Q_AUDIT_LIST] =
+        "SELECT " AUDIT_COLS " FROM audit WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL "
+        "OR resource_id = ?2 OR member_id = ?2 "
+        "OR (resource_type = 'users' AND resource_name = ?2 COLLATE NOCASE) "
+        "OR (resource_type = 'users' AND resource_id IN " AUDIT_USER_IDS ") "
+        "OR member_id IN " AUDIT_USER_IDS ") ORDER BY id DESC LIMIT ?3",
     [W_RUN_CREATE] = "INSERT INTO runs (id, workflow_name, workflow_path, workflow_hash, "
                      "params_json, inputs_json, policy_json, status, created_at, updated_at) "
                      "VALUES (?1, ?2, ?3, ?4, COALESCE(?5, '{}'), COALESCE(?6, '{}'), ?7, "
@@ -134,6 +173,11 @@ const char *const store_sql[N_STMTS] = {
     [W_EVENT_ADD] = "INSERT INTO step_events (run_id, step_key, at, event_json) "
                     "VALUES (?1, ?2, ?3, ?4)",
     [W_EVENTS_PRUNE] = "DELETE FROM step_events WHERE at < ?1",
+    [W_AUDIT_ADD] =
+        "INSERT INTO audit (run_id, at, item, operation, method, target, resource_type, "
+        "resource_id, resource_name, member_id, changes_json, result, status, detail) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [W_AUDIT_PRUNE] = "DELETE FROM audit WHERE at < ?1",
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",

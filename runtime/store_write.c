@@ -270,3 +270,32 @@ int store_events_prune(store *s, double retention_seconds, int64_t *deleted) {
     *deleted = sqlite3_changes(s->db);
   return 0;
 }
+
+int store_audit_add(store *s, const store_audit_entry *e) {
+  binder b = {s, store_stmt(s, W_AUDIT_ADD), 0};
+  if (!b.st)
+    return -1;
+  bind_text(&b, 1, e->run_id);
+  bind_double(&b, 2, store_now());
+  const char *texts[] = {e->item,          e->operation,   e->method,        e->target,
+                         e->resource_type, e->resource_id, e->resource_name, e->member_id};
+  for (int i = 0; i < 8; i++)
+    bind_value(&b, i + 3, texts[i], "a field of the audit record of", e->item);
+  bind_value(&b, 11, e->changes_json, "the changes of the audit record of", e->item);
+  bind_text(&b, 12, e->result);
+  bind_count(&b, 13, e->status);
+  bind_value(&b, 14, e->detail, "the detail of the audit record of", e->item);
+  return run_bound(&b, "audit_add", e->run_id);
+}
+
+int store_audit_prune(store *s, double retention_seconds, int64_t *deleted) {
+  binder b = {s, store_stmt(s, W_AUDIT_PRUNE), 0};
+  if (!b.st)
+    return -1;
+  bind_double(&b, 1, store_now() - retention_seconds);
+  if (run_bound(&b, "audit_prune", NULL) != 0)
+    return -1;
+  if (deleted)
+    *deleted = sqlite3_changes(s->db);
+  return 0;
+}

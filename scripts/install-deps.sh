@@ -5,10 +5,11 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libluajit-5.1-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev
+  libluajit-5.1-dev libuv1-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev libhttp-parser-dev
   lua-busted lua-cjson lua-check
-  clang-format valgrind sqlite3 curl procps openssl
+  clang-format valgrind sqlite3 curl procps openssl tmux mandoc
   wrk nginx-light python3 python3-requests python3-tenacity
+  prometheus # promtool: the metrics spec checks the textfile and unit-tests contrib/prometheus/ rules
 )
 
 # The interop suite runs an npm server (scimmy). Machines here come with Node.js; only a

@@ -46,6 +46,7 @@ end
 local SUBCOMMANDS = {
   runs = "scimrun.cli_runs",
   dlq = "scimrun.cli_dlq",
+  audit = "scimrun.cli_audit",
   policy = "scimrun.cli_policy",
   sandbox = "scimrun.cli_sandbox",
 }

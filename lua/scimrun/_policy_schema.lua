@@ -34,8 +34,12 @@ M.BUILTIN = {
   timeouts = { request = 30, connect = 10, step = 900 },
   budget = { retry_ratio = 0.2, min_retries = 10 },
   dead_letter = { max_size = 10000, retention_days = 30 },
+  -- the audit trail of writes in the state file (scimrun audit): rows older than this are pruned
+  audit = { retention_days = 365 },
   -- SCIM client settings the runner hands to scimrun.scim (scim.default_max_members_per_patch)
   scim = { max_members_per_patch = 100 },
+  -- functions called on events of the run (scimrun.hooks); none by default
+  on_event = {},
 }
 
 -- Edit distance, for "did you mean".
@@ -122,11 +126,13 @@ local SECTIONS = {
   budget = { retry_ratio = num(0, 1, { fix = "a share of first attempts between 0 and 1, e.g. 0.2" }),
              min_retries = int(0) },
   dead_letter = { max_size = int(1), retention_days = num(nil, nil, { gt = 0 }), on_dead_letter = FUNC },
+  audit = { retention_days = num(nil, nil, { gt = 0, fix = "days the audit trail is kept, e.g. 365" }) },
   scim = { max_members_per_patch = int(1, nil, { fix = "members per group PATCH request, e.g. 100" }) },
+  on_event = { dead_letter = FUNC, breaker_open = FUNC, run_finished = FUNC },
 }
 
 local TOP_KEYS = { "extends", "description", "profiles", "operations", "classify", "breaker", "rate_limit",
-                   "bulkhead", "timeouts", "budget", "dead_letter", "scim" }
+                   "bulkhead", "timeouts", "budget", "dead_letter", "audit", "scim", "on_event" }
 -- (the command line's --set and the man page's spec read these)
 M.SECTIONS, M.TOP_KEYS = SECTIONS, TOP_KEYS
 local RULE_KEYS = { "name", "description", "status", "scim_type", "kind", "header", "op", "detail", "when",

@@ -5,11 +5,10 @@
 -- `--resume` continues that item from its next step.
 local cjson = require "cjson"
 local common = require "scimrun.cli_common"
+local flags = require "scimrun.cli_flags"
 local errors = require "scimrun.errors"
 
 local M = {}
-local SPEC = { ["--json"] = "flag", ["--state"] = "value", ["--run"] = "value", ["--all"] = "flag",
-  ["--policy"] = "value", ["--sandbox"] = "flag", ["--token-env"] = "value", ["--state-filter"] = "value" }
 
 local function is_comp(e) return e.is_compensation == 1 or e.is_compensation == true end
 
@@ -124,9 +123,9 @@ local function replay_one(db, e, ex, token, base_rewrite)
   if token then headers.Authorization = "Bearer " .. token end
   local target = url:match("^%a+://([^/]+)") or "default"
   local res, err = ex:run(e.operation or "dlq.replay", target, function()
-    local r, terr = http.request { method = e.method, url = url, headers = headers, body = e.request_body }
+    local r, tmsg, tkind = http.request { method = e.method, url = url, headers = headers, body = e.request_body }
     if not r then
-      return nil, { kind = terr.kind, detail = terr.message, op = e.operation, url = url, method = e.method }
+      return nil, { kind = tkind, detail = tmsg, op = e.operation, url = url, method = e.method }
     end
     if r.status >= 200 and r.status < 300 then return r end
     local body = r.body ~= "" and select(2, pcall(cjson.decode, r.body)) or nil
@@ -134,9 +133,19 @@ local function replay_one(db, e, ex, token, base_rewrite)
       scim_type = type(body) == "table" and body.scimType or nil,
       detail = type(body) == "table" and body.detail or r.body:sub(1, 200) }
   end, {})
-  if not res then return nil, err end
+  -- the audit trail (scimrun.audit) records the replayed write too, under the entry's run
+  local audit = require "scimrun.audit"
+  local write = { run_id = e.run_id, item = e.step_key, operation = e.operation or "dlq.replay", method = e.method,
+                  url = url, body = e.request_body }
+  if not res then
+    write.result, write.status, write.detail = "failed", err and err.status, err and err.detail
+    pcall(audit.record, db, write)
+    return nil, err
+  end
   local ok, decoded = pcall(cjson.decode, res.body ~= "" and res.body or "null")
   if not ok or decoded == nil or decoded == cjson.null then decoded = true end
+  write.result, write.status = "replayed", res.status
+  write.resource_id = type(decoded) == "table" and decoded.id ~= nil and tostring(decoded.id) or nil
   -- The entry is marked first: should the process die before the step is recorded, the step
   -- stays failed and a --retry-failed resume looks before it writes, rather than a second
   -- replay re-sending a create.
@@ -153,6 +162,7 @@ local function replay_one(db, e, ex, token, base_rewrite)
     batch = { { op = "step_complete", run_id = e.run_id, key = e.step_key, result_json = cjson.encode { v = decoded },
       attempts = (e.attempts or 0) + 1 } }
   end
+  for _, row in ipairs(audit.request_rows(write)) do batch[#batch + 1] = row end
   local aok, aerr = db:apply(batch)
   if not aok then return nil, { detail = "replayed but could not record the step: " .. tostring(aerr) } end
   return true
@@ -163,7 +173,7 @@ local function policy_message(e) return tostring(type(e) == "table" and (e.messa
 -- One retry executor per run of the entries. `--policy original`: each run's policy snapshot
 -- (what the run used, whatever happened to the files since); otherwise the named policy
 -- (default: "default") for all. Everything is resolved before the first request is sent.
-local function policy_executors(db, entries, o, cli)
+local function policy_executors(db, entries, o, cli, say)
   local retry = require "scimrun.retry"
   local out = {}
   if o.policy ~= "original" then
@@ -183,7 +193,7 @@ local function policy_executors(db, entries, o, cli)
       end
       local ok, pol = pcall(snapshots.restore, snap)
       if not ok then cli.fail("run %s: %s", e.run_id, policy_message(pol)) end
-      io.stdout:write(("policy: the snapshot of run %s (%s, sha256 %s)\n"):format(e.run_id,
+      say(("policy: the snapshot of run %s (%s, sha256 %s)\n"):format(e.run_id,
         tostring(snap.spec or snap.file), tostring(snap.sha256):sub(1, 12)))
       out[e.run_id] = retry.executor { policy = pol }
     end
@@ -204,7 +214,18 @@ local function replay(db, ids, o, cli)
     end
   end
   if #entries == 0 then io.stdout:write("nothing to replay\n"); return 0 end
-  local executors = policy_executors(db, entries, o, cli)
+  local out = M.replay_entries(db, entries, o, cli, function(line) io.stdout:write(line) end)
+  return out.failed > 0 and 3 or 0
+end
+
+-- Replays pending entries as `dlq replay` does (scimrun ui's Replay calls it too, so both have
+-- the same effect): the policy (o.policy: a name, a file or "original"), the token
+-- ($SCIM_TOKEN or o.token_env), the sandbox beside the state file (o.sandbox). say(text) gets
+-- the lines the command prints. Returns { replayed = n, failed = n, results = { {id, ok, why,
+-- todo, status} }, resume = { commands } }. Raises cli.fail's error before the first request
+-- when the policy or the sandbox cannot be had.
+function M.replay_entries(db, entries, o, cli, say)
+  local executors = policy_executors(db, entries, o, cli, say)
   local sandbox, base_rewrite
   local token = os.getenv(o.token_env or "SCIM_TOKEN")
   if o.sandbox then
@@ -221,32 +242,52 @@ local function replay(db, ids, o, cli)
     token, base_rewrite = sandbox.token, sandbox.url
   end
   if token then scimrun.log.add_secret(token) end
-  local done, failed, runs = 0, 0, {}
+  local done, failed, runs, seen, results, resume = 0, 0, {}, {}, {}, {}
   for _, e in ipairs(entries) do
-    local rok, err = replay_one(db, e, executors[e.run_id], token, base_rewrite)
+    local pok, rok, err = pcall(replay_one, db, e, executors[e.run_id], token, base_rewrite)
+    if not pok then
+      if sandbox then sandbox.close() end -- a long-lived caller (scimrun ui) keeps no sandbox behind
+      error(rok, 0)
+    end
     if rok then
       done = done + 1
-      runs[e.run_id] = true
-      io.stdout:write(("replayed %d (%s %s)\n"):format(e.id, e.operation or "?", e.step_key or ""))
+      if not seen[e.run_id] then seen[e.run_id], runs[#runs + 1] = true, e.run_id end
+      results[#results + 1] = { id = e.id, ok = true }
+      say(("replayed %d (%s %s)\n"):format(e.id, e.operation or "?", e.step_key or ""))
     else
       failed = failed + 1
       local d = errors.describe(errors.explain(errors.normalize(type(err) == "table" and err or { detail = err })))
-      io.stdout:write(("still failing %d (%s): %s\n"):format(e.id, e.step_key or "", d.why))
-      if d.todo then io.stdout:write("      what to do: ", d.todo, "\n") end
+      results[#results + 1] = { id = e.id, ok = false, why = d.why, todo = d.todo,
+                                status = type(err) == "table" and tonumber(err.status) or nil }
+      say(("still failing %d (%s): %s\n"):format(e.id, e.step_key or "", d.why))
+      if d.todo then say("      what to do: " .. d.todo .. "\n") end
     end
   end
   if sandbox then sandbox.close() end
-  io.stdout:write(("%d replayed, %d still failing\n"):format(done, failed))
-  for run_id in pairs(runs) do
+  say(("%d replayed, %d still failing\n"):format(done, failed))
+  for _, run_id in ipairs(runs) do
     local run = db:run_get(run_id)
-    io.stdout:write(("continue run %s from the replayed steps with: scimrun %s --resume %s%s%s\n"):format(run_id,
-      run and run.workflow_path or "WORKFLOW.lua", run_id, state_opt(o), o.sandbox and " --sandbox" or ""))
+    local cmd = ("scimrun %s --resume %s%s%s"):format(run and run.workflow_path or "WORKFLOW.lua", run_id,
+      state_opt(o), o.sandbox and " --sandbox" or "")
+    resume[#resume + 1] = cmd
+    say(("continue run %s from the replayed steps with: %s\n"):format(run_id, cmd))
   end
-  return failed > 0 and 3 or 0
+  return { replayed = done, failed = failed, results = results, resume = resume }
 end
 
+-- Drops a pending entry as `dlq drop` does (the item stays failed): the entry, or nil, why.
+function M.drop_entry(db, id)
+  local e = db:dlq_get(id)
+  if not e then return nil, ("no dead letter %s (see: scimrun dlq list)"):format(tostring(id)) end
+  if e.state ~= "pending" then return nil, ("dead letter %d is %s, not pending"):format(id, e.state) end
+  local dok, derr = db:dlq_set_state(id, "dropped")
+  if not dok then return nil, ("cannot drop dead letter %d: %s"):format(id, tostring(derr)) end
+  return e
+end
+M.not_replayable = not_replayable
+
 function M.main(args, cli)
-  local o, pos = common.parse(args, SPEC, cli)
+  local o, pos = flags.parse("dlq", args, cli)
   local sub = pos[1] or "list"
   local db = common.open_store(o, cli, sub == "list" or sub == "show")
   local ok, code = pcall(function()
@@ -259,11 +300,8 @@ function M.main(args, cli)
       return replay(db, ids, o, cli)
     elseif sub == "drop" then
       local id = tonumber(pos[2]) or cli.fail("usage: scimrun dlq drop ID")
-      local e = db:dlq_get(id)
-      if not e then cli.fail("no dead letter %d (see: scimrun dlq list)", id) end
-      if e.state ~= "pending" then cli.fail("dead letter %d is %s, not pending", id, e.state) end
-      local dok, derr = db:dlq_set_state(id, "dropped")
-      if not dok then cli.fail("cannot drop dead letter %d: %s", id, tostring(derr)) end
+      local e, why = M.drop_entry(db, id)
+      if not e then cli.fail("%s", why) end
       io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(id, e.step_key or "?", e.run_id))
       return 0
     end

@@ -164,6 +164,11 @@ M.commands.run = {
       help = "Write every item's outcome (created, updated, skipped, adopted, failed), its error, "
         .. "the classification rule and the suggestion as JSON.",
       example = "--report run.json" },
+    { section = "Output", name = "--diff", arg = "FILE", kind = "value", default = "none",
+      help = "Write one JSON line per write the run makes (with --dry-run: would make): the item, the "
+        .. "operation, the resource and the attributes it changes, before and after. Unchanged users "
+        .. "get no write and no line. Never a secret.",
+      example = "--diff changes.jsonl" },
     { section = "Output", name = "--log-format", arg = "text|json", kind = "value", values = { "text", "json" },
       default = "text",
       help = "Log lines on stderr as text or as one JSON object per line.",
@@ -189,6 +194,15 @@ M.commands.run = {
       help = "The live status area: auto draws it when stderr is a terminal (otherwise a progress "
         .. "line every 10 s), always draws it anyway, never turns it off.",
       example = "--progress never" },
+    { section = "Output", name = "--metrics-textfile", arg = "DIR", kind = "value", default = "none",
+      help = "Write the run's Prometheus metrics to DIR/scimrun_WORKFLOW.prom (a temporary file, then "
+        .. "a rename) every 5 s and at the end, for node_exporter's textfile collector. Not with "
+        .. "--dry-run or --check.",
+      example = "--metrics-textfile /var/lib/prometheus/node-exporter" },
+    { section = "Output", name = "--metrics-port", arg = "N", kind = "value", default = "none",
+      help = "Serve the run's Prometheus metrics at http://127.0.0.1:N/metrics while it runs (0 picks a "
+        .. "free port; the URL is printed).",
+      example = "--metrics-port 9464" },
     HELP_FLAG,
   },
   exit = {
@@ -253,6 +267,32 @@ M.commands.dlq = {
       example = "--sandbox" },
     { name = "--token-env", arg = "NAME", kind = "value", default = "SCIM_TOKEN", only = { "replay" },
       help = "The environment variable holding the bearer token.", example = "--token-env HR_SCIM_TOKEN" },
+    HELP_FLAG,
+  },
+}
+
+M.commands.audit = {
+  usage = { "scimrun audit [--run ID] [--user NAME] [--limit N] [--json] [--state FILE]" },
+  summary = "list the writes made at service providers (the audit trail)",
+  about = {
+    "Every write scimrun made at a service provider, oldest first: when, the run and item, the "
+      .. "operation, the resource and its id, the attributes changed (before -> after), and the "
+      .. "result. Kept append-only in the state file for the policy's audit.retention_days (365). "
+      .. "Never a token. Only reads the state file: it works during a run.",
+  },
+  flags = {
+    { name = "--state", arg = "FILE", kind = "value", default = "$SCIMRUN_STATE, else ./.scimrun/state.db",
+      help = "The state file to read.", example = "--state /var/lib/scimrun/hr.db" },
+    { name = "--run", arg = "ID", kind = "value", default = "every run",
+      help = "Only the writes of run ID.", example = "--run r-20260101-120000-ab12" },
+    { name = "--user", arg = "NAME", kind = "value", default = "every resource",
+      help = "Only the writes to user NAME (a userName, ignoring case, also a former one after a rename; "
+        .. "or an id), its group memberships included.",
+      example = "--user alice" },
+    { name = "--limit", arg = "N", kind = "value", default = "all",
+      help = "Only the newest N writes (still printed oldest first).", example = "--limit 100" },
+    { name = "--json", kind = "switch", default = "off",
+      help = "Print a JSON array instead of text.", example = "--json" },
     HELP_FLAG,
   },
 }
@@ -338,7 +378,7 @@ M.commands.sandbox = {
   },
 }
 
-M.ORDER = { "run", "runs", "dlq", "policy", "sandbox" }
+M.ORDER = { "run", "runs", "dlq", "audit", "policy", "sandbox" }
 
 -- Flags that stand first, instead of a command (scimrun._cli handles them).
 M.TOP = {

@@ -28,19 +28,50 @@ local function resume_cmd(run, o)
   return cmd
 end
 
+-- What `runs list --json` prints (scimrun ui's /api/runs serves the same): the newest runs
+-- (o.limit, default 50) for which keep(run) is true (all without keep), each with its step
+-- counts, resume command and policy snapshot's name.
+function M.list_data(db, o, keep)
+  local limit = tonumber(o.limit) or 50
+  local runs = db:runs_list { limit = keep and 1000 or limit }
+  if keep then
+    local kept = {}
+    for _, r in ipairs(runs) do
+      if #kept < limit and keep(r) then kept[#kept + 1] = r end
+    end
+    runs = kept
+  end
+  for _, r in ipairs(runs) do
+    r.steps = db:run_step_counts(r.id)
+    r.resume = resume_cmd(r, o)
+    local snap = snapshots.of_run(db, r)
+    r.policy_json = nil
+    r.policy = snap and { spec = snap.spec, file = snap.file, sha256 = snap.sha256, reason = snap.reason } or nil
+  end
+  return runs
+end
+
+-- What `runs show ID --json` prints (and /api/runs/ID), or nil when there is no such run; then
+-- the current and the start policy snapshots.
+function M.show_data(db, id, o)
+  local r = db:run_get(id)
+  if not r then return nil end
+  r.steps = db:run_step_counts(id)
+  r.dead_letters = db:dlq_count { run_id = id, state = "pending" }
+  r.resume = resume_cmd(r, o)
+  local snap, start = snapshots.of_run(db, r), snapshots.start_of_run(db, r)
+  r.policy_json = nil
+  r.policy = policy_json(snap)
+  r.policy_at_start = start and { spec = start.spec, file = start.file, sha256 = start.sha256 } or nil
+  return r, snap, start
+end
+
 function M.main(args, cli)
   local o, pos = flags.parse("runs", args, cli)
   local sub = pos[1] or "list"
   local db = common.open_store(o, cli, true)
   if sub == "list" then
-    local runs = db:runs_list { limit = tonumber(o.limit) or 50 }
-    for _, r in ipairs(runs) do
-      r.steps = db:run_step_counts(r.id)
-      r.resume = resume_cmd(r, o)
-      local snap = snapshots.of_run(db, r)
-      r.policy_json = nil
-      r.policy = snap and { spec = snap.spec, file = snap.file, sha256 = snap.sha256, reason = snap.reason } or nil
-    end
+    local runs = M.list_data(db, o)
     db:close()
     if o.json then io.stdout:write(cjson.encode(runs), "\n"); return 0 end
     if #runs == 0 then io.stdout:write("no runs yet\n"); return 0 end
@@ -53,15 +84,8 @@ function M.main(args, cli)
     return 0
   elseif sub == "show" then
     local id = pos[2] or cli.fail("usage: scimrun runs show ID")
-    local r = db:run_get(id)
+    local r, snap, start = M.show_data(db, id, o)
     if not r then db:close(); cli.fail("no run %s (see: scimrun runs list)", id) end
-    r.steps = db:run_step_counts(id)
-    r.dead_letters = db:dlq_count { run_id = id, state = "pending" }
-    r.resume = resume_cmd(r, o)
-    local snap, start = snapshots.of_run(db, r), snapshots.start_of_run(db, r)
-    r.policy_json = nil
-    r.policy = policy_json(snap)
-    r.policy_at_start = start and { spec = start.spec, file = start.file, sha256 = start.sha256 } or nil
     db:close()
     if o.json then io.stdout:write(cjson.encode(r), "\n"); return 0 end
     local lines = {

@@ -20,7 +20,7 @@
 -- max_record_bytes) fails that record only: reading resumes on the physical line after the one
 -- the record started on.
 -- Whole-file problems (missing file, no header, duplicate or missing required column) raise.
-local sha256 = require "scimrun._sha256"
+local sha256 = require "scimrun.sha256"
 local utf8_check = require "scimrun.utf8_check"
 
 local byte, find, sub, gsub = string.byte, string.find, string.sub, string.gsub
@@ -344,7 +344,9 @@ end
 -- opts: delimiter (","), columns (names replacing the header row; with header = false the file
 -- has no header row), required (column names that must be non-empty), chunk_size, max_record_bytes.
 function M.rows(path, opts)
-  return M.open(path, opts).next
+  local header = (opts and opts.header == false) and 0 or 1
+  return require("scimrun.input_size").register(M.open(path, opts).next, path, header,
+    function() return M.open(path, opts).next end)
 end
 
 local function needs_quotes(s, delim)

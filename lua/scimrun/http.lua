@@ -1,6 +1,7 @@
 -- HTTP for tasks: a thin layer over the C transport (runtime/http_client.c).
 -- http.request{method, url, headers, body, timeout, connect_timeout, max_size, insecure, ca_file}
---   -> res {status, headers, body, total_time} | nil, err {kind, code, message, url, method}
+--   -> res {status, headers, body, total_time} | nil, message, kind (the runtime's error contract:
+--      nil, message, code; kind is timeout, connect, reset, dns, tls, too_large or other)
 -- res.headers is looked up case-insensitively.
 local transport = require "scimrun._http"
 
@@ -14,9 +15,10 @@ local headers_mt = {
 
 function M.request(opts)
   if type(opts) ~= "table" then error("http.request expects a table of options", 2) end
-  local res, err = transport.request(opts)
-  if res then setmetatable(res.headers, headers_mt) end
-  return res, err
+  local res, msg, kind = transport.request(opts)
+  if not res then return nil, msg, kind end
+  setmetatable(res.headers, headers_mt)
+  return res
 end
 
 function M.inflight() return transport.inflight() end

@@ -83,7 +83,8 @@ end
 
 -- Iterator: for row, info in jsonl.rows(path, opts). opts: required (keys that must be non-empty).
 function M.rows(path, opts)
-  return M.open(path, opts).next
+  return require("scimrun.input_size").register(M.open(path, opts).next, path, 0,
+    function() return M.open(path, opts).next end)
 end
 
 M.hash = csv.hash

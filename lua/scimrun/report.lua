@@ -68,6 +68,7 @@ function M.summary(stats, ex, elapsed)
   local exc = ex:counters()
   return {
     items = stats.items, succeeded = stats.succeeded, failed = stats.failed,
+    auth_stopped = stats.auth_stopped, -- items in flight when the target rejected the token
     created = stats.created, updated = stats.updated, skipped = stats.skipped, adopted = stats.adopted,
     compensated = stats.compensated, compensation_failed = stats.compensation_failed,
     dead_lettered = stats.dead_lettered, dlq_pruned = stats.dlq_pruned,
@@ -87,8 +88,9 @@ function M.print(out, t)
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   add("")
   add("run %s %s in %.2fs%s", t.run_id, t.status, s.elapsed, t.dry_run and " (dry run: nothing was written)" or "")
-  add("  items      %d: %d succeeded (%d created, %d updated, %d skipped, %d adopted), %d failed",
-    s.items, s.succeeded, s.created, s.updated, s.skipped, s.adopted, s.failed)
+  add("  items      %d: %d succeeded (%d created, %d updated, %d skipped, %d adopted), %d failed%s",
+    s.items, s.succeeded, s.created, s.updated, s.skipped, s.adopted, s.failed,
+    (s.auth_stopped or 0) > 0 and (", %d stopped (token rejected; a resume redoes them)"):format(s.auth_stopped) or "")
   if s.compensated > 0 or s.compensation_failed > 0 then
     add("  sagas      %d steps compensated, %d compensations FAILED", s.compensated, s.compensation_failed)
   end
@@ -166,7 +168,7 @@ function M.print(out, t)
     add("  after fixing the cause: scimrun dlq replay --all --run %s%s, then: %s", t.run_id, state_opt,
       t.resume_cmd or "--resume")
   end
-  if t.err then
+  if t.err and t.err.class ~= "interrupted" then -- an interrupt is said below, with the resume command
     local d = errors.describe(t.err)
     add("  stopped: %s", d.what)
     add("    why: %s", d.why)
@@ -179,9 +181,35 @@ function M.print(out, t)
     add("  %s", t.resume_cmd)
   elseif t.status == "failed" then
     add("  after fixing the cause, resume with: %s%s", t.resume_cmd,
-      t.err and t.err.class ~= "store" and " --retry-failed" or "")
+      -- a store failure or a rejected token left no step failed: a plain resume redoes them
+      t.err and t.err.class ~= "store" and t.err.class ~= "auth" and " --retry-failed" or "")
   end
   out:write(table.concat(lines, "\n"), "\n")
+end
+
+-- `--check`: every bad row as file:line: reason, the counts, and the exit code (0 clean, 2 not;
+-- 1 when the workflow itself failed before its input was read).
+function M.print_check(out, results, err)
+  local rows, bad = 0, 0
+  for _, r in ipairs(results or {}) do
+    rows = rows + r.rows
+    for _, b in ipairs(r.bad) do
+      bad = bad + 1
+      out:write(("%s:%s: %s\n"):format(tostring(b.file or "input"), tostring(b.line or "?"), b.reason))
+    end
+  end
+  if err then
+    local d = errors.describe(err)
+    out:write(("check: the workflow failed before its input was checked: %s: %s\n"):format(d.what, d.why))
+    return 1
+  end
+  if not results or #results == 0 then
+    out:write("check: the workflow read no input through wf:each; nothing to check\n")
+    return 0
+  end
+  out:write(("check: %d row(s) read, %d bad, %d would be processed; nothing was sent\n")
+    :format(rows, bad, rows - bad))
+  return bad > 0 and 2 or 0
 end
 
 return M

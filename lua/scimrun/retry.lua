@@ -3,7 +3,7 @@
 -- and bulkhead, and the run's retry budget. Nothing else in scimrun retries, so the attempts an
 -- operation makes never multiply across layers.
 --
--- local ex = retry.executor{ policy = pol, seed = n, log = scimrun.log, events = stream,
+-- local ex = retry.executor{ policy = pol, seed = n, log = scimrun.log|false, events = stream,
 --                            on_event = fn(ev) (a subscriber to that stream),
 --                            state = { load = fn(key) -> tbl|nil, save = fn(key, tbl|nil) } }
 -- ex:run(op, target, attempt_fn, opts) -> result | nil, err
@@ -13,9 +13,16 @@
 --   timeouts.step deadline applies too), key (checkpoint key for the backoff deadline; by
 --   default the running step's, from scimrun.ctx().step), before_retry = fn(err, attempt) -> result|nil (called before
 --   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx),
---   on_backoff = fn(sleeping) (called with true before sleeping out a backoff, false after).
+--   on_backoff = fn(sleeping) (called with true before sleeping out a backoff, false after),
+--   credential = where the target's token comes from (the environment variable's name, as
+--   scim.connect's token_env, or a description such as "token_file PATH"), named in auth errors.
 --   err gains class, rule, suggest, attempts, trail, retry_after and, when the retry budget
 --   ran out, budget_exhausted = true.
+-- Auth failures stop the target: the first error classified `auth` (401/403: the token expired,
+-- was revoked or lacks a scope) marks the target stopped for this executor's life. No request
+-- is sent to it any more; calls already waiting (breaker, bulkhead, rate limit, backoff) and
+-- new ones fail at once with class auth and auth_stop = true, and one `auth_stop` event is
+-- emitted (the workflow engine stops dispatching items on it). The error names the credential.
 -- ex:set_policy(pol)  ex:counters()  ex:last_trail()
 -- retry.decide{...} -> decision   the pure retry decision, shared with `scimrun policy simulate`
 -- retry.server_delay(err, wall, class) -> seconds, source   (Retry-After and RateLimit headers)
@@ -24,41 +31,15 @@ local policy = require "scimrun.policy"
 local classify = require "scimrun.classify"
 local bulkhead = require "scimrun._bulkhead"
 local events = require "scimrun.events"
+local httpdate = require "scimrun.httpdate"
 
 local M = {}
 
-local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6, jul = 7, aug = 8, sep = 9, oct = 10,
-                 nov = 11, dec = 12 }
-
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
--- Parses the three HTTP-date forms (RFC 9110 5.6.7) into epoch seconds, or nil.
+-- Parses an HTTP-date (the three forms of RFC 9110 5.6.7) into epoch seconds, or nil:
+-- libcurl's curl_getdate (scimrun.httpdate), the one HTTP-date parser of scimrun.
 function M.parse_http_date(s)
   if type(s) ~= "string" then return nil end
-  local d, mon, y, hh, mm, ss = s:match("^%a+, (%d%d?) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
-  if not d then
-    d, mon, y, hh, mm, ss = s:match("^%a+, (%d%d)%-(%a%a%a)%-(%d%d) (%d%d):(%d%d):(%d%d) GMT$")
-    if y then
-      y = tonumber(y)
-      y = y < 70 and 2000 + y or 1900 + y
-    end
-  end
-  if not d then
-    mon, d, hh, mm, ss, y = s:match("^%a+ (%a%a%a) +(%d%d?) (%d%d):(%d%d):(%d%d) (%d%d%d%d)$")
-  end
-  local m = mon and MONTHS[mon:lower()]
-  if not m then return nil end
-  return days_from_civil(tonumber(y), m, tonumber(d)) * 86400 + tonumber(hh) * 3600 + tonumber(mm) * 60
-    + tonumber(ss)
+  return httpdate.parse(s)
 end
 
 -- A reset header is either a delta in seconds or an epoch time (GitHub-style X-RateLimit-Reset).
@@ -260,12 +241,12 @@ function M.executor(o)
   assert(type(o) == "table" and type(o.policy) == "table", "retry.executor{ policy = pol, ... }")
   local self = setmetatable({}, Executor)
   self.clock = o.clock or { now = scimrun.now, sleep = scimrun.sleep, wall = scimrun.wall }
-  local log = o.log
-  if log == nil then log = scimrun.log end
-  self.log = log or { emit = function() end }
   -- Every fact of this layer is an event on one stream (the run's, or its own); its counters
-  -- are a tally of that stream (scimrun.events), never kept on the side.
+  -- are a tally of that stream (scimrun.events), never kept on the side, and its log lines
+  -- are written by a reader of the stream (scimrun.event_log). log = false: no log lines
+  -- (the runner attaches its own reader, which knows the terminal and the verbosity).
   self.events = o.events or events.new()
+  if o.log ~= false then require("scimrun.event_log").attach(self.events, { log = o.log }) end
   if o.on_event then self.events:subscribe(o.on_event) end
   self.tally = events.tally(self.events)
   self.state = o.state
@@ -319,7 +300,7 @@ function Executor:_target(name)
   local pol = self.policy
   local bcfg, acfg = breaker_cfg(pol.breaker), M.adapt_cfg(pol.rate_limit)
   tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = R.limiter { rps = 0 },
-         adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg, logged_rate = 0,
+         adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg,
          bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
   self.targets[name] = tg
   if self.state then
@@ -336,9 +317,60 @@ function Executor:_breaker_changed(tg, state, op)
   -- open_since: the start of the outage, kept through half-open probes that failed
   if state == "closed" then tg.open_since = nil
   elseif not tg.open_since then tg.open_since = self.clock.now() end
-  self.log.emit(state == "open" and "warn" or "info", "circuit breaker " .. state, { target = tg.name, op = op })
-  self:_emit({ type = "breaker", target = tg.name, op = op, state = state, t = self.clock.now() })
+  self:_emit({ type = "breaker", target = tg.name, op = op, state = state, t = self.clock.now(),
+               cooldown = state == "open" and tg.breaker:cooldown() or nil })
   if self.state then self.state.save("breaker:" .. tg.name, tg.breaker:snapshot(self.clock.now())) end
+end
+
+-- ---- auth failures stop the target ------------------------------------------------------
+
+-- The rule's suggestion names SCIM_TOKEN (the default rules' text): the connection's own
+-- variable or token file replaces it.
+local function name_credential(text, credential)
+  if type(text) ~= "string" or type(credential) ~= "string" or credential == "SCIM_TOKEN" then return text end
+  return (text:gsub("SCIM_TOKEN", (credential:gsub("%%", "%%%%"))))
+end
+M.name_credential = name_credential
+
+local function credential_phrase(credential)
+  if type(credential) ~= "string" then return "its token" end
+  if credential:find("^[%w_]+$") then return "the token in " .. credential end
+  return "the token (" .. credential .. ")"
+end
+
+-- The first auth failure of a target: from now on nothing more is sent to it.
+function Executor:_auth_failed(tg, err, op, opts)
+  local credential = opts.credential
+  err.auth_stop = true
+  err.target = tg.name
+  err.credential = credential
+  err.suggest = name_credential(err.suggest, credential)
+  if tg.auth_stop then return end
+  tg.auth_stop = { op = op, status = err.status, rule = err.rule, suggest = err.suggest, credential = credential,
+                   at = self.clock.now() }
+  err.detail = ("%s rejected %s; no more requests are sent to it in this run%s"):format(tg.name,
+    credential_phrase(credential), err.detail and (". The server said: " .. tostring(err.detail)) or "")
+  self:_emit({ type = "auth_stop", target = tg.name, op = op, status = err.status, rule = err.rule,
+               credential = credential, method = err.method, url = err.url, detail = err.detail,
+               suggest = err.suggest, t = self.clock.now() })
+end
+
+-- The error of a call refused because its target rejected the token earlier in the run.
+function Executor:_auth_refused(tg, op, attempt, trail)
+  local st = tg.auth_stop
+  self:_emit({ type = "give_up", op = op, target = tg.name, attempt = attempt, class = "auth", reason = "auth_stop",
+               why = "the target rejected the token earlier in this run", t = self.clock.now() })
+  return nil, { class = "auth", op = op, target = tg.name, rule = st.rule, auth_stop = true, not_sent = true,
+                credential = st.credential, attempts = attempt, trail = trail, suggest = st.suggest,
+                detail = ("not sent: %s rejected %s earlier in this run (%s answered %s); no more requests are "
+                  .. "sent to it"):format(tg.name, credential_phrase(st.credential), tostring(st.op),
+                  tostring(st.status or "auth")) }
+end
+
+-- True once an auth failure stopped the target (for reports and specs).
+function Executor:auth_stopped(target)
+  local tg = self.targets[target]
+  return tg ~= nil and tg.auth_stop ~= nil
 end
 
 local function circuit_open_err(op, target, detail)
@@ -436,16 +468,9 @@ function Executor:_pace(tg, op)
   end
 end
 
--- Every change of the rate in force is an event; the log hears of it when a limit appears or
--- goes, or moves by a quarter since it was last logged.
+-- Every change of the rate in force is an event (the log reader decides which it prints).
 function Executor:_rate_changed(tg, op, rate, now)
   self:_emit({ type = "rate", target = tg.name, op = op, rps = rate, t = now })
-  local last = tg.logged_rate
-  if (rate == 0) ~= (last == 0) or (last > 0 and math.abs(rate - last) / last >= 0.25) then
-    tg.logged_rate = rate
-    self.log.emit("info", rate > 0 and "rate limit" or "rate limit lifted",
-                  { target = tg.name, rps = rate > 0 and math.floor(rate * 100 + 0.5) / 100 or nil })
-  end
 end
 
 function Executor:_observe_quota(tg, headers, now)
@@ -494,6 +519,10 @@ function Executor:run(op, target, attempt_fn, opts)
 
   while true do
     local pol = self.policy
+    if tg.auth_stop then
+      finish()
+      return self:_auth_refused(tg, op, attempt, trail)
+    end
     -- Waiting on an open breaker counts toward max_elapsed (the target is failing); queueing
     -- for the bulkhead and the rate limit does not (gate_wait).
     local limit_at = start + gate_wait + profile.max_elapsed
@@ -510,6 +539,12 @@ function Executor:run(op, target, attempt_fn, opts)
     end
     tg.bulkhead:acquire(self, op, target)
     self:_pace(tg, op)
+    if tg.auth_stop then -- the token was rejected while this call queued: nothing is sent
+      tg.bulkhead:release()
+      tg.breaker:release(clock.now())
+      finish()
+      return self:_auth_refused(tg, op, attempt, trail)
+    end
     local sent = clock.now()
     local window = tg.adapt and tg.adapt:sent(sent)
     gate_wait = gate_wait + (sent - t0)
@@ -539,6 +574,7 @@ function Executor:run(op, target, attempt_fn, opts)
     local class, rule, suggest = classify.classify(pol, err, op)
     err.class, err.rule = class, rule
     if suggest then err.suggest = suggest end
+    if class == "auth" then self:_auth_failed(tg, err, op, opts) end
     local changed = tg.breaker:record(now, not counts_against_target(err))
     if changed then self:_breaker_changed(tg, changed, op) end
     if window then tg.adapt:answered(window, now, class == "rate_limited") end
@@ -576,8 +612,6 @@ function Executor:run(op, target, attempt_fn, opts)
       checkpointed = true
       self:_save_deadline(key, { until_wall = clock.wall() + d.delay, attempt = attempt, started_wall = start_wall })
     end
-    self.log.emit("info", "retrying", { op = op, target = target, attempt = attempt, class = class, rule = rule,
-                                        status = err.status, kind = err.kind, delay = d.delay })
     self:_emit({ type = "delay", op = op, target = target, attempt = attempt, seconds = d.delay, why = d.why,
                  t = now })
     if d.delay > 0 then

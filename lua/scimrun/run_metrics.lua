@@ -97,6 +97,8 @@ local function declare(reg)
   }
 end
 
+M.declare = declare -- the families, for a registry of the state file's (scimrun ui's /metrics)
+
 function M.new(o)
   local reg = metrics.registry()
   local self = setmetatable({

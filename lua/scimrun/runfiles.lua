@@ -1,5 +1,7 @@
 -- Files and identities of a run: absolute paths, parameter resolution, input hashes,
 -- run ids and the exact command that resumes a run.
+local fs = require "scimrun.fs"
+
 local M = {}
 
 local function exists(path)
@@ -11,17 +13,10 @@ local function exists(path)
 end
 M.exists = exists
 
-local function cwd()
-  local p = io.popen("pwd")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
 local CWD
 function M.absolute(path)
   if path:sub(1, 1) == "/" then return path end
-  CWD = CWD or cwd()
+  CWD = CWD or assert(fs.cwd())
   return (CWD .. "/" .. path):gsub("/%./", "/")
 end
 
@@ -96,9 +91,12 @@ function M.new_run_id()
   return ("r-%04d%02d%02d-%02d%02d%02d-%s"):format(t.year, t.month, t.day, t.hour, t.min, t.sec, rnd)
 end
 
+-- Creates the missing folders above path with mode 0700 (a state file's folder also holds its
+-- sandbox journal and lock). true, or nil, message, code (scimrun.fs's convention).
 function M.ensure_parent_dir(path)
   local dir = M.dirname(path)
-  if dir ~= "." and not exists(dir) then os.execute("mkdir -p -m 0700 '" .. dir:gsub("'", "'\\''") .. "'") end
+  if dir == "." then return true end
+  return fs.mkdir_p(dir, tonumber("700", 8))
 end
 
 local function shell_quote(s)
@@ -115,6 +113,18 @@ function M.resume_command(o, run_id)
   if o.continue_on_error then parts[#parts + 1] = "--continue-on-error" end
   if o.concurrency then parts[#parts + 1] = "--concurrency " .. o.concurrency end
   if o.allow_deletes then parts[#parts + 1] = "--allow-deletes " .. o.allow_deletes end
+  -- the resumed run keeps the textfile up to date (else it would say "interrupted" until the next run)
+  if o.metrics_textfile then parts[#parts + 1] = "--metrics-textfile " .. shell_quote(o.metrics_textfile) end
+  return table.concat(parts, " ")
+end
+
+-- The command that checks the same input without sending anything (--check).
+function M.check_command(o)
+  local parts = { "scimrun", shell_quote(o.file), "--check" }
+  local keys = {}
+  for k in pairs(o.params or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do parts[#parts + 1] = "--param " .. shell_quote(k .. "=" .. o.params[k]) end
   return table.concat(parts, " ")
 end
 

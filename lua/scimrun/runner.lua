@@ -9,45 +9,11 @@ local report = require "scimrun.report"
 
 local M = {}
 
-local FLAGS = { ["--retry-failed"] = "retry_failed", ["--force"] = "force",
-  ["--rollback-on-abort"] = "rollback_on_abort",
-  ["--continue-on-error"] = "continue_on_error", ["--dry-run"] = "dry_run" }
-local VALUED = { ["--policy"] = "policy", ["--state"] = "state", ["--concurrency"] = "concurrency",
-  ["--log-format"] = "log_format", ["--report"] = "report", ["--allow-deletes"] = "allow_deletes",
-  ["--durability"] = "durability", ["--seed"] = "seed", ["--log-level"] = "log_level" }
-
+-- Every flag is declared once, in scimrun.cli_flags (help, man page and this parser share it).
 function M.parse(argv, cli)
-  local o = { params = {}, file = argv[1] }
-  local i = 2
-  while i <= #argv do
-    local a = argv[i]
-    local name, inline = a:match("^(%-%-[%w%-]+)=(.*)$")
-    name = name or a
-    if FLAGS[name] then
-      if inline then cli.fail("%s takes no value", name) end
-      o[FLAGS[name]] = true
-    elseif name == "--param" or name == "-p" then
-      local kv = inline or argv[i + 1]
-      if not inline then i = i + 1 end
-      local k, v = (kv or ""):match("^([%w_%.%-]+)=(.*)$")
-      if not k then cli.fail("--param expects key=value, got %q", tostring(kv)) end
-      o.params[k] = v
-    elseif name == "--resume" then
-      o.resume = true
-      if inline then o.resume_id = inline
-      elseif argv[i + 1] and argv[i + 1]:match("^r%-") then o.resume_id = argv[i + 1]; i = i + 1 end
-    elseif name == "--sandbox" then
-      o.sandbox = inline or ""
-    elseif VALUED[name] then
-      local v = inline or argv[i + 1]
-      if v == nil then cli.fail("%s needs a value", name) end
-      if not inline then i = i + 1 end
-      o[VALUED[name]] = v
-    else
-      cli.fail("unknown option %s (see scimrun --help)", a)
-    end
-    i = i + 1
-  end
+  local o, extra = require("scimrun.cli_flags").parse("run", argv, cli, 2)
+  o.file = argv[1]
+  if extra[1] then cli.fail("unexpected argument %s (see: scimrun help run)", extra[1]) end
   -- A whole number within [min, max), or nil: nan, inf and fractions are refused alike.
   local function whole(v, min, max)
     local n = tonumber(v)
@@ -64,15 +30,6 @@ function M.parse(argv, cli)
       cli.fail("--allow-deletes must be a whole number >= 0 (deletions approved), got %s", tostring(given))
     end
   end
-  if o.log_level and not ({ debug = true, info = true, warn = true, error = true })[o.log_level] then
-    cli.fail("--log-level must be debug, info, warn or error, got %s", o.log_level)
-  end
-  if o.log_format and o.log_format ~= "text" and o.log_format ~= "json" then
-    cli.fail("--log-format must be text or json")
-  end
-  if o.durability and o.durability ~= "full" and o.durability ~= "normal" then
-    cli.fail("--durability must be full or normal")
-  end
   if o.seed then
     local given = o.seed
     o.seed = whole(given, -2 ^ 31 + 1, 2 ^ 31)
@@ -81,6 +38,7 @@ function M.parse(argv, cli)
         tostring(given))
     end
   end
+  require("scimrun.run_metrics").check_options(o, cli) -- --metrics-port N
   return o
 end
 
@@ -114,11 +72,26 @@ end
 
 -- The policy of a resumed run: its snapshot, unless --policy names one (which then becomes
 -- the run's snapshot). Runs recorded before snapshots existed get one now. Returns pol, snap.
+-- The command-line layer of the policy (--retry-attempts ..., --set KEY=VALUE: lists of
+-- overrides, in order) applied over pol; a bad value is exit 2 naming the flag.
+local function with_flags(db, pol, cli, ...)
+  local all = {}
+  for _, list in ipairs { ... } do
+    for _, ov in ipairs(list) do all[#all + 1] = ov end
+  end
+  local ok, res = pcall(require("scimrun.policy").apply_overrides, pol, all)
+  if ok then return res end
+  db:close()
+  cli.fail("%s", policy_message(res))
+end
+
 local function resumed_policy(db, run, o, given, load_policy, cli)
   local snapshots = require "scimrun.policy_snapshot"
   local snap = snapshots.of_run(db, run)
   if given or not snap then
     local pol = given or load_policy(db)
+    -- the run's flags stay over a policy given again; the flags given now go over them
+    if snap and snap.overrides then pol = with_flags(db, pol, cli, snap.overrides, o.overrides) end
     local newsnap = snapshots.take(pol, o.policy and "--policy on resume" or "resume")
     if not snap or newsnap.sha256 ~= snap.sha256 then snapshots.save(db, run.id, newsnap) end
     if not snap then
@@ -138,12 +111,28 @@ local function resumed_policy(db, run, o, given, load_policy, cli)
   end
   scimrun.log.emit("info", "policy from the run's snapshot (give --policy to use another)",
     { run = run.id, policy = snap.file, sha256 = tostring(snap.sha256):sub(1, 12), taken = snap.reason })
+  if #o.overrides > 0 then -- flags given on resume go over the snapshot and become the run's
+    pol = with_flags(db, pol, cli, o.overrides)
+    local newsnap = snapshots.take(pol, "flags on resume")
+    if newsnap.sha256 ~= snap.sha256 then
+      snapshots.save(db, run.id, newsnap)
+      scimrun.log.emit("info", "policy flags given on resume, over the run's snapshot",
+        { run = run.id, sha256 = newsnap.sha256:sub(1, 12), snapshot = tostring(snap.sha256):sub(1, 12) })
+      snap = newsnap
+    end
+  end
   return pol, snap
 end
 
 function M.main(argv, cli)
   local o = M.parse(argv, cli)
-  if o.log_format or o.log_level then scimrun.log.configure(o.log_format or "text", o.log_level) end
+  require("scimrun.run_metrics").check_textfile(o, cli) -- its directory exists
+  -- --check: a dry run that sends nothing at all (reads included) and runs no item; wf:each
+  -- reads its input whole and the bad rows are the result
+  if o.check then o.dry_run, o.progress = true, "never" end
+  local verbosity = o.verbosity or 0 -- --quiet -1, -v 1, -vv 2
+  local level = o.log_level or (verbosity < 0 and "warn") or (verbosity >= 2 and "debug") or nil
+  if o.log_format or level then scimrun.log.configure(o.log_format or "text", level) end
   local wf_path = runfiles.absolute(o.file)
   local def = M.load_workflow(o.file, cli)
   local params = runfiles.resolve_params(def.params, o.params, wf_path, cli)
@@ -158,7 +147,7 @@ function M.main(argv, cli)
   local snapshots = require "scimrun.policy_snapshot"
   local pol_spec = o.policy or def.options.policy or "default"
   local function load_policy(db)
-    local pol_ok, p = pcall(policy_mod.load, pol_spec)
+    local pol_ok, p = pcall(policy_mod.load, pol_spec, { overrides = o.overrides }) -- flags over the file
     if pol_ok then return p end
     if db then db:close() end
     cli.fail("%s", policy_message(p))
@@ -177,7 +166,8 @@ function M.main(argv, cli)
     dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end
     state_path = dry_base .. ".db"
     if o.sandbox and runfiles.exists(sandbox_data) then
-      os.execute(("cp '%s' '%s.sandbox.json'"):format((sandbox_data:gsub("'", "'\\''")), state_path))
+      local copied, cerr = require("scimrun.fs").copyfile(sandbox_data, state_path .. ".sandbox.json")
+      if not copied then cli.fail("--dry-run cannot copy the sandbox's data: %s", cerr) end
     end
     sandbox_data = state_path .. ".sandbox.json"
   end
@@ -247,8 +237,19 @@ function M.main(argv, cli)
   end
   db:run_set_status(run.id, "running")
 
+  -- Metrics (--metrics-textfile DIR, --metrics-port N): a reader of the event stream below. A
+  -- dry run writes no textfile (it would report a run that did nothing as a success).
+  local mx = require("scimrun.run_metrics").new { workflow = def.name, db = db, run_id = run.id,
+    workflow_path = wf_path, textfile = not o.dry_run and o.metrics_textfile or nil, port = o.metrics_port }
+  local mok, merr = mx:listen()
+  if not mok then
+    db:run_set_status(run.id, "failed", 2)
+    db:close()
+    cli.fail("%s", merr)
+  end
+
   local sandbox
-  if o.sandbox then
+  if o.sandbox and not o.check then
     local serr
     sandbox, serr = require("scimrun.sandbox").start {
       port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
@@ -257,6 +258,7 @@ function M.main(argv, cli)
     if not sandbox then
       db:run_set_status(run.id, "failed", 2)
       db:close()
+      mx:close()
       cli.fail("cannot start the sandbox: %s", tostring(serr))
     end
     -- the process environment, so wf.env and scim.connect's token_env both see them
@@ -270,9 +272,21 @@ function M.main(argv, cli)
   -- One stream of the run's facts (scimrun.events): the retry layer and the engine emit, the
   -- report and the summary's counters read it.
   local stream = require("scimrun.events").new()
+  -- Progress: a status area on a terminal, a `progress` record every 10 s elsewhere (CI, cron,
+  -- | tee), nothing with --quiet or --progress never. On a terminal the area counts the
+  -- retries, so their per-attempt log lines need -v.
+  local on_tty = scimrun.log.terminal() and not scimrun.log.is_json()
+  local pmode = o.progress or "auto"
+  if pmode == "never" or (verbosity < 0 and pmode ~= "always") then pmode = "off"
+  elseif pmode == "always" or on_tty then pmode = "tty"
+  else pmode = "lines" end
+  local progress = require("scimrun.progress").new { stream = stream, mode = pmode, name = def.name,
+    interval = tonumber(os.getenv("SCIMRUN_PROGRESS_INTERVAL")) or 10 }
+  require("scimrun.event_log").attach(stream, { retries = (pmode ~= "tty" or verbosity >= 1) and "info" or "debug",
+                                               answers = verbosity >= 2 })
   local engine -- below; the retry layer's state goes through its group commit
   local ex = require("scimrun.retry").executor {
-    policy = pol, seed = o.seed, events = stream,
+    policy = pol, seed = o.seed, events = stream, log = false,
     state = {
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
       save = function(key, value)
@@ -283,10 +297,31 @@ function M.main(argv, cli)
       end,
     },
   }
+  mx:attach(stream)
+  -- the run's progress and counts as a row of the state file, for scimrun ui (another process)
+  require("scimrun.ui.record").attach(stream, { enqueue = function(op) engine:enqueue(op) end, db = db,
+                                                run_id = run.id, resumed = resumed, dry_run = o.dry_run })
+  -- the policy's on_event hooks (the policy in force: a SIGHUP reload applies to them too)
+  local hooks = require("scimrun.hooks").attach(stream, function() return ex.policy end)
   local scim = require "scimrun.scim"
   -- The run context every task of this run inherits (scimrun.ctx): what scim.connect needs.
-  scimrun.ctx().run = { executor = ex, dry_run = o.dry_run or nil, timeouts = pol.timeouts,
-                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil }
+  scimrun.ctx().run = { executor = ex, dry_run = o.dry_run or nil, offline = o.check or nil, timeouts = pol.timeouts,
+                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil,
+                        events = stream } -- the SCIM client's `write` events: the diff and the audit trail
+  -- Every write at a provider is kept in the state file's audit trail (scimrun.audit, rows
+  -- older than audit.retention_days pruned now) and, with --diff FILE, written as a JSON line
+  -- with the attributes it changes, before -> after (scimrun.diff; in a dry run: would change).
+  require("scimrun.audit").attach(stream, { dry_run = o.dry_run, enqueue = function(op) engine:enqueue(op) end })
+  if not o.dry_run then
+    local pruned, perr = require("scimrun.audit").prune(db, pol.audit and pol.audit.retention_days)
+    if not pruned then scimrun.log.emit("warn", "could not prune the audit trail", { error = perr }) end
+  end
+  local diff, derr = require("scimrun.diff").open(stream, { path = o.diff, run_id = run.id })
+  if derr then
+    db:run_set_status(run.id, "failed", 2)
+    db:close()
+    cli.fail("%s", derr)
+  end
 
   local dl = pol.dead_letter or {}
   local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
@@ -320,7 +355,9 @@ function M.main(argv, cli)
     on_item = function(rec) stream:emit { type = "item", record = rec, outcome = rec.outcome, status = rec.status } end,
     dead_letter = dl,
     step_timeout = pol.timeouts and pol.timeouts.step,
-    executor = ex, allow_deletes = o.allow_deletes, dry_run = o.dry_run,
+    executor = ex, allow_deletes = o.allow_deletes, dry_run = o.dry_run, check = o.check,
+    check_command = runfiles.check_command(o),
+    emit = function(ev) stream:emit(ev) end,
   }
   -- the run carries its policy (the snapshot): the command that resumes it need not name one
   local resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
@@ -328,8 +365,11 @@ function M.main(argv, cli)
   local signals = require "scimrun.signals"
   local interrupts, finished = 0, false
   local function hard_stop()
+    progress:stop()
     engine:flush()
     db:apply { { op = "run_status", run_id = run.id, status = "interrupted", exit_code = 130 } }
+    stream:emit { type = "run_finished", run_id = run.id, workflow = def.name, status = "interrupted",
+                  exit_code = 130, t = scimrun.wall() }
     io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. resume_cmd .. "\n")
     os.exit(130, true) -- close the state: the store and handles are released cleanly
   end
@@ -337,6 +377,7 @@ function M.main(argv, cli)
     interrupts = interrupts + 1
     if interrupts > 1 then return hard_stop() end
     engine.stopping = true
+    progress:stop() -- the status area is cleared before anything is said
     io.stderr:write(("\nscimrun: %s: finishing in-flight steps (signal again to stop at once)\n"):format(name))
     -- bounded wait: polled in short sleeps so a run that ends in time exits at once
     local deadline = scimrun.now() + (tonumber(os.getenv("SCIMRUN_STOP_GRACE")) or 30)
@@ -349,7 +390,7 @@ function M.main(argv, cli)
   -- what it loads becomes the run's snapshot, so a later --resume continues with it.
   local reload_spec = (resumed and not o.policy and snap and snap.file) or pol_spec
   signals.watch("SIGHUP", function()
-    local ok, newpol = pcall(policy_mod.load, reload_spec)
+    local ok, newpol = pcall(policy_mod.load, reload_spec, { overrides = snap and snap.overrides })
     if not ok then
       scimrun.log.emit("error", "policy reload refused; keeping the old one", { error = policy_message(newpol) })
       return
@@ -363,17 +404,23 @@ function M.main(argv, cli)
     scimrun.log.emit("info", "policy reloaded", { policy = reload_spec, sha256 = newsnap.sha256:sub(1, 12) })
   end)
 
+  stream:emit { type = "run_started", run_id = run.id, workflow = def.name, resumed = resumed or false,
+                t = scimrun.wall() }
+  mx:start()
   local started = scimrun.now()
+  progress:start()
   local wf = engine:context(def)
   local ok, err = pcall(def.run, wf, params)
   if not ok and engine.rollback_on_abort then
     local e = errors.normalize(err)
-    if e.class ~= "interrupted" and e.class ~= "store" then -- an interrupted run stays resumable
+    -- an interrupted run, or one stopped by a rejected token, stays resumable
+    if e.class ~= "interrupted" and e.class ~= "store" and e.class ~= "auth" then
       local rok, rerr = pcall(engine.rollback_completed, engine, e)
       if not rok then err = rerr end
     end
   end
   finished = true
+  progress:stop()
   engine:flush()
   err = not ok and errors.normalize(err) or nil
 
@@ -386,32 +433,47 @@ function M.main(argv, cli)
   elseif pending_dlq > 0 or engine.stats.failed > 0 then status, code = "completed_with_dead_letters", 3
   else status, code = "completed", 0 end
   db:run_set_status(run.id, status, code)
+  local summary = report.summary(engine.stats, ex, scimrun.now() - started)
+  -- the end of the run as a fact of the stream: the textfile's last write, the on_event hook
+  stream:emit { type = "run_finished", run_id = run.id, workflow = def.name, status = status, exit_code = code,
+                elapsed = summary.elapsed, pending_dead_letters = pending_dlq, summary = summary,
+                error = err and errors.persistable(err) or nil, t = scimrun.wall() }
+  hooks:drain(10) -- posts the hooks started (a chat message) are sent before the process ends
 
-  if code == 2 then -- a mistake in the workflow or its configuration: one line, no summary
-    db:run_set_status(run.id, status, code)
+  local function close_all()
+    if diff then diff:close() end
     signals.unwatch_all()
     require("scimrun.core").at_turn_end(nil)
     if sandbox then sandbox.close() end
+    mx:close()
     db:close()
+    if o.dry_run then
+      for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
+        os.remove(state_path .. suffix)
+      end
+      os.remove(dry_base)
+    end
+  end
+  if o.check and code ~= 2 then
+    close_all()
+    return report.print_check(io.stdout, engine.check_results, err)
+  end
+  if code == 2 then -- a mistake in the workflow or its configuration: one line, no summary
+    db:run_set_status(run.id, status, code)
+    close_all()
     cli.fail("%s%s", errors.cite_file(err.detail or tostring(err), wf_path),
       err.suggest and ("; " .. err.suggest) or "")
   end
-  local summary = report.summary(engine.stats, ex, scimrun.now() - started)
   rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
   report.print(io.stdout, { run_id = run.id, status = status, summary = summary, err = err,
     pending_dlq = pending_dlq, resume_cmd = resume_cmd, dry_run = o.dry_run,
     planned = o.dry_run and scim.planned_all and scim.planned_all() or nil, state = state_path })
-
-  signals.unwatch_all()
-  require("scimrun.core").at_turn_end(nil)
-  if sandbox then sandbox.close() end
-  db:close()
-  if o.dry_run then
-    for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
-      os.remove(state_path .. suffix)
-    end
-    os.remove(dry_base)
+  if diff then
+    io.stdout:write(("diff: %d write(s) %s, attributes before -> after, in %s\n")
+      :format(diff.count, o.dry_run and "planned" or "made", diff.path))
   end
+
+  close_all()
   return code
 end
 

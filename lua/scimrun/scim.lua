@@ -2,6 +2,10 @@
 --   local scim = require "scimrun.scim"
 --   local sp = scim.connect { base_url = ..., token_env = "SCIM_TOKEN" }
 --   sp.users:ensure { userName = "alice", ... }      -> resource, "created"|"skipped"|"updated"|"adopted"
+--     the existing user is found by externalId, then by userName ignoring case (connect option
+--     match = { "externalId", "userName" }, or ensure(attrs, { match = ... })): a user renamed
+--     at the source is renamed (PATCH userName), not created again; only the attributes that
+--     differ are sent, and an unchanged user gets no write at all
 --   sp.groups:add_members(group_id, { user_id, ... })   concurrent calls for one group share one
 --     PATCH (scimrun.scim.member_batch; option member_batch_window, seconds, 0 = off)
 -- Every request goes through one executor (the retry layer, scimrun.retry) under an operation
@@ -34,10 +38,11 @@ end
 
 local KNOWN_OPTIONS = {
   base_url = true, token_env = true, token_file = true, token = true, headers = true, executor = true,
-  target = true, match_attribute = true, max_members_per_patch = true, timeout = true, connect_timeout = true,
+  target = true, match = true, match_attribute = true, max_members_per_patch = true, timeout = true,
+  connect_timeout = true,
   insecure = true, ca_file = true,
   patch = true, dry_run = true, discover = true, endpoints = true, page_size = true, max_pages = true,
-  member_batch_window = true,
+  member_batch_window = true, events = true,
 }
 
 -- A configuration mistake in the workflow: an error of class "config" (exit code 2) that cites
@@ -49,17 +54,17 @@ local function fail(msg, level)
   error(require("scimrun.errors").new { class = "config", detail = where .. "scim.connect: " .. msg }, 0)
 end
 
+-- The permission bits of path as `ls -l` shows them ("rw-------"), or nil, message, code
+-- (scimrun.fs's: "ENOENT" when it does not exist).
 local function file_mode(path)
-  local ok, lfs = pcall(require, "lfs")
-  if ok and lfs then
-    local attr = lfs.attributes(path)
-    if not attr then return nil end
-    return attr.permissions  -- "rw-------"
+  local st, err, code = require("scimrun.fs").stat(path)
+  if not st then return nil, err, code end
+  local band, lshift = bit.band, bit.lshift
+  local out = {}
+  for i, c in ipairs { "r", "w", "x", "r", "w", "x", "r", "w", "x" } do
+    out[i] = band(st.perm, lshift(1, 9 - i)) ~= 0 and c or "-"
   end
-  local p = io.popen("stat -c %A '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
-  local out = p and p:read("*l")
-  if p then p:close() end
-  return out and out:sub(2)
+  return table.concat(out)
 end
 
 local function read_token(o)
@@ -80,8 +85,9 @@ local function read_token(o)
   if o.token_file then
     local path = o.token_file
     if type(path) ~= "string" then fail("token_file must be a path", 3) end
-    local perms = file_mode(path)
-    if not perms then fail(("token_file %s does not exist"):format(path), 3) end
+    local perms, serr, scode = file_mode(path)
+    if not perms and scode == "ENOENT" then fail(("token_file %s does not exist"):format(path), 3) end
+    if not perms then fail(("token_file %s cannot be read: %s"):format(path, serr), 3) end
     if perms:sub(4) ~= "------" then
       fail(("token_file %s is readable by others (mode %s); run: chmod 600 %s"):format(path, perms, path), 3)
     end
@@ -103,19 +109,43 @@ function M.connect(o)
   for k in pairs(o) do
     if not KNOWN_OPTIONS[k] then fail(("unknown option %q"):format(tostring(k)), 2) end
   end
+  -- Defaults come from the run this task belongs to (scimrun.ctx().run, set once by the runner:
+  -- its retry layer, dry-run flag and policy), or stand alone outside a run.
+  local run = rawget(_G, "scimrun") and scimrun.ctx and scimrun.ctx().run or {}
   local base = o.base_url
+  -- --check sends nothing, so it needs no provider
+  if run.offline and (base == nil or base == "") then base = "http://scimrun-check.invalid/scim/v2" end
   if type(base) ~= "string" or not base:find("^https?://[^/]") then
     fail(("base_url must be an http(s) URL, got %s (set SCIM_BASE_URL, or run with --sandbox)")
       :format(tostring(base)), 2)
   end
   base = base:gsub("/+$", "")
+  -- Which existing user is the one a row means (scimrun.scim.resource R:match): the attributes
+  -- tried in order. The default finds a user by externalId first, so a user renamed at the
+  -- source is renamed at the provider rather than created again, then by userName (ignoring
+  -- case). match_attribute (one attribute; the older option) matches by that one alone and
+  -- treats a different externalId on both sides as another person.
+  if o.match ~= nil and o.match_attribute ~= nil then fail("give only one of match, match_attribute", 2) end
   local match = o.match_attribute or "userName"
   if match ~= "userName" and match ~= "externalId" then
     fail("match_attribute must be \"userName\" or \"externalId\"", 2)
   end
-  -- Defaults come from the run this task belongs to (scimrun.ctx().run, set once by the runner:
-  -- its retry layer, dry-run flag and policy), or stand alone outside a run.
-  local run = rawget(_G, "scimrun") and scimrun.ctx and scimrun.ctx().run or {}
+  local order = o.match_attribute and { o.match_attribute } or o.match or { "externalId", "userName" }
+  do
+    local ok = type(order) == "table" and #order >= 1
+    local seen = {}
+    for k, a in pairs(ok and order or {}) do
+      if type(k) ~= "number" or (a ~= "userName" and a ~= "externalId") or seen[a] then ok = false end
+      seen[a] = true
+    end
+    if not ok then
+      fail('match must be a list of "externalId" and/or "userName", in the order they are tried, e.g. '
+        .. '{ "externalId", "userName" }', 2)
+    end
+  end
+  if o.events ~= nil and (type(o.events) ~= "table" or type(o.events.emit) ~= "function") then
+    fail("events must be an event stream (scimrun.events.new())", 2)
+  end
   local chunk = o.max_members_per_patch or run.max_members_per_patch or 100
   if type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0 then
     fail("max_members_per_patch must be a positive integer", 2)
@@ -131,7 +161,8 @@ function M.connect(o)
   if o.executor ~= nil and (type(o.executor) ~= "table" or type(o.executor.run) ~= "function") then
     fail("executor must have a run(self, op, target, attempt_fn, opts) method", 2)
   end
-  local token = read_token(o)
+  local token
+  if not run.offline then token = read_token(o) end -- --check sends nothing: no token needed
   if token and log() then log().add_secret(token) end
   local host = base:match("^https?://([^/?#]+)")
   local version = rawget(_G, "scimrun") and scimrun.version or "dev"
@@ -140,6 +171,10 @@ function M.connect(o)
     target = o.target or host,
     executor = o.executor or run.executor or M.single_attempt,
     match_attribute = match,
+    match = order,
+    -- the run's event stream: every write becomes a `write` event (the change diff and the
+    -- audit trail are written from them)
+    events = o.events or run.events,
     max_members_per_patch = chunk,
     member_batch_window = window,
     -- requests inside SP:call now (retries and waits included), when each task last used the
@@ -149,6 +184,9 @@ function M.connect(o)
     call_time = nil,
     last_used = setmetatable({}, { __mode = "k" }),
     backing_off = setmetatable({}, { __mode = "k" }), -- tasks sleeping out a backoff in SP:call
+    -- where the token comes from, named when the target rejects it (never the token itself)
+    credential = o.token_env or (o.token_file and ("token_file " .. tostring(o.token_file)))
+      or (o.token and "the token given to scim.connect") or nil,
     dry_run = o.dry_run == true or (o.dry_run == nil and run.dry_run == true),
     patch_override = o.patch,
     discover_enabled = o.discover ~= false,
@@ -175,7 +213,8 @@ function M.connect(o)
   sp.conn = { base_url = base, token = token, headers = o.headers or {},
               timeout = o.timeout or timeouts.request or 30,
               connect_timeout = o.connect_timeout or timeouts.connect or 10,
-              insecure = o.insecure == true, ca_file = ca_file, user_agent = "scimrun/" .. tostring(version) }
+              insecure = o.insecure == true, ca_file = ca_file, user_agent = "scimrun/" .. tostring(version),
+              offline = run.offline }
   sp.users = resource.users(sp)
   sp.groups = resource.groups(sp)
   M._connections[#M._connections + 1] = sp
@@ -189,7 +228,8 @@ function M.planned_all()
   local out = {}
   for _, sp in pairs(M._connections) do
     for _, p in ipairs(sp:planned()) do
-      out[#out + 1] = { op = p.op, summary = p.method .. " " .. p.url }
+      local what = p.changes and #p.changes > 0 and ("  " .. require("scimrun.scim.changes").text(p.changes)) or ""
+      out[#out + 1] = { op = p.op, summary = p.method .. " " .. p.url .. what }
     end
   end
   return out
@@ -215,6 +255,7 @@ end
 -- never fails the run: the defaults (PATCH on, no ETags, no page cap) are used and logged.
 local function discover(sp)
   local conn = sp.conn
+  if conn.offline then return nil end -- --check: the defaults, without a word
   local paths = { sp.endpoints.config, "/ServiceProviderConfigs" }
   local saved_timeout = conn.timeout
   local dconn = setmetatable({ timeout = math.min(saved_timeout, 10) }, { __index = conn })
@@ -290,7 +331,8 @@ function SP:call(req, extra)
   if self.dry_run and req.method ~= "GET" then
     local n = #self._planned + 1
     local url = request.url_for(self.conn, req)
-    self._planned[n] = { op = req.op, method = req.method, url = url, body = req.body }
+    self._planned[n] = { op = req.op, method = req.method, url = url, body = req.body,
+                         changes = extra and extra.changes }
     local json
     if req.method == "POST" and type(req.body) == "table" then
       json = {}
@@ -301,7 +343,7 @@ function SP:call(req, extra)
   end
   local conn = self.conn
   local opts = {
-    before_retry = extra and extra.before_retry,
+    before_retry = extra and extra.before_retry, credential = self.credential,
     method = req.method, url = request.url_for(conn, req), payload = req.body,
   }
   -- In flight while the executor runs it (queued for the limiter or bulkhead, or sending), but
@@ -358,7 +400,32 @@ function SP:call(req, extra)
     if err.suggest == nil then err.suggest = suggest end
   end
   if err and req.body ~= nil and err.request_body == nil then err.request_body = replayable_body(req.body) end
+  if req.method ~= "GET" and not (extra and extra.audited) and self.events then self:_written_raw(req, res, err) end
   return res, err
+end
+
+-- A write a workflow sent itself through sp:call (the client's operations emit their own):
+-- a `write` event all the same, with what its body sets, for the diff and the audit trail.
+function SP:_written_raw(req, res, err)
+  local changes = require "scimrun.scim.changes"
+  local body = req.body
+  local list
+  if type(body) == "table" and type(body.Operations) == "table" then
+    list = changes.from_ops(body.Operations)
+  elseif type(body) == "table" then
+    list = changes.from_attrs(body, { replace = req.method ~= "POST" })
+  end
+  local kind, id = tostring(req.path or ""):match("^/(%a+)/([^/?]+)$")
+  if not kind then kind = tostring(req.path or ""):match("^/(%a+)$") end
+  if res and res.json and type(res.json) == "table" and res.json.id ~= nil then id = tostring(res.json.id) end
+  local step = scimrun.ctx and scimrun.ctx().step
+  self.events:emit {
+    type = "write", op = req.op, method = req.method, target = self.target, resource = kind and kind:lower(),
+    id = id, changes = list, item = step and step.key or nil, dry_run = self.dry_run or nil,
+    result = err and "failed" or (self.dry_run and "planned" or "ok"),
+    status = err and err.status or (res and res.status), class = err and err.class,
+    detail = err and changes.redact(err.detail) or nil,
+  }
 end
 
 return M

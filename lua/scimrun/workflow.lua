@@ -3,7 +3,7 @@
 --
 --   scimrun.workflow{ name, params, run = function(wf, p) ... end, options = {...} }
 --   wf:step(key, fn, opts)   opts: recover = fn() -> result|nil, compensate = fn(result)
---   wf:each(iter, opts, fn)  opts: concurrency
+--   wf:each(iter, opts, fn)  opts: concurrency, preflight (fn(iter) -> {rows, bad}: see Engine:preflight)
 --   wf:saga(fn)              compensation scope
 --   wf.env(name), wf.params, wf.run_id, wf.log(level, msg, fields), wf:outcome(name)
 --
@@ -18,6 +18,11 @@
 --     step `compensate:KEY`; a signal does not cut a rollback in half (it finishes or, on a
 --     hard stop, is left in doubt and resumed). A compensation that fails goes to the
 --     dead-letter queue marked as compensation and is reported loudly.
+--   - auth (a 401/403: the target rejected the token; the retry layer then sends nothing more
+--     to it): the run stops dispatching items at once, with or without continue_on_error. The
+--     items in flight end `interrupted`, not failed: their step is not recorded failed, no saga
+--     compensates, nothing is dead-lettered, so after the token is fixed `--resume` redoes them.
+--     The run fails (exit 1) with the first such error, which names the token's variable.
 --   - continue_on_error: a failed item goes to the dead-letter queue and the run goes on,
 --     until max_failed_items (count, or "N%" of the items dispatched, from 20 items on) is
 --     crossed. Without it, the first failure stops dispatch; in-flight items run to their end.
@@ -55,6 +60,7 @@ Engine.__index = Engine
 
 -- opts: db, run_id, params, env (overrides), retry_failed, continue_on_error, concurrency,
 --       max_failed_items, log, on_item (report callback), dead_letter (policy table),
+--       emit (fn(ev): the run's event stream; items starting, input sizes and dead letters go there),
 --       on_dead_letter (hook; dead_letter.on_dead_letter wins)
 local MAX_LISTED_FAILURES = 20
 
@@ -70,6 +76,7 @@ function M.engine(opts)
     concurrency = opts.concurrency or 16,
     max_failed_items = opts.max_failed_items,
     on_item = opts.on_item or function() end,
+    emit = opts.emit or function() end,
     on_dead_letter = dl.on_dead_letter or opts.on_dead_letter,
     dlq_max_size = dl.max_size,
     dlq_pending = nil,  -- pending entries in the store, counted once, then kept up to date
@@ -82,17 +89,30 @@ function M.engine(opts)
     inflight_keys = {}, -- keys of steps running in this process right now
     stats = { steps_run = 0, steps_replayed = 0, steps_recovered = 0, items = 0, succeeded = 0,
               failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
-              compensation_failed = 0, dead_lettered = 0, commits = 0, dlq_pruned = 0,
+              compensation_failed = 0, dead_lettered = 0, commits = 0, dlq_pruned = 0, auth_stopped = 0,
               -- the first failures, for the end-of-run report (bounded: memory stays flat)
               failures = {}, failures_more = 0, compensation_failures = {} },
     step_timeout = opts.step_timeout, -- seconds one step may take, all attempts and waits (0/nil: none)
     executor = opts.executor,         -- the run's retry layer (wf:call)
     allow_deletes = opts.allow_deletes, -- --allow-deletes N (wf.allow_deletes)
     dry_run = opts.dry_run,
+    check = opts.check, -- --check: wf:each reads and checks its input, runs no item
+    check_command = opts.check_command, -- how to list the bad rows (a normal run's warning)
     rollback_on_abort = opts.rollback_on_abort,
     completed_sagas = {}, -- only filled with rollback_on_abort
+    auth_stopped = nil,   -- the first auth failure (a target rejected the token): no new items
   }, Engine)
   self.log = opts.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end
+  -- The retry layer says when a target rejects the token (event auth_stop): dispatch stops then,
+  -- before the failing item's error has even come back.
+  if self.executor and self.executor.events then
+    self.executor.events:subscribe(function(ev)
+      if ev.type == "auth_stop" then self:auth_stop(errors.new {
+        class = "auth", op = ev.op, method = ev.method, url = ev.url, status = ev.status, rule = ev.rule,
+        detail = ev.detail, suggest = ev.suggest, target = ev.target, credential = ev.credential,
+        auth_stop = true, from_event = true }) end
+    end)
+  end
   if dl.retention_days and self.db then self:prune_dead_letters(dl.retention_days) end
   return self
 end
@@ -286,7 +306,9 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   if not results[1] then
     local err = errors.explain(errors.normalize(results[2]))
     err.step = key
-    if err.class ~= "interrupted" and err.class ~= "store" then
+    -- An auth failure is no verdict on the step: it stays started (in doubt, its recover check
+    -- asked first) and a resume after the token is fixed runs it again.
+    if err.class ~= "interrupted" and err.class ~= "store" and err.class ~= "auth" then
       self:commit { op = "step_fail", key = key, error_json = error_json(err), attempts = attempts }
     end
     error(err, 0)
@@ -332,7 +354,10 @@ function Engine:saga(fn)
     return
   end
   err = errors.normalize(err)
-  if err.class == "interrupted" or err.class == "store" or #scope.done == 0 then error(err, 0) end
+  -- an auth failure is no reason to undo: the resume after the token is fixed finishes the item
+  if err.class == "interrupted" or err.class == "store" or err.class == "auth" or #scope.done == 0 then
+    error(err, 0)
+  end
   -- Each compensation is itself a checkpointed step, so a crash here resumes compensating.
   -- A signal does not cut the rollback in half: this task keeps running steps until it is done.
   local was = ctx.rolling_back
@@ -380,7 +405,7 @@ function Engine:rollback(scope, cause)
       self.stats.compensated = self.stats.compensated + 1
     else
       cerr = errors.explain(errors.normalize(cerr))
-      if cerr.class == "interrupted" or cerr.class == "store" then error(cerr, 0) end
+      if cerr.class == "interrupted" or cerr.class == "store" or cerr.class == "auth" then error(cerr, 0) end
       failed = failed + 1
       self.stats.compensation_failed = self.stats.compensation_failed + 1
       local id, full
@@ -410,6 +435,29 @@ end
 function Engine:halt(err)
   self.run_err = self.run_err or err
   self.draining = true
+end
+
+-- A target rejected the token (class auth): no new items, and the run fails with this error.
+-- The 401/403 an item saw (with its step) replaces the retry layer's announcement of it, which
+-- replaces a call refused afterwards ("not sent"). Logged once.
+local function auth_rank(e)
+  if e.not_sent then return 1 end
+  if e.from_event then return 2 end
+  return 3
+end
+
+function Engine:auth_stop(err)
+  local first = self.auth_stopped == nil
+  if first or auth_rank(err) > auth_rank(self.auth_stopped) then
+    errors.explain(err)
+    self.auth_stopped = err
+  end
+  self.draining = true
+  if first then
+    self.log("error", "the target rejected the token: no new requests or items; the run stops (items in flight "
+      .. "are not dead-lettered; fix the token, then resume)", { target = err.target, op = err.op,
+      status = err.status, credential = err.credential, suggest = err.suggest })
+  end
 end
 
 -- Parks a failure in the dead-letter queue. Returns the entry id, or nil and an error when the
@@ -454,12 +502,17 @@ function Engine:dead_letter(err, extra)
     return nil, errors.normalize(id)
   end
   self.stats.dead_lettered = self.stats.dead_lettered + 1
-  if self.on_dead_letter then
-    local hok, herr = require("scimrun.policy").guard(self.on_dead_letter, "on_dead_letter", {
-      id = id, run_id = self.run_id, step_key = entry.step_key, operation = entry.operation, method = entry.method,
-      url = entry.url, class = entry.class, status = entry.status, scim_type = entry.scim_type,
+  local function info()
+    return { id = id, run_id = self.run_id, step_key = entry.step_key, operation = entry.operation,
+      method = entry.method, url = entry.url, class = entry.class, status = entry.status, scim_type = entry.scim_type,
       last_error = entry.last_error, suggest = entry.suggest, rule = entry.rule, attempts = entry.attempts,
-      item = extra.item, is_compensation = extra.is_compensation == true })
+      item = extra.item, is_compensation = extra.is_compensation == true }
+  end
+  -- the stream's fact (metrics, the policy's on_event.dead_letter); entries hold no secret
+  self.emit { type = "dead_letter", id = id, class = entry.class, op = entry.operation,
+              is_compensation = extra.is_compensation == true, entry = info() }
+  if self.on_dead_letter then
+    local hok, herr = require("scimrun.policy").guard(self.on_dead_letter, "on_dead_letter", info())
     if not hok then self.log("warn", "on_dead_letter hook failed", { error = tostring(herr), dead_letter = id }) end
   end
   return id
@@ -488,6 +541,14 @@ function Engine:each(iter, opts, fn)
   local active, parked, first_err = 0, nil, nil
   local me = coroutine.running()
   local failed_here, seen = 0, 0
+  -- Preflight: an input that can be read again (a CSV or JSONL file) is read whole first,
+  -- through opts.preflight (e.g. the mapping's check_rows), so its bad rows are listed before
+  -- the first write; with --check that is all that happens.
+  local pre = self:preflight(iter, opts)
+  if self.check then return end
+  -- the size of the input when it is known, for progress and an ETA
+  local total = pre and pre.rows or require("scimrun.input_size").of(iter)
+  if total then self.emit { type = "input", total = total } end
 
   local function item_done()
     active = active - 1
@@ -553,6 +614,14 @@ function Engine:each(iter, opts, fn)
       err = errors.normalize(err)
       if err.class == "interrupted" then
         self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted" }
+      elseif err.class == "auth" then
+        -- not failed and not dead-lettered: the resume after the token is fixed redoes it
+        errors.explain(err)
+        self:auth_stop(err)
+        self.stats.auth_stopped = self.stats.auth_stopped + 1
+        self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted", error = err }
+        self.log("warn", "item stopped: the target rejected the token", { item = report.identity(item, info),
+          step = err.step, op = err.op, status = err.status })
       elseif err.class == "store" then
         first_err = first_err or err
       else
@@ -569,13 +638,65 @@ function Engine:each(iter, opts, fn)
     if self.stopping or self.draining or self.fatal then break end
     active = active + 1
     seen = seen + 1
+    self.emit { type = "item_start" }
     scimrun.spawn(run_item, item, info)
+  end
+  -- the input is read: its true size replaces the estimate (a quoted field with a line break)
+  if total and not (self.stopping or self.draining or self.fatal) then
+    self.emit { type = "input", total = seen - total, correction = true }
   end
   while active > 0 do parked = true; scimrun.park() end
   if self.fatal then error(self.fatal, 0) end
+  if self.auth_stopped then error(self.auth_stopped, 0) end
   if first_err then error(first_err, 0) end
   if self.draining and self.run_err then error(self.run_err, 0) end
   if self.stopping then error(errors.interrupted(), 0) end
+end
+
+-- Reads the input of wf:each whole, without sending anything: every record the reader
+-- refuses, and with opts.preflight(iter) -> {rows, bad = {{file, line, reason}}} every row the
+-- workflow's own check refuses (the mapping's check_rows: values, duplicates). A normal run
+-- lists the bad rows as warnings (they still fail as items); --check records them for the
+-- runner's report. Returns the result, or nil when the input cannot be read twice.
+local PREFLIGHT_LISTED = 20
+
+local function scan_records(it)
+  local res = { rows = 0, bad = {} }
+  for row, info in it do
+    res.rows = res.rows + 1
+    if not row or (info and info.error) then
+      res.bad[#res.bad + 1] = { file = info and info.file, line = info and (info.line or info.index),
+                                reason = info and info.error or "unreadable record" }
+    end
+  end
+  return res
+end
+
+function Engine:preflight(iter, opts)
+  local input_size = require "scimrun.input_size"
+  local fresh = input_size.reopen(iter)
+  if not fresh then
+    if not self.check then return nil end
+    fresh = iter -- --check runs no item: the iterator itself is read
+  end
+  local res = (opts.preflight or scan_records)(fresh)
+  input_size.set(iter, res.rows)
+  self.emit { type = "preflight", rows = res.rows, bad = #res.bad }
+  if self.check then
+    self.check_results = self.check_results or {}
+    self.check_results[#self.check_results + 1] = res
+  elseif #res.bad > 0 then
+    self.log("warn", ("the input has %d bad row(s) of %d; they will fail as items (%s lists them all)")
+      :format(#res.bad, res.rows, self.check_command or "--check"), { file = res.bad[1].file })
+    for i = 1, math.min(#res.bad, PREFLIGHT_LISTED) do
+      local b = res.bad[i]
+      self.log("warn", ("%s:%s: %s"):format(tostring(b.file), tostring(b.line), b.reason))
+    end
+    if #res.bad > PREFLIGHT_LISTED then
+      self.log("warn", ("... and %d more bad row(s)"):format(#res.bad - PREFLIGHT_LISTED))
+    end
+  end
+  return res
 end
 
 function Engine:over_failure_limit(failed, seen)
@@ -616,6 +737,7 @@ function Engine:context(def)
     local function worker()
       while true do
         if engine.stopping then error(errors.interrupted(), 0) end
+        if engine.auth_stopped then error(engine.auth_stopped, 0) end
         i = i + 1
         local x = list[i]
         if x == nil then return end

@@ -243,11 +243,13 @@ describe("dead-letter bounds in the engine", function()
     local e = engine { db = db, run_id = "r-1", continue_on_error = true, log = function() end,
       dead_letter = { on_dead_letter = function(entry) seen[#seen + 1] = entry end } }
     pcall(e.each, e, range(4), function(i)
-      e:step("s" .. i, function() return nil, { class = "auth", status = 401, op = "users.create", detail = "no" } end)
+      e:step("s" .. i, function()
+        return nil, { class = "conflict", status = 409, op = "users.create", detail = "no" }
+      end)
     end)
     assert.are.equal(4, #seen)
-    assert.are.equal("auth", seen[1].class)
-    assert.matches("^token rejected: check SCIM_TOKEN", seen[1].suggest)
+    assert.are.equal("conflict", seen[1].class)
+    assert.matches("^the target reports a conflict for this user", seen[1].suggest)
     assert.is_false(seen[1].is_compensation)
     assert.are.equal(4, db:dlq_count {})
     scimrun.sleep(0.3)

@@ -24,9 +24,9 @@ describe("sandbox over HTTP", function()
       headers["Content-Type"] = "application/scim+json"
     end
     local url = (path:sub(1, 7) == "/_admin" and root or srv.url) .. path
-    local res, err = http.request({ method = method, url = url, headers = headers, body = body,
+    local res, msg, kind = http.request({ method = method, url = url, headers = headers, body = body,
       timeout = (opts and opts.timeout) or 10 })
-    if not res then return nil, err end
+    if not res then return nil, { kind = kind, message = msg } end
     local doc = res.body ~= "" and cjson.decode(res.body) or nil
     return res, doc
   end

@@ -137,19 +137,21 @@ describe("SCIM client", function()
 
   it("adopts the existing user when create answers 409 and it matches", function()
     local sp, name = scenario {
-      list {}, { status = 409, body = { status = "409", scimType = "uniqueness", detail = "taken" } },
-      list { user("u7", "Bob", { externalId = "e-7" }) },
+      list {}, list {}, -- by userName, then by externalId: nobody
+      { status = 409, body = { status = "409", scimType = "uniqueness", detail = "taken" } },
+      list { user("u7", "Bob", { externalId = "e-7" }) }, -- by userName, agreeing on externalId
     }
     local u, outcome = sp.users:create { userName = "bob", externalId = "e-7" }
     assert.equal("u7", u.id)
     assert.equal("adopted", outcome)
-    assert.equal(3, stats(name).count)
+    assert.equal(4, stats(name).count)
   end)
 
   it("reports a conflict carrying both states when the existing user differs", function()
     local sp = scenario {
-      list {}, { status = 409, body = { status = 409, detail = "taken" } },  -- numeric status, no scimType
-      list { user("u8", "bob", { externalId = "other-person" }) },
+      list {}, list {}, { status = 409, body = { status = 409, detail = "taken" } },  -- numeric status, no scimType
+      list { user("u8", "bob", { externalId = "other-person" }) }, -- by userName: another externalId
+      list {}, -- by externalId: nobody holds e-7
     }
     local u, err = sp.users:create { userName = "bob", externalId = "e-7", password = "s3cret" }
     assert.is_nil(u)
@@ -427,6 +429,145 @@ describe("SCIM client", function()
     assert.equal(15, err.would.count)
     assert.truthy(sp.users:plan_deprovision(many, { allow = 15 }))
     assert.is_nil((sp.users:plan_deprovision(few, { total = 20 })))  -- 25% > 10%
+  end)
+
+  -- Renames and identity (issue 17 item 2), updates and the change diff (item 4).
+  local ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+  local function patch_ops(st, i)
+    local body = cjson.decode(st.bodies[i])
+    assert.same({ "urn:ietf:params:scim:api:messages:2.0:PatchOp" }, body.schemas)
+    return body.Operations
+  end
+
+  it("renames the user whose externalId matches: PATCH userName only, no create", function()
+    local old = user("u1", "ada.old", { externalId = "E1", title = "Engineer" })
+    local renamed = user("u1", "ada.new", { externalId = "E1", title = "Engineer" })
+    local sp, name, ex = scenario { list {}, list { old }, { status = 200, body = renamed } }
+    local events = require("scimrun.events").new()
+    sp.events = events
+    local seen = {}
+    events:subscribe(function(ev) if ev.type == "write" then seen[#seen + 1] = ev end end)
+    local u, outcome = sp.users:ensure { userName = "ada.new", externalId = "E1", title = "Engineer",
+                                         password = "hunter2-secret" }
+    assert.equal("updated", outcome)
+    assert.equal("u1", u.id)
+    local st = stats(name)
+    assert.equal(3, st.count)
+    assert.equal("users.search", ex.calls[1].op)
+    assert.truthy(ex.calls[1].url:find("userName", 1, true))
+    assert.truthy(ex.calls[2].url:find("externalId%20eq%20%22E1%22", 1, true))
+    assert.equal("PATCH", ex.calls[3].method)
+    local ops = patch_ops(st, 3)
+    assert.same({ { op = "replace", path = "userName", value = "ada.new" } }, ops)
+    -- the write as an event: before -> after, and the password never in it
+    assert.equal(1, #seen)
+    assert.equal("users.patch", seen[1].op)
+    assert.equal("updated", seen[1].result)
+    assert.equal("ada.new", seen[1].name)
+    assert.same({ { attribute = "userName", before = "ada.old", after = "ada.new" } }, seen[1].changes)
+    assert.falsy(cjson.encode(seen[1]):find("hunter2", 1, true))
+  end)
+
+  it("leaves an unchanged user alone: one lookup, no write", function()
+    local have = user("u2", "Bob", { externalId = "E2", title = "Engineer", name = { givenName = "Bob" } })
+    local sp, name = scenario { list { have } }
+    local u, outcome = sp.users:ensure { userName = "bob", externalId = "E2", title = "Engineer",
+                                         name = { givenName = "Bob" } }
+    assert.equal("skipped", outcome)
+    assert.equal("u2", u.id)
+    assert.equal(1, stats(name).count)
+  end)
+
+  it("sends only the changed attributes, sub-attributes by their path", function()
+    local have = user("u3", "carol", { title = "Engineer", name = { givenName = "Carol", familyName = "King" },
+                                       [ENTERPRISE] = { department = "R&D", costCenter = "42" } })
+    local sp, name = scenario { list { have }, { status = 204 } }
+    local u, outcome = sp.users:ensure { userName = "carol", title = "Lead",
+      name = { givenName = "Caroline", familyName = "King" }, [ENTERPRISE] = { department = "Research" } }
+    assert.equal("updated", outcome)
+    assert.equal("Caroline", u.name.givenName) -- 204: the answer is computed from the read
+    assert.equal("Research", u[ENTERPRISE].department)
+    assert.equal("42", u[ENTERPRISE].costCenter)
+    assert.same({
+      { op = "replace", path = "name.givenName", value = "Caroline" },
+      { op = "replace", path = "title", value = "Lead" },
+      { op = "replace", path = ENTERPRISE .. ":department", value = "Research" },
+    }, patch_ops(stats(name), 2))
+  end)
+
+  it("matches by a configurable order; a different externalId under the same userName is a conflict", function()
+    -- match = { "userName" }: one lookup, externalId is not looked up, but must agree
+    local sp, name = scenario({ list { user("u4", "dan", { externalId = "OTHER" }) } }, { match = { "userName" } })
+    local u, err = sp.users:ensure { userName = "dan", externalId = "E4" }
+    assert.is_nil(u)
+    assert.equal("conflict", err.class)
+    assert.equal("OTHER", err.existing.externalId)
+    assert.equal(1, stats(name).count)
+    -- the same per call: userName first, so externalId is updated
+    local sp2, name2 = scenario({ list { user("u5", "erin", { externalId = "OLD" }) }, { status = 204 } })
+    local u2, outcome = sp2.users:ensure({ userName = "erin", externalId = "E5" },
+                                         { match = { "userName", "externalId" } })
+    assert.equal("updated", outcome)
+    assert.equal("E5", u2.externalId)
+    assert.same({ { op = "replace", path = "externalId", value = "E5" } }, patch_ops(stats(name2), 2))
+    assert.has_error(function() scenario({}, { match = { "email" } }) end)
+    assert.has_error(function() scenario({}, { match = { "userName" }, match_attribute = "userName" }) end)
+  end)
+
+  it("after prefetch, finds a renamed user by externalId from memory", function()
+    local all = { user("u6", "fay.old", { externalId = "E6" }), user("u7", "gus", { externalId = "E7" }) }
+    local sp, name = scenario { list(all, { totalResults = 2 }), list(all), { status = 204 } }
+    assert.equal(2, sp.users:prefetch())
+    local u, outcome = sp.users:ensure { userName = "fay.new", externalId = "E6" }
+    assert.equal("updated", outcome)
+    assert.equal("fay.new", u.userName)
+    assert.equal(3, stats(name).count) -- count, one page, the PATCH: no lookup
+    -- the copy follows the rename
+    assert.equal("u6", (sp.users:find_by("userName", "FAY.NEW")).id)
+    assert.is_nil((sp.users:find_by("userName", "fay.old")))
+  end)
+
+  it("goes on by userName when the provider refuses filters on externalId", function()
+    local sp, name = scenario {
+      list {}, { status = 400, body = { status = "400", scimType = "invalidFilter", detail = "no such attribute" } },
+      { status = 201, body = user("u8", "hal", { externalId = "E8" }) },
+    }
+    local u, outcome = sp.users:ensure { userName = "hal", externalId = "E8" }
+    assert.equal("created", outcome)
+    assert.equal("u8", u.id)
+    assert.equal(3, stats(name).count)
+    assert.is_true(sp.match_unsupported.externalId)
+  end)
+
+  it("makes a write event of a request the workflow sends itself through sp:call", function()
+    local sp = scenario { { status = 200, body = user("u10", "jo", { title = "X" }) } }
+    local events = require("scimrun.events").new()
+    sp.events = events
+    local seen = {}
+    events:subscribe(function(ev) seen[#seen + 1] = ev end)
+    assert(sp:call { op = "users.custom", method = "PATCH", path = "/Users/u10",
+                     body = { schemas = { "urn:ietf:params:scim:api:messages:2.0:PatchOp" },
+                              Operations = { { op = "replace", path = "title", value = "X" } } } })
+    assert.equal(1, #seen)
+    assert.same({ "write", "users.custom", "users", "u10", "ok" },
+                { seen[1].type, seen[1].op, seen[1].resource, seen[1].id, seen[1].result })
+    assert.same({ { attribute = "title", after = "X" } }, seen[1].changes)
+  end)
+
+  it("plans a dry run's changes with what each attribute holds now", function()
+    local have = user("u9", "ivy", { title = "Engineer" })
+    local sp, name = scenario({ list { have } }, { dry_run = true })
+    local _, outcome = sp.users:ensure { userName = "ivy", title = "Lead" }
+    assert.equal("updated", outcome)
+    assert.equal(1, stats(name).count) -- the lookup only
+    local planned = scim.planned_all()
+    local found
+    for _, p in ipairs(planned) do
+      if p.summary:find("/Users/u9", 1, true) then found = p end
+    end
+    assert.truthy(found)
+    assert.truthy(found.summary:find('title: "Engineer" -> "Lead"', 1, true), found.summary)
   end)
 
   it("accepts a 0600 token file and refuses one others can read", function()

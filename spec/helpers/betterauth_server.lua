@@ -4,7 +4,8 @@
 --   local bs = require "helpers.betterauth_server"
 --   local ok, why = bs.available(); if not ok then pending(why) return end
 --   local srv = bs.start()  -- srv.base_url, srv.url, srv.token (issued by the server at start),
---                           -- srv.dump(), srv.reset(), srv.revoke(), srv.new_token(), srv.stop()
+--                           -- srv.dump(), srv.stats(), srv.reset(), srv.revoke(), srv.new_token(),
+--                           -- srv.stop()
 -- The token cannot be chosen: the plugin generates it (opts.token is ignored).
 local http = require "scimrun.http"
 local cjson = require "cjson"
@@ -49,6 +50,8 @@ function M.start(opts)
     return res
   end
   function srv.dump() return cjson.decode(admin("GET", "/_admin/dump").body) end
+  -- Request counts, as helpers.scimmy_server's srv.stats().
+  function srv.stats() return cjson.decode(admin("GET", "/_admin/stats").body) end
   function srv.reset() admin("POST", "/_admin/reset") end
   -- Revokes the current token; srv.token keeps the dead value.
   function srv.revoke() admin("POST", "/_admin/revoke") end

@@ -109,11 +109,11 @@ local function run_step(step, opts, vars)
     body = cjson.encode(fill(step.body, vars))
     headers["Content-Type"] = "application/scim+json"
   end
-  local res, err = http.request({ method = step.method, url = url, headers = headers, body = body,
+  local res, msg, kind = http.request({ method = step.method, url = url, headers = headers, body = body,
     timeout = opts.timeout or 10 })
   if not res then
     return { name = step.name, ok = false, problems = { ("%s %s failed: %s %s"):format(step.method, url,
-      tostring(err.kind), tostring(err.message)) } }
+      tostring(kind), tostring(msg)) } }
   end
   local doc
   if res.body and res.body ~= "" then

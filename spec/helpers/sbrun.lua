@@ -59,6 +59,14 @@ function M.faults(srv, spec, seed)
   return admin(srv, "POST", "faults", { spec = spec or cjson.null, seed = seed or 1 })
 end
 
+-- Rotates the provider's SCIM token (nil: revokes it); the old one is refused from then on,
+-- answered `status` (401, or 403 for a token without the scope). The admin endpoints keep
+-- srv.token; M.fresh restores it for SCIM too. Returns the env string for the new token.
+function M.set_token(srv, token, status)
+  admin(srv, "POST", "token", { token = token or cjson.null, status = status })
+  return ("SCIM_BASE_URL=%s SCIM_TOKEN=%s"):format(srv.url, token or "revoked")
+end
+
 -- Users by userName and the member ids of the group named `group` (or nil).
 function M.state(srv, group)
   local d = M.dump(srv)

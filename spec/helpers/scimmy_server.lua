@@ -2,7 +2,8 @@
 -- service provider) for a spec. Needs `npm ci --prefix spec/interop` to have run.
 --   local ss = require "helpers.scimmy_server"
 --   if not ss.available() then pending("npm ci not run") return end
---   local srv = ss.start{ token = "t" }  -- srv.base_url, srv.url, srv.token, srv.dump(), srv.reset(), srv.stop()
+--   local srv = ss.start{ token = "t" }  -- srv.base_url, srv.url, srv.token, srv.dump(), srv.stats(),
+--                                        -- srv.reset(), srv.revoke(), srv.new_token(), srv.stop()
 -- helpers.betterauth_server starts the second interop server with the same interface.
 local http = require "scimrun.http"
 local cjson = require "cjson"
@@ -25,12 +26,22 @@ function M.start(opts)
   end, "interop server did not start (is node installed? did `npm ci --prefix spec/interop` run?)")
   local srv = { name = M.name, url = "http://127.0.0.1:" .. port, pid = pid, token = token }
   srv.base_url = srv.url .. "/scim/v2"
-  function srv.dump()
-    local res = assert(http.request { method = "GET", url = srv.url .. "/_admin/dump" })
-    return cjson.decode(res.body)
+  local function admin(method, path)
+    local res = assert(http.request { method = method, url = srv.url .. path })
+    assert(res.status < 300, ("%s %s answered %d: %s"):format(method, path, res.status, tostring(res.body)))
+    return res
   end
-  function srv.reset()
-    assert(http.request { method = "POST", url = srv.url .. "/_admin/reset" })
+  function srv.dump() return cjson.decode(admin("GET", "/_admin/dump").body) end
+  -- Request counts (requests by "METHOD /Users|/Groups|/other", statuses, injected, rejected:
+  -- refused for their token, by route) and the numbers of users and groups.
+  function srv.stats() return cjson.decode(admin("GET", "/_admin/stats").body) end
+  function srv.reset() admin("POST", "/_admin/reset") end
+  -- Revokes the current token (later requests answer 401); srv.token keeps the dead value.
+  function srv.revoke() admin("POST", "/_admin/revoke") end
+  -- Issues a new token and makes it srv.token.
+  function srv.new_token()
+    srv.token = cjson.decode(admin("POST", "/_admin/token").body).token
+    return srv.token
   end
   function srv.stop()
     if pid then os.execute("kill " .. pid .. " 2>/dev/null") end

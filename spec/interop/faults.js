@@ -51,7 +51,7 @@ export const seededRandom = (seed, prog) => {
     };
 };
 
-export const newStats = () => ({ requests: {}, statuses: {}, injected: {} });
+export const newStats = () => ({ requests: {}, statuses: {}, injected: {}, rejected: {} });
 const bump = (table, key) => { table[key] = (table[key] ?? 0) + 1; };
 
 export const scimError = (res, status, detail, scimType) => {
@@ -64,10 +64,15 @@ export const scimError = (res, status, detail, scimType) => {
 // Express middleware for the SCIM mount point: for requests `authenticated(req)` accepts,
 // counts "METHOD /Users|/Groups|/other" and the status of every answer into stats(), and
 // answers the drawn fraction with an injected fault before anything else sees the request.
+// Requests it refuses (no token, a wrong or revoked one) are counted by route in
+// stats().rejected only, and left to the server to answer (401).
 export const countAndFault = ({ authenticated, stats, rules, random }) => (req, res, next) => {
-    if (!authenticated(req)) return next();
     const kind = req.path.match(/^\/(Users|Groups)(?:\/|$)/);
     const route = `${req.method} /${kind ? kind[1] : "other"}`;
+    if (!authenticated(req)) {
+        bump(stats().rejected, route);
+        return next();
+    }
     res.on("finish", () => { bump(stats().requests, route); bump(stats().statuses, String(res.statusCode)); });
     if (rules.length === 0) return next();
     const u = random();

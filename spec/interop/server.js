@@ -9,11 +9,15 @@
 // GET /_admin/dump (no auth, loopback only) returns the server's own records and write counts,
 // so specs check outcomes by the provider's state rather than by the client's word; its `stats`
 // (also GET /_admin/stats) count the authenticated SCIM requests by "METHOD /Users|/Groups"
-// (all answers, faulted ones included) and by status, and the injected faults.
+// (all answers, faulted ones included) and by status, the injected faults, and the requests
+// refused for their token (`rejected`, by route).
+// POST /_admin/revoke revokes the current token (later requests answer 401); POST /_admin/token
+// issues a new one and answers {"token": "..."}, as betterauth_server.js does (a reset keeps
+// whichever token is current).
 // Optional fault injection, for bench/onboard_bench.sh (TARGET=scimmy): --faults SPEC and
 // --seed N, as faults.js describes.
 import express from "express";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import SCIMMY from "scimmy";
 import SCIMMYRouters from "scimmy-routers";
 import { argValue as argOf, parseFaults, seededRandom, newStats, scimError, countAndFault, announcePort }
@@ -26,11 +30,14 @@ const portFile = argValue("--port-file");
 const maxResults = Number(argValue("--max-results", "50"));
 const faultSpec = argValue("--faults", "");
 const seed = Number(argValue("--seed", "1"));
-const TOKEN = process.env.SCIM_TOKEN;
+// The bearer token clients must send; null once revoked (then nothing is accepted).
+let TOKEN = process.env.SCIM_TOKEN;
 if (!TOKEN) {
     console.error("server.js: set SCIM_TOKEN to the bearer token clients must send");
     process.exit(2);
 }
+
+const authorized = (req) => TOKEN !== null && req.header("Authorization") === `Bearer ${TOKEN}`;
 
 const faultRules = parseFaults(faultSpec, "server.js");
 const random = seededRandom(seed, "server.js");
@@ -149,10 +156,18 @@ app.post("/_admin/reset", (req, res) => {
     stats = newStats();
     res.status(204).end();
 });
+app.post("/_admin/revoke", (req, res) => {
+    TOKEN = null;
+    res.status(204).end();
+});
+app.post("/_admin/token", (req, res) => {
+    TOKEN = `scimmy-${randomBytes(24).toString("hex")}`;
+    res.json({ token: TOKEN });
+});
 
 // Counts and faults: before anything else sees an authenticated SCIM request.
 app.use("/scim/v2", countAndFault({
-    authenticated: (req) => req.header("Authorization") === `Bearer ${TOKEN}`,
+    authenticated: authorized,
     stats: () => stats, rules: faultRules, random,
 }));
 
@@ -174,7 +189,7 @@ app.use("/scim/v2", (req, res, next) => {
             return scimError(res, 412, `If-Match ${ifMatch} does not match the current version ${item.meta.version}`);
         }
     }
-    if (req.header("Authorization") === `Bearer ${TOKEN}` && writes[req.method] !== undefined) {
+    if (authorized(req) && writes[req.method] !== undefined) {
         res.on("finish", () => { if (res.statusCode < 300) writes[req.method] += 1; });
     }
     next();
@@ -184,7 +199,7 @@ app.use("/scim/v2", new SCIMMYRouters({
     type: "bearer",
     docUri: "https://example.invalid/scimrun-interop",
     handler: (request) => {
-        if (request.header("Authorization") !== `Bearer ${TOKEN}`) throw new Error("Bearer token missing or wrong");
+        if (!authorized(request)) throw new Error("Bearer token missing or wrong");
         return "admin";
     },
 }));

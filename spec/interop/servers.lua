@@ -1,9 +1,10 @@
 -- The independent SCIM servers every interop spec runs against (not a spec itself: busted runs
 -- only *_spec.lua). Each entry: name, helper (helpers.scimmy_server / helpers.betterauth_server:
--- available(), start(opts) -> srv with base_url, token, dump(), reset(), stop()), and what the
--- server is like, as its /ServiceProviderConfig advertises it (`discovered`: what the client's
--- discovery must find) or as its documentation and source say (the other fields). The
--- differences are written up in docs/examples.md ("Interop: two independent SCIM servers").
+-- available(), start(opts) -> srv with base_url, token, dump(), stats(), reset(), revoke(),
+-- new_token(), stop()), and what the server is like, as its /ServiceProviderConfig advertises
+-- it (`discovered`: what the client's discovery must find) or as its documentation and source
+-- say (the other fields). The differences are written up in docs/examples.md ("Interop: two
+-- independent SCIM servers").
 --   for _, S in ipairs(require "interop.servers") do describe("... against " .. S.name, function() ... end) end
 return {
   {

@@ -339,6 +339,65 @@ describe("store dead letters", function()
   end)
 end)
 
+describe("store audit trail", function()
+  local db
+  before_each(function()
+    db = assert(store.open(fresh_path()))
+    new_run(db, "r-1")
+    new_run(db, "r-2")
+  end)
+  after_each(function() db:close() end)
+
+  local function write(run_id, t)
+    t.op, t.run_id = "audit_add", run_id
+    t.result = t.result or "created"
+    assert(db:apply { t })
+  end
+
+  it("appends rows in the group commit; lists them by run and by user, old names and memberships included", function()
+    write("r-1", { item = "user:ada", operation = "users.create", method = "POST", target = "h",
+                   resource_type = "users", resource_id = "u1", resource_name = "Ada",
+                   changes_json = '[{"attribute":"userName","after":"Ada"}]', status = 201 })
+    write("r-1", { item = "member:eng:ada", operation = "groups.add_member", resource_type = "groups",
+                   resource_id = "g1", resource_name = "eng", member_id = "u1", result = "added" })
+    write("r-1", { operation = "users.create", resource_type = "users", resource_id = "u2", resource_name = "bob" })
+    write("r-2", { operation = "users.patch", resource_type = "users", resource_id = "u1", resource_name = "ada.l",
+                   result = "updated" })
+    write("r-2", { operation = "users.patch", resource_type = "users", resource_id = "u9", result = "failed",
+                   status = 409, detail = "taken" })
+    local all = db:audit_list()
+    assert.are.equal(5, #all)
+    assert.is_true(all[1].id < all[5].id) -- oldest first
+    assert.are.equal("users.create", all[1].operation)
+    assert.are.equal(201, all[1].status)
+    assert.is_number(all[1].at)
+    assert.are.equal(3, #db:audit_list { run_id = "r-1" })
+    -- by a name it had (ignoring case), by the name it has now, or by id: the whole history
+    for _, who in ipairs { "ADA", "ada.l", "u1" } do
+      local rows = db:audit_list { user = who }
+      local ops = {}
+      for i, r in ipairs(rows) do ops[i] = r.operation end
+      assert.are.same({ "users.create", "groups.add_member", "users.patch" }, ops, who)
+    end
+    assert.are.equal(1, #db:audit_list { user = "bob" })
+    assert.are.equal(0, #db:audit_list { user = "eng" }) -- a group's name is not a user
+    assert.are.same({ "users.patch" }, { db:audit_list { user = "ada", run_id = "r-2" }[1].operation,
+                                          db:audit_list { user = "ada", run_id = "r-2" }[2] })
+    -- limit: the newest N, still oldest first
+    local last = db:audit_list { limit = 2 }
+    assert.are.same({ all[4].id, all[5].id }, { last[1].id, last[2].id })
+  end)
+
+  it("refuses a row without operation or result, and prunes by age", function()
+    assert.has_error(function() db:apply { { op = "audit_add", run_id = "r-1", result = "created" } } end)
+    assert.has_error(function() db:apply { { op = "audit_add", run_id = "r-1", operation = "users.create" } } end)
+    write("r-1", { operation = "users.create" })
+    assert.are.equal(0, db:audit_prune(3600))
+    assert.are.equal(1, db:audit_prune(0))
+    assert.are.equal(0, #db:audit_list())
+  end)
+end)
+
 describe("store write failures", function()
   it("returns nil, err on a full disk and keeps committed data", function()
     local path = fresh_path()

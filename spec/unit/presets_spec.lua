@@ -153,15 +153,21 @@ describe("provider presets", function()
 end)
 
 describe("policies/group_sync.lua", function()
-  it("retries users.create and nothing else", function()
+  it("retries reads and users.create, and no other write", function()
     local pol = policy.load("group_sync")
-    local prof, name = policy.profile_for(pol, "users.create")
-    assert.is_true(prof.attempts > 1, name)
-    for _, op in ipairs({ "users.search", "groups.get", "groups.create", "groups.add_member",
-                          "groups.remove_member", "users.patch" }) do
+    for _, op in ipairs({ "users.create", "users.search", "users.get", "groups.search", "groups.get" }) do
+      local prof, name = policy.profile_for(pol, op)
+      assert.are.equal("balanced", name, op)
+      assert.is_true(prof.attempts > 1, op .. " uses " .. name)
+    end
+    for _, op in ipairs({ "groups.create", "groups.add_member", "groups.remove_member", "users.patch",
+                          "users.replace", "users.delete", "groups.patch", "groups.delete" }) do
       local p, pname = policy.profile_for(pol, op)
       assert.are.equal(1, p.attempts, op .. " uses " .. pname)
     end
+    local rwaits, rres = run_op(pol, "users.search", { { status = 503 }, "ok" })
+    assert.are.equal(1, #rwaits)
+    assert.truthy(rres)
     local waits, _, err = run_op(pol, "groups.add_member", { { status = 503 }, "ok" })
     assert.are.equal(0, #waits)
     assert.are.equal("transient", err.class)

@@ -653,6 +653,37 @@ static void test_value_too_big(void) {
   }
 }
 
+/* Migration 3 (the audit trail) on a state file of schema 2, rows append-only, prune by age. */
+static void test_audit_trail(void) {
+  const char *path = tmp_path("audit.db");
+  store *s = open_ok(path);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  new_run(s, "r1");
+  store_close(s);
+  /* back to what an older scimrun wrote: no audit table, user_version 2 */
+  CHECK(exec_sql(path, "DROP TABLE audit; PRAGMA user_version = 2;") == SQLITE_OK);
+  s = open_ok(path);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  CHECK(scalar(s, "PRAGMA user_version") == store_schema_version());
+  CHECK(scalar(s, "SELECT count(*) FROM runs WHERE id = 'r1'") == 1);
+  store_audit_entry e = {"r1",  "user:ada", "users.create", "POST",    "host", "users", "u1",
+                         "ada", NULL,       "[]",           "created", NULL,   201};
+  CHECK(store_audit_add(s, &e) == 0);
+  CHECK(scalar(s, "SELECT status FROM audit WHERE resource_id = 'u1'") == 201);
+  /* append-only: an UPDATE is refused, the row is unchanged */
+  CHECK(sqlite3_exec(store_handle(s), "UPDATE audit SET result = 'failed'", NULL, NULL, NULL) !=
+        SQLITE_OK);
+  CHECK(scalar(s, "SELECT count(*) FROM audit WHERE result = 'created'") == 1);
+  int64_t deleted = -1;
+  CHECK(store_audit_prune(s, 3600, &deleted) == 0 && deleted == 0);
+  CHECK(store_audit_prune(s, 0, &deleted) == 0 && deleted == 1);
+  store_close(s);
+}
+
 int main(void) {
   const char *base = getenv("SCIMRUN_TEST_TMP");
   if (!base || !*base)
@@ -676,6 +707,7 @@ int main(void) {
   test_batch_rollback();
   test_disk_full();
   test_batched_10k_steps();
+  test_audit_trail();
   if (failures == 0) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -114,6 +114,13 @@ local function run_list(sb, kind, ctx, q)
     -- The lookup every provisioning client does before a create: answered from the index.
     local id = sb.store:find_unique(kind, ast.value)
     candidates = { id and sb.store:get(kind, id) }
+  elseif ast and ast.type == "cmp" and ast.op == "eq" and not ast.path.sub and not ast.path.urn
+      and ast.path.attr:lower() == "externalid" and type(ast.value) == "string" then
+    -- the lookup of a client matching by externalId first (a rename keeps it): from the index
+    candidates = {}
+    for _, id in ipairs(sb.store:find_external(kind, ast.value)) do
+      candidates[#candidates + 1] = sb.store:get(kind, id)
+    end
   end
   local hits = {}
   for _, res in ipairs(candidates or sb.store:list(kind)) do

@@ -8,7 +8,11 @@
 --   sandbox.start{ host, port = 0, token, faults, seed, persist } -> server | nil, err
 --     server = { url, token, port, sb, close = fn }   (needs scimrun.httpserver)
 -- Routes: BASE/Users, BASE/Groups (+ /{id}, /.search), BASE/ServiceProviderConfig, /Schemas,
--- /ResourceTypes; /_admin/{stats,dump,faults,reset} (same token, never faulted).
+-- /ResourceTypes; /_admin/{stats,dump,faults,reset,token} (the token the sandbox started with,
+-- never faulted). POST /_admin/token {"token": "NEW"} rotates the SCIM token (the old one is
+-- refused from then on, as a provider does with an expired or revoked token); {"token": null}
+-- revokes it without a new one; "status": 403 answers refused requests 403 instead of 401 (a
+-- token without the scope). The admin endpoints keep the starting token.
 -- /_admin/stats: requests, by_status ("METHOD STATUS"), by_route ("PATCH /Groups/{id}" counts
 -- the group PATCHes clients sent, faulted ones included), faults, injected, patchcost_s (the
 -- seconds the patchcost fault charged), users, groups, fault_spec, seed.
@@ -50,8 +54,11 @@ function M.new(opts)
   local st, err = store_mod.new({ persist = opts.persist })
   if not st then return nil, err end
   local base_path = (opts.base_path or "/scim/v2"):gsub("/+$", "")
+  token = token or random_token()
   local self = setmetatable({
-    token = token or random_token(),
+    token = token,            -- what SCIM requests must carry (POST /_admin/token changes it)
+    admin_token = token,      -- what the admin endpoints take: the token the sandbox started with
+    refused_status = 401,
     store = st,
     base_path = base_path,
     clock = opts.clock or (scimrun and scimrun.wall) or os.time,
@@ -108,21 +115,26 @@ local function parse_query(q)
   return out
 end
 
-local function authorized(self, headers)
+local function authorized(self, headers, want)
+  want = want or self.token
+  if want == nil then return false end -- revoked
   local h = headers["authorization"]
   if type(h) ~= "string" then return false end
   local scheme, tok = h:match("^%s*(%S+)%s+(%S+)%s*$")
-  if not scheme or scheme:lower() ~= "bearer" or #tok ~= #self.token then return false end
+  if not scheme or scheme:lower() ~= "bearer" or #tok ~= #want then return false end
   local diff = 0
   for i = 1, #tok do
-    if tok:byte(i) ~= self.token:byte(i) then diff = diff + 1 end
+    if tok:byte(i) ~= want:byte(i) then diff = diff + 1 end
   end
   return diff == 0
 end
 
-local function unauthorized()
+local function unauthorized(status)
+  if status == 403 then
+    return endpoints.error(403, nil, "the access token lacks the scope this request needs (insufficient_scope)")
+  end
   return endpoints.error(401, nil, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-    { ["WWW-Authenticate"] = 'Bearer realm="scimrun-sandbox"' })
+    { ["WWW-Authenticate"] = 'Bearer realm="scimrun-sandbox", error="invalid_token"' })
 end
 
 local KINDS = { users = "Users", groups = "Groups" }
@@ -204,6 +216,7 @@ function Sandbox:dump()
 end
 
 function Sandbox:reset()
+  self.token, self.refused_status = self.admin_token, 401 -- a rotated or revoked token too
   self.store:reset()
   self.stats_data = fresh_stats()
   self.group_busy = {}
@@ -231,7 +244,20 @@ local function route_admin(self, method, name, ctx)
     self:reset()
     return endpoints.reply(200, { reset = true })
   end
-  return endpoints.error(404, nil, "admin endpoints: GET stats, GET dump, GET|POST faults, POST reset")
+  if name == "token" and method == "POST" then
+    local body = ctx.body
+    local new, status = type(body) == "table" and body.token, type(body) == "table" and body.status
+    if type(body) ~= "table" or (new ~= json.null and (type(new) ~= "string" or not new:find("^%S+$")))
+        or (status ~= nil and status ~= 401 and status ~= 403) then
+      return endpoints.error(400, "invalidSyntax", 'expected {"token": "NEW" or null, "status": 401|403}')
+    end
+    self.token = new ~= json.null and new or nil
+    self.refused_status = status or 401
+    if self.token and scimrun and scimrun.log and scimrun.log.add_secret then scimrun.log.add_secret(self.token) end
+    return endpoints.reply(200, { rotated = self.token ~= nil, revoked = self.token == nil,
+                                  status = self.refused_status })
+  end
+  return endpoints.error(404, nil, "admin endpoints: GET stats, GET dump, GET|POST faults, POST reset, POST token")
 end
 
 local function bump(t, k) t[k] = (t[k] or 0) + 1 end
@@ -262,7 +288,7 @@ end
 
 -- Runs the SCIM request proper: auth, body, dispatch.
 local function process(self, req, segs, route, kind, ctx)
-  if not authorized(self, ctx.headers) then return unauthorized() end
+  if not authorized(self, ctx.headers) then return unauthorized(self.refused_status) end
   if req.body ~= nil and req.body ~= "" then
     local body, err = decode_body(req)
     if body == nil then return endpoints.error(400, "invalidSyntax", "the body is not valid JSON: " .. err) end
@@ -307,7 +333,7 @@ local function handle(self, req)
     and prefer:lower():find("return=minimal", 1, true) ~= nil
 
   if segs[1] == "_admin" then
-    if not authorized(self, headers) then return unauthorized() end
+    if not authorized(self, headers, self.admin_token) then return unauthorized() end
     if #segs ~= 2 then return route_admin(self, method, "", ctx) end
     if req.body and req.body ~= "" then
       local body, err = decode_body(req)

@@ -5,6 +5,7 @@
 --   store:get(kind, id) / store:list(kind) (creation order) / store:put(kind, res) / store:delete(kind, id)
 --   store:find_unique(kind, value) -> id of the user with that userName / group with that
 --     displayName, compared case-insensitively
+--   store:find_external(kind, value) -> { id, ... } of the resources with that externalId (exact)
 --   store:groups_of(user_id) -> { group, ... }
 --   store:commit()  appends the changes since the last commit to the file
 --   store:reset()
@@ -25,6 +26,7 @@ local function empty(self)
   self.data = { Users = {}, Groups = {} }
   self.order = { Users = {}, Groups = {} }
   self.unique = { Users = {}, Groups = {} }
+  self.external = { Users = {}, Groups = {} } -- externalId -> { id = true } (not unique)
   self.member_of = {}
   self.member_index = {} -- group id -> { member value = true }, built on first in-place change
   self.serial = 0
@@ -43,6 +45,19 @@ end
 local function unique_key(kind, res)
   local v = res[UNIQUE[kind]]
   return type(v) == "string" and v:lower() or nil
+end
+
+local function index_external(self, kind, res, add)
+  local v = res.externalId
+  if type(v) ~= "string" then return end
+  local set = self.external[kind][v]
+  if add then
+    if not set then set = {}; self.external[kind][v] = set end
+    set[res.id] = true
+  elseif set then
+    set[res.id] = nil
+    if next(set) == nil then self.external[kind][v] = nil end
+  end
 end
 
 local function index_members(self, group, add)
@@ -170,12 +185,20 @@ function Store:find_unique(kind, value)
   return self.unique[kind][value:lower()]
 end
 
+function Store:find_external(kind, value)
+  local out = {}
+  for id in pairs(type(value) == "string" and self.external[kind][value] or {}) do out[#out + 1] = id end
+  table.sort(out)
+  return out
+end
+
 -- Inserts or replaces (same id keeps its place in the order).
 function Store:put(kind, res)
   local old = self.data[kind][res.id]
   if old then
     local k = unique_key(kind, old)
     if k and self.unique[kind][k] == old.id then self.unique[kind][k] = nil end
+    index_external(self, kind, old, false)
     if kind == "Groups" then index_members(self, old, false) end
   else
     local order = self.order[kind]
@@ -186,6 +209,7 @@ function Store:put(kind, res)
   if self.persist and not self.loading then self.changes[#self.changes + 1] = { "put", kind, res.id } end
   local k = unique_key(kind, res)
   if k then self.unique[kind][k] = res.id end
+  index_external(self, kind, res, true)
   if kind == "Groups" then index_members(self, res, true) end
 end
 
@@ -194,6 +218,7 @@ function Store:delete(kind, id)
   if not old then return false end
   local k = unique_key(kind, old)
   if k and self.unique[kind][k] == id then self.unique[kind][k] = nil end
+  index_external(self, kind, old, false)
   if kind == "Groups" then index_members(self, old, false) end
   self.data[kind][id] = nil
   if kind == "Groups" then self.member_index[id] = nil end

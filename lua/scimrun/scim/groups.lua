@@ -7,6 +7,7 @@
 local cjson = require "cjson"
 local filter = require "scimrun.scim.filter"
 local member_batch = require "scimrun.scim.member_batch"
+local changes = require "scimrun.scim.changes"
 
 local G = {}
 
@@ -67,7 +68,8 @@ function G:_send_members(group_id, mode, ids)
     if self.sp:features().patch or self.sp.dry_run then
       local res
       res, err = self:_call(op, "PATCH", self:_path(group_id), nil,
-                            { schemas = { PATCH_SCHEMA }, Operations = ops_for(mode, chunk) })
+                            { schemas = { PATCH_SCHEMA }, Operations = ops_for(mode, chunk) },
+                            { changes = changes.members(mode, chunk) })
       requests = requests + 1
       if res then return end
       if err.status == 501 then
@@ -113,12 +115,22 @@ local function narrow(err, mode, ids)
   return copy
 end
 
+-- Each call is one `write` event (scimrun.scim.resource R:_written) for its own members, in
+-- the caller's task, whichever caller's request carried them.
 function G:_members(group_id, ids, mode)
   local op = mode == "add" and "groups.add_member" or "groups.remove_member"
   if type(group_id) ~= "string" or group_id == "" then error(op .. ": group id must be a non-empty string", 3) end
   ids = unique_ids(op, ids)
+  if #ids == 0 then return { group_id = group_id, count = 0, requests = 0 } end
+  local summary, err = self:_members_send(group_id, ids, mode, op)
+  local done = mode == "add" and "added" or "removed"
+  self:_written { op = op, method = "PATCH", id = group_id, changes = changes.members(mode, ids),
+                  result = err and "failed" or (self.sp.dry_run and "planned" or done), error = err }
+  return summary, err
+end
+
+function G:_members_send(group_id, ids, mode, op)
   local summary = { group_id = group_id, count = #ids, requests = 0 }
-  if #ids == 0 then return summary end
   local feats = self.sp:features()
   if not feats.patch and not self.sp.dry_run then
     local _, err = self:_put_modify(group_id, ops_for(mode, ids), op)

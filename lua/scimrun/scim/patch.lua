@@ -65,7 +65,13 @@ function M.contains(have, want, ci)
   return true
 end
 
--- PATCH operations turning `have` into `want` for the top-level attributes `want` names.
+local function is_object(v) return type(v) == "table" and not is_array(v) end
+
+-- PATCH operations turning `have` into `want` for the top-level attributes `want` names, each
+-- with a path and only for what differs: an attribute, or the sub-attribute of a complex
+-- attribute or extension the resource already holds (`name.givenName`,
+-- `urn:...:enterprise:2.0:User:department`), so an update sends only the changed values.
+-- A multi-valued attribute (emails) is replaced whole. JSON null in `want` removes.
 -- `opts.case_insensitive` = set of attribute names compared case-insensitively;
 -- `opts.ignore` = set of attribute names left alone (e.g. members on a group read without them).
 function M.diff(have, want, opts)
@@ -76,14 +82,30 @@ function M.diff(have, want, opts)
     if type(k) == "string" and not M.SERVER_MANAGED[k] and not ignore[k] then keys[#keys + 1] = k end
   end
   table.sort(keys)
+  local function put(path, w)
+    if w == NULL then
+      ops[#ops + 1] = { op = "remove", path = path }
+    else
+      ops[#ops + 1] = { op = "replace", path = path, value = w }
+    end
+  end
   for _, k in ipairs(keys) do
     local w = want[k]
     local h = get_ci(have, k)
     if not M.contains(h, w, ci[k]) then
-      if w == NULL then
-        ops[#ops + 1] = { op = "remove", path = k }
+      if is_object(w) and next(w) ~= nil and is_object(h) then
+        local subs = {}
+        for sk in pairs(w) do
+          if type(sk) == "string" then subs[#subs + 1] = sk end
+        end
+        table.sort(subs)
+        local sep = k:sub(1, 4):lower() == "urn:" and ":" or "."
+        for _, sk in ipairs(subs) do
+          local sw = w[sk]
+          if not M.contains(get_ci(h, sk), sw) then put(k .. sep .. sk, sw) end
+        end
       else
-        ops[#ops + 1] = { op = "replace", path = k, value = w }
+        put(k, w)
       end
     end
   end
@@ -115,6 +137,25 @@ local function parse_path(path)
   if a then return { attr = a, sub = sub } end
   if filter.valid_attr(path) then return { attr = path } end
   return nil
+end
+
+-- The value at a path this client produces (see parse_path) in `resource`, or nil.
+function M.get_path(resource, path)
+  if type(path) ~= "string" then return nil end
+  local p = parse_path(path)
+  if not p then return nil end
+  local container = resource
+  if p.urn then container = get_ci(resource, p.urn) end
+  local v = get_ci(container, p.attr)
+  if p.sub then return (get_ci(v, p.sub)) end
+  if p.filter_attr then
+    if not is_array(v) then return nil end
+    for _, e in ipairs(v) do
+      if get_ci(e, p.filter_attr) == p.filter_value then return e end
+    end
+    return nil
+  end
+  return v
 end
 
 local function merge_value(target, key, value, op)

@@ -8,6 +8,7 @@
 -- err.detail is passed through the log redactor, so a server echoing the token cannot leak it.
 local http = require "scimrun.http"
 local utf8_check = require "scimrun.utf8_check"
+local httpdate = require "scimrun.httpdate"
 local cjson = require "cjson"
 
 local M = {}
@@ -37,23 +38,15 @@ local function safe_headers(h)
   return out
 end
 
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
-                 Oct = 10, Nov = 11, Dec = 12 }
-
--- Retry-After: delta-seconds or an IMF-fixdate; returns seconds from now (>= 0) or nil.
+-- Retry-After: delta-seconds or an HTTP-date (scimrun.httpdate, libcurl's parser); returns
+-- seconds from now (>= 0) or nil.
 function M.retry_after(v)
   if v == nil then return nil end
   v = tostring(v)
   local n = tonumber(v)
   if n then return math.max(0, n) end
-  local d, mon, y, hh, mm, ss = v:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
-  if not d or not MONTHS[mon] then return nil end
-  local t = { year = tonumber(y), month = MONTHS[mon], day = tonumber(d), hour = tonumber(hh),
-              min = tonumber(mm), sec = tonumber(ss), isdst = false }
-  -- os.time reads local time; correct by the offset between local and UTC interpretations.
-  local now = os.time()
-  local utc_offset = os.time(os.date("!*t", now)) - now
-  local at = os.time(t) - utc_offset
+  local at = httpdate.parse(v)
+  if not at then return nil end
   return math.max(0, at - os.time())
 end
 
@@ -133,9 +126,22 @@ function M.url_for(conn, req)
   return req.url or (conn.base_url .. (req.path or "") .. (req.query or ""))
 end
 
+-- --check sends nothing: a collection or search reads as empty, anything else as not found.
+local function offline_answer(ctx, req, url)
+  local path = (req.path or url):gsub("[?#].*$", "")
+  if req.method == "GET" and not path:find("^/?[^/]+/[^/]+$") then
+    return { status = 200, headers = {}, url = url, body = "",
+             json = { schemas = { "urn:ietf:params:scim:api:messages:2.0:ListResponse" }, totalResults = 0,
+                      itemsPerPage = 0, startIndex = 1, Resources = {} } }
+  end
+  return nil, M.error(ctx, { status = 404, class = "permanent", reason = "offline",
+                             detail = ("%s %s not sent: --check sends nothing"):format(req.method, url) })
+end
+
 function M.send(conn, req)
   local url = M.url_for(conn, req)
   local ctx = { op = req.op, url = url, method = req.method }
+  if conn.offline then return offline_answer(ctx, req, url) end
   local headers = {
     ["Accept"] = M.CONTENT_TYPE,
     ["User-Agent"] = conn.user_agent,
@@ -157,15 +163,15 @@ function M.send(conn, req)
     headers["Content-Type"] = M.CONTENT_TYPE
   end
   if req.if_match then headers["If-Match"] = req.if_match end
-  local res, terr
+  local res
   for _ = 0, MAX_REDIRECTS do
-    res, terr = http.request { method = req.method, url = url, headers = headers, body = body,
+    local tmsg, tkind
+    res, tmsg, tkind = http.request { method = req.method, url = url, headers = headers, body = body,
                                timeout = math.min(conn.timeout, req.timeout or math.huge),
                                connect_timeout = conn.connect_timeout, insecure = conn.insecure,
                                ca_file = conn.ca_file }
     if not res then
-      return nil, M.error(ctx, { kind = terr and terr.kind or "other",
-                                 detail = terr and terr.message or "transport failure",
+      return nil, M.error(ctx, { kind = tkind or "other", detail = tmsg or "transport failure",
                                  reason = "transport" })
     end
     if res.status ~= 307 and res.status ~= 308 then break end

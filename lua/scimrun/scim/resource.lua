@@ -6,6 +6,7 @@ local filter = require "scimrun.scim.filter"
 local request = require "scimrun.scim.request"
 local patch = require "scimrun.scim.patch"
 local list = require "scimrun.scim.list"
+local changes = require "scimrun.scim.changes"
 
 local M = {}
 local R = {}
@@ -36,22 +37,111 @@ function R:_op(verb) return self.name .. "." .. verb end
 function R:_call(op, method, path, query, body, extra)
   local req = { op = op, method = method, path = path, query = filter.query(query or {}), body = body,
                 if_match = extra and extra.if_match }
+  extra = extra or {}
+  extra.audited = true -- the operation emits its own write event (R:_written)
   local res, err = self.sp:call(req, extra)
   return res, err, req
 end
 
 function R:_match_attr() return self.kind.match_attr(self.sp) end
 
--- Is `found` the same identity as the wanted attributes? The match attribute must be equal and,
--- when matching by userName, an externalId on both sides must agree (same name, other person).
-function R:_same_identity(found, attrs)
-  local attr = self:_match_attr()
-  if not same(patch.get_ci(found, attr), patch.get_ci(attrs, attr), self.kind.ci[attr]) then return false end
-  if attr ~= "externalId" then
-    local fe, we = patch.get_ci(found, "externalId"), patch.get_ci(attrs, "externalId")
-    if present(fe) and present(we) and fe ~= we then return false end
+-- The attributes that identify a resource, in the order they are tried (users: the
+-- connection's `match`, by default externalId then userName; groups: displayName).
+function R:_match_order(given) return given or self.kind.match(self.sp) end
+
+-- Attributes that, held by both sides with different values, make a match by another
+-- attribute a different identity (same userName, other person) unless the order lists them.
+local GUARDS = { users = { "externalId" } }
+
+local function listed(names, x)
+  for _, v in ipairs(names) do if v == x then return true end end
+  return false
+end
+
+-- The existing resource that is the same identity as `attrs`, looked up by the match order:
+-- the first attribute of the order that finds a resource decides (externalId, then userName
+-- compared case-insensitively, for users by default), so a user whose userName changed at the
+-- source but whose externalId did not is found and renamed, never created again. A resource
+-- found by a later attribute whose earlier (or guard) attribute holds another value is another
+-- identity: a conflict. Attributes without a value in `attrs` are skipped.
+-- Returns resource, attr | nil (no such resource) | nil, err.
+-- opts: match (an order for this call), fresh (ask the provider, not the prefetched copy), op.
+-- Without the prefetched copy, userName (which providers index) is asked first: a resource it
+-- finds agreeing on every other attribute of the order is the answer in one request.
+function R:match(attrs, opts)
+  opts = opts or {}
+  local order = self:_match_order(opts.match)
+  local wanted, n = {}, 0
+  for _, a in ipairs(order) do
+    local v = patch.get_ci(attrs, a)
+    if present(v) and not (self.sp.match_unsupported or {})[a] then
+      wanted[a] = v
+      n = n + 1
+    end
   end
-  return true
+  if n == 0 then return nil end
+  local lopts = { fresh = opts.fresh, op = opts.op }
+  local looked = {}
+  local function lookup(a)
+    if looked[a] then return looked[a][1], looked[a][2] end
+    local r, err = self:find_by(a, wanted[a], lopts)
+    if err and a == "externalId" and n > 1 and err.status == 400 then
+      -- a provider that cannot filter on externalId: the rest of the order still works
+      self.sp.match_unsupported = self.sp.match_unsupported or {}
+      self.sp.match_unsupported[a] = true
+      local l = rawget(_G, "scimrun") and scimrun.log
+      if l then
+        local rest = {}
+        for _, b in ipairs(order) do if b ~= a then rest[#rest + 1] = b end end
+        l.emit("warn", ("the provider refuses filters on %s; matching %s by %s from now on")
+          :format(a, self.name, table.concat(rest, ", ")), { url = self.sp.base_url, detail = err.detail })
+      end
+      looked[a] = { nil, nil }
+      return nil, nil
+    end
+    looked[a] = { r, err }
+    return r, err
+  end
+  local function agrees(r, a)
+    local have = patch.get_ci(r, a)
+    return present(have) and same(have, wanted[a], self.kind.ci[a])
+  end
+  local probe = wanted.userName ~= nil and listed(order, "userName") and "userName" or nil
+  if probe and n > 1 and not (self._index and self._index.by[probe] and not opts.fresh) then
+    local r, err = lookup(probe)
+    if err then return nil, err end
+    if r then
+      local all = true
+      for a in pairs(wanted) do
+        if not agrees(r, a) then all = false break end
+      end
+      if all then return r, order[1] end
+    end
+  end
+  local guards = GUARDS[self.name] or {}
+  for i, a in ipairs(order) do
+    if wanted[a] ~= nil then
+      local r, err = lookup(a)
+      if err then return nil, err end
+      if r then
+        local clash
+        for j = 1, i - 1 do
+          local b = order[j]
+          if wanted[b] ~= nil and present(patch.get_ci(r, b)) and not agrees(r, b) then clash = b break end
+        end
+        for _, g in ipairs(guards) do
+          local wg = patch.get_ci(attrs, g)
+          if not clash and g ~= a and not listed(order, g) and present(wg) then
+            local hg = patch.get_ci(r, g)
+            if present(hg) and not same(hg, wg, self.kind.ci[g]) then clash = g end
+          end
+        end
+        if clash then return nil, self:_conflict(self:_op("create"), r, attrs, a, clash) end
+        return r, a
+      end
+    end
+  end
+  return nil
 end
 
 local function without_secrets(attrs)
@@ -60,17 +150,15 @@ local function without_secrets(attrs)
   return out
 end
 
-function R:_conflict(op, found, attrs)
-  local attr = self:_match_attr()
-  return perr(self, op, ("%s %s already exists as %s but is not the same %s (externalId %s, wanted %s)")
-    :format(attr, tostring(patch.get_ci(attrs, attr)), tostring(found.id), self.kind.noun,
-            tostring(patch.get_ci(found, "externalId")), tostring(patch.get_ci(attrs, "externalId"))),
+function R:_conflict(op, found, attrs, by, clash)
+  by = by or self:_match_attr()
+  clash = clash or "externalId"
+  local err = perr(self, op, ("%s %s already exists as %s but is not the same %s (%s %s, wanted %s)")
+    :format(by, tostring(patch.get_ci(attrs, by)), tostring(found.id), self.kind.noun,
+            clash, tostring(patch.get_ci(found, clash)), tostring(patch.get_ci(attrs, clash))),
     { class = "conflict", status = 409, scim_type = "uniqueness", method = "POST",
       suggest = "resolve the clash in the source data or the service provider, then replay" })
-end
-
--- Adds existing/wanted to a conflict error (kept out of request.error: they are resources).
-local function with_states(err, found, attrs)
+  -- both states ride along (kept out of request.error: they are resources)
   err.existing = found
   err.wanted = without_secrets(attrs)
   return err
@@ -113,50 +201,72 @@ local function index_key(v, ci)
 end
 
 -- Reads every resource of this kind once, when the provider holds at most opts.max (5000), so
--- that find_by on the match attribute answers from memory: a run that creates many resources
--- then sends one request per page instead of a lookup per resource. What this connection
--- creates or adopts is added. Another client creating the same resource meanwhile is still
--- caught: the create answers 409 and is resolved by a fresh lookup, never by the index.
+-- that lookups by the match attributes (users: externalId and userName) answer from memory: a
+-- run that creates many resources then sends one request per page instead of a lookup per
+-- resource. What this connection creates, adopts or renames is kept up to date. Another client
+-- creating the same resource meanwhile is still caught: the create answers 409 and is
+-- resolved by a fresh lookup, never by the copy.
 -- Returns the number of resources indexed, nil when there are more than opts.max (lookups stay
 -- one per resource), or nil, err.
 function R:prefetch(opts)
   opts = opts or {}
   local max = opts.max or 5000
-  local attr = self:_match_attr()
+  local attrs = {}
+  for _, a in ipairs(self:_match_order()) do attrs[#attrs + 1] = a end
+  if not listed(attrs, self:_match_attr()) then attrs[#attrs + 1] = self:_match_attr() end
   local q = { { "startIndex", 1 }, { "count", 0 } } -- totalResults only (RFC 7644 3.4.2.4)
   local res, err = self:_call(self:_op("search"), "GET", self.endpoint, q)
   if not res then return nil, err end
   local total = type(res.json) == "table" and tonumber(res.json.totalResults)
   if not total or total > max then return nil end
-  local ci = self.kind.ci[attr]
-  local map, n = {}, 0
+  local ix = { by = {} }
+  for _, a in ipairs(attrs) do ix.by[a] = { ci = self.kind.ci[a], map = {} } end
+  local n = 0
   local ok, perr_or = pcall(function()
     if total == 0 then return end
     for r in self:list {} do
-      local v = patch.get_ci(r, attr)
-      if v ~= nil and v ~= NULL then
-        local k = index_key(v, ci)
-        local prev = map[k]
-        if prev then
-          map[k] = prev.__matches and prev or { __matches = { prev } }
-          map[k].__matches[#map[k].__matches + 1] = r
-        else
-          map[k] = r
+      n = n + 1
+      for a, one in pairs(ix.by) do
+        local v = patch.get_ci(r, a)
+        if present(v) then
+          local k = index_key(v, one.ci)
+          local prev = one.map[k]
+          if prev then
+            one.map[k] = prev.__matches and prev or { __matches = { prev } }
+            one.map[k].__matches[#one.map[k].__matches + 1] = r
+          else
+            one.map[k] = r
+          end
         end
-        n = n + 1
       end
     end
   end)
   if not ok then return nil, perr_or end
-  self._index = { attr = attr, ci = ci, map = map }
+  self._index = ix
   return n
 end
 
-function R:_index_add(r)
+-- Keeps the prefetched copy up to date: `old` (the resource as it was) leaves it, `r` enters.
+function R:_index_add(r, old)
   local ix = self._index
-  if not ix or type(r) ~= "table" then return end
-  local v = patch.get_ci(r, ix.attr)
-  if v ~= nil and v ~= NULL then ix.map[index_key(v, ix.ci)] = r end
+  if not ix then return end
+  for a, one in pairs(ix.by) do
+    local ov = type(old) == "table" and patch.get_ci(old, a)
+    if present(ov) then
+      local k = index_key(ov, one.ci)
+      local cur = one.map[k]
+      if cur and cur.__matches then
+        for i = #cur.__matches, 1, -1 do
+          if cur.__matches[i].id == old.id then table.remove(cur.__matches, i) end
+        end
+        if #cur.__matches == 1 then one.map[k] = cur.__matches[1] end
+      elseif cur and cur.id == old.id then
+        one.map[k] = nil
+      end
+    end
+    local v = type(r) == "table" and patch.get_ci(r, a)
+    if present(v) then one.map[index_key(v, one.ci)] = r end
+  end
 end
 
 -- One resource whose `attr` equals `value`, nil when none, or nil, err (ambiguity is permanent).
@@ -164,10 +274,10 @@ end
 function R:find_by(attr, value, opts)
   local op = opts and opts.op or self:_op("search")
   local expr = filter.eq(attr, value)
-  local ix = self._index
+  local one = self._index and self._index.by[attr]
   local found, err
-  if ix and ix.attr == attr and not (opts and opts.fresh) then
-    local hit = ix.map[index_key(value, ix.ci)]
+  if one and not (opts and opts.fresh) then
+    local hit = one.map[index_key(value, one.ci)]
     found = hit == nil and {} or hit.__matches or { hit }
   else
     found, err = self:_search(op, expr)
@@ -177,8 +287,10 @@ function R:find_by(attr, value, opts)
   local matches = {}
   for _, r in ipairs(found) do
     local v = patch.get_ci(r, attr)
-    -- a provider that ignores the filter returns other resources: compare on our side too.
-    if v == nil or same(v, value, ci) then matches[#matches + 1] = r end
+    -- a provider that ignores the filter returns other resources: compare on our side too (a
+    -- resource read without the attribute counts, except for externalId, which is never
+    -- implied: a user without one is not the user with one)
+    if (v == nil and attr ~= "externalId") or same(v, value, ci) then matches[#matches + 1] = r end
   end
   if #matches > 1 then
     local ids = {}
@@ -259,79 +371,103 @@ function R:_with_schema(attrs)
   return body
 end
 
--- POST unless the resource already exists. Returns resource, "created" | "adopted" | "skipped".
+-- The name a resource is known by (userName, displayName), for the write events.
+function R:_name_of(r)
+  local v = type(r) == "table" and patch.get_ci(r, self.kind.name_attr) or nil
+  if present(v) then return v end
+  return nil
+end
+
+-- POST unless the resource already exists (looked up by the match order, see R:match).
+-- Returns resource, "created" | "adopted" | "skipped". opts: match, skip_lookup.
 function R:create(attrs, opts)
   opts = opts or {}
   local op = self:_op("create")
   if type(attrs) ~= "table" then error(op .. ": attributes must be a table", 2) end
-  local attr = self:_match_attr()
-  local key = patch.get_ci(attrs, attr)
-  if not present(key) then key = nil end
-  if key ~= nil and not opts.skip_lookup then
-    local found, ferr = self:find_by(attr, key)
+  local mopts = { match = opts.match }
+  if not opts.skip_lookup then
+    local found, ferr = self:match(attrs, mopts)
+    if found then return found, "skipped" end
     if ferr then return nil, ferr end
-    if found then
-      if self:_same_identity(found, attrs) then return found, "skipped" end
-      return nil, with_states(self:_conflict(op, found, attrs), found, attrs)
-    end
   end
+  local fresh = { match = opts.match, fresh = true }
   local adopted = false
   local function before_retry()
-    if key == nil or self.sp.dry_run then return nil end
-    local found = self:find_by(attr, key, { fresh = true })
-    if found and self:_same_identity(found, attrs) then
+    if self.sp.dry_run then return nil end
+    local found = self:match(attrs, fresh)
+    if found then
       adopted = true
       return { status = 200, json = found, adopted = true }
     end
     return nil
   end
+  local added = changes.from_attrs(attrs)
+  local function written(result, r, err)
+    self:_written { op = op, method = "POST", id = r and r.id, name = self:_name_of(r or attrs),
+                    changes = added, result = result, error = err }
+  end
   local res, err, req = self:_call(op, "POST", self.endpoint, nil, self:_with_schema(attrs),
-                                   { before_retry = before_retry })
+                                   { before_retry = before_retry, changes = added })
   if not res then
-    if err.status == 409 and (err.scim_type == nil or err.scim_type == "uniqueness") and key ~= nil then
-      local found, ferr = self:find_by(attr, key, { fresh = true })
-      if ferr then return nil, ferr end
-      if found and self:_same_identity(found, attrs) then
+    if err.status == 409 and (err.scim_type == nil or err.scim_type == "uniqueness") then
+      local found, ferr = self:match(attrs, fresh)
+      if found then
         self:_index_add(found)
+        written("adopted", found)
         return found, "adopted"
       end
-      if found then return nil, with_states(self:_conflict(op, found, attrs), found, attrs) end
-      err.suggest = err.suggest or ("the provider reports a clash but no %s with %s %s is visible; "
-        .. "check other unique attributes (emails, externalId)"):format(self.kind.noun, attr, tostring(key))
+      if ferr then
+        written("failed", nil, ferr)
+        return nil, ferr
+      end
+      local keys = {}
+      for _, a in ipairs(self:_match_order(opts.match)) do keys[#keys + 1] = a end
+      err.suggest = err.suggest or ("the provider reports a clash but no %s with the same %s is visible; "
+        .. "check other unique attributes (emails, externalId)"):format(self.kind.noun, table.concat(keys, " or "))
       err.wanted = without_secrets(attrs)
     end
+    written("failed", nil, err)
     return nil, err
   end
   if adopted or res.adopted then
     self:_index_add(res.json)
+    written("adopted", res.json)
     return res.json, "adopted"
   end
   local r, rerr = request.need_resource(req, res)
-  if not r then return nil, rerr end
+  if not r then
+    written("failed", nil, rerr)
+    return nil, rerr
+  end
   self:_index_add(r)
+  written(res.dry_run and "planned" or "created", r)
   return r, "created"
 end
 
--- Looks up by the match attribute; creates, PATCHes what differs, or leaves it alone.
-function R:ensure(attrs)
+-- Looks up by the match order (R:match: for users externalId, then userName ignoring case);
+-- creates, PATCHes only the attributes that differ (a renamed user: its userName), or leaves
+-- an unchanged resource alone without a write. opts: match (an order for this call).
+-- Returns resource, "created" | "adopted" | "updated" | "skipped", or nil, err.
+function R:ensure(attrs, opts)
+  opts = opts or {}
   local op = self:_op("ensure")
   if type(attrs) ~= "table" then error(op .. ": attributes must be a table", 2) end
-  local attr = self:_match_attr()
-  local key = patch.get_ci(attrs, attr)
-  if not present(key) then
-    return nil, perr(self, op, ("ensure needs the match attribute %s"):format(attr),
-                     { suggest = "add " .. attr .. " to the source data" })
+  local order = self:_match_order(opts.match)
+  local any = false
+  for _, a in ipairs(order) do any = any or present(patch.get_ci(attrs, a)) end
+  if not any then
+    local names = table.concat(order, " or ")
+    return nil, perr(self, op, ("ensure needs the match attribute %s"):format(names),
+                     { suggest = "add " .. names .. " to the source data" })
   end
-  local found, ferr = self:find_by(attr, key, { op = self:_op("search") })
-  if ferr then return nil, ferr end
-  if not found then return self:create(attrs, { skip_lookup = true }) end
-  if not self:_same_identity(found, attrs) then
-    return nil, with_states(self:_conflict(self:_op("create"), found, attrs), found, attrs)
-  end
+  local found, ferr = self:match(attrs, { match = opts.match, op = self:_op("search") })
+  if not found and ferr then return nil, ferr end
+  if not found then return self:create(attrs, { skip_lookup = true, match = opts.match }) end
   local ops = patch.diff(found, attrs, { case_insensitive = self.kind.ci, ignore = self.kind.ensure_ignore })
   if #ops == 0 then return found, "skipped" end
-  local r, err = self:patch(found.id, ops, { current = found })
+  local r, err = self:patch(found.id, ops, { current = found, op = self:_op("patch") })
   if not r then return nil, err end
+  self:_index_add(r, found)
   return r, "updated"
 end
 
@@ -362,32 +498,47 @@ end
 
 -- PATCH (RFC 7644 §3.5.2). ops: array of {op, path, value}. Falls back to read-modify-PUT when
 -- the provider has no PATCH (discovery, the `patch` option, or a 501 answer).
+-- opts: op (the operation's name), current (the resource as read: the answer of a provider
+-- that returns no body is computed from it, and the write event says what each attribute was),
+-- outcome (what the write event calls a success, default "updated").
 function R:patch(id, ops, opts)
   opts = opts or {}
   local op = opts.op or self:_op("patch")
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
   if type(ops) ~= "table" then error(op .. ": operations must be a table", 2) end
   if ops.op then ops = { ops } end
+  local changed = changes.from_ops(ops, opts.current)
+  local r, err, method = self:_patch(id, ops, op, opts, changed)
+  local after = r and self:_name_of(r) ~= nil and r or nil
+  self:_written { op = op, method = method, id = id, name = self:_name_of(after or opts.current), changes = changed,
+                  result = err and "failed" or (self.sp.dry_run and "planned" or opts.outcome or "updated"),
+                  error = err }
+  return r, err
+end
+
+function R:_patch(id, ops, op, opts, changed)
   local feats = self.sp:features()
   if feats.patch then
-    local res, err = self:_call(op, "PATCH", self:_path(id), nil, { schemas = { PATCH_SCHEMA }, Operations = ops })
+    local res, err = self:_call(op, "PATCH", self:_path(id), nil, { schemas = { PATCH_SCHEMA }, Operations = ops },
+                                { changes = changed })
     if res then
       -- 200 with the resource, or 204 (or 200) without a body: both mean applied.
-      if type(res.json) == "table" and res.json.id ~= nil then return res.json end
+      if type(res.json) == "table" and res.json.id ~= nil then return res.json, nil, "PATCH" end
       if opts.current then
         local applied = patch.apply(opts.current, ops)
-        if applied then return applied end
+        if applied then return applied, nil, "PATCH" end
       end
-      return { id = id }
+      return { id = id }, nil, "PATCH"
     end
-    if err.status ~= 501 then return nil, err end
+    if err.status ~= 501 then return nil, err, "PATCH" end
     self.sp:patch_unsupported()
   end
   if self.sp.dry_run then
-    self:_call(op, "PUT", self:_path(id), nil, { Operations = ops })
-    return { id = id }
+    self:_call(op, "PUT", self:_path(id), nil, { Operations = ops }, { changes = changed })
+    return { id = id }, nil, "PUT"
   end
-  return self:_put_modify(id, ops, op)
+  local r, err = self:_put_modify(id, ops, op)
+  return r, err, "PUT"
 end
 
 -- PUT the whole resource. On 412 the current version is read and the PUT repeated (max 3).
@@ -396,13 +547,21 @@ function R:replace(id, attrs, opts)
   local op = self:_op("replace")
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
   if type(attrs) ~= "table" then error(op .. ": attributes must be a table", 2) end
+  local set = changes.from_attrs(attrs)
+  local r, err = self:_replace(id, attrs, opts, op, set)
+  self:_written { op = op, method = "PUT", id = id, name = self:_name_of(r or attrs), changes = set,
+                  result = err and "failed" or (self.sp.dry_run and "planned" or "replaced"), error = err }
+  return r, err
+end
+
+function R:_replace(id, attrs, opts, op, set)
   local feats = self.sp:features()
   local etag = opts.if_match or (feats.etag and type(attrs.meta) == "table" and attrs.meta.version) or nil
   local body = self:_with_schema(attrs)
   body.id = id
   local err
   for try = 0, MAX_PRECONDITION_RETRIES do
-    local res, e, req = self:_call(op, "PUT", self:_path(id), nil, body, { if_match = etag })
+    local res, e, req = self:_call(op, "PUT", self:_path(id), nil, body, { if_match = etag, changes = set })
     if res then
       if res.dry_run then return body end
       return request.need_resource(req, res)
@@ -417,13 +576,39 @@ function R:replace(id, attrs, opts)
 end
 
 -- DELETE; 404 means already done. Returns true, "deleted" | "absent".
-function R:delete(id)
+function R:delete(id, opts)
   local op = self:_op("delete")
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
   local res, err = self:_call(op, "DELETE", self:_path(id))
-  if res then return true, "deleted" end
-  if err.status == 404 then return true, "absent" end
+  local outcome = res and "deleted" or (err.status == 404 and "absent") or nil
+  self:_written { op = op, method = "DELETE", id = id, name = opts and opts.name, changes = {},
+                  result = outcome and (self.sp.dry_run and "planned" or outcome) or "failed",
+                  error = not outcome and err or nil }
+  if outcome then return true, outcome end
   return nil, err
+end
+
+-- One write this client made (or, in a dry run, would make), as a `write` event on the run's
+-- stream (scimrun.events): the change diff (--diff) and the audit trail in the state file are
+-- written from it. ev: op, method, id, name, changes (scimrun.scim.changes: never a secret),
+-- result, error; the resource kind, the target, the step (item) and dry_run are added here.
+function R:_written(ev)
+  local stream = self.sp.events
+  if not stream then return end
+  ev.type = "write"
+  ev.resource = self.name
+  ev.target = self.sp.target
+  ev.dry_run = self.sp.dry_run or nil
+  local sc = rawget(_G, "scimrun")
+  local step = sc and sc.ctx and sc.ctx().step
+  ev.item = step and step.key or nil
+  local e = ev.error
+  if type(e) == "table" then
+    ev.error = nil
+    ev.status, ev.class = e.status, e.class
+    ev.detail = changes.redact(e.detail)
+  end
+  stream:emit(ev)
 end
 
 M.R = R
@@ -432,7 +617,9 @@ local USERS = {
   name = "users", noun = "user", endpoint_key = "users",
   schema = "urn:ietf:params:scim:schemas:core:2.0:User",
   match_attr = function(sp) return sp.match_attribute end,
-  ci = { userName = true },
+  match = function(sp) return sp.match end,
+  name_attr = "userName",
+  ci = { userName = true, emails = true }, -- providers lower-case addresses (better-auth)
   ensure_ignore = { groups = true },
 }
 
@@ -440,6 +627,8 @@ local GROUPS = {
   name = "groups", noun = "group", endpoint_key = "groups",
   schema = "urn:ietf:params:scim:schemas:core:2.0:Group",
   match_attr = function() return "displayName" end,
+  match = function() return { "displayName" } end,
+  name_attr = "displayName",
   ci = { displayName = true },
   ensure_ignore = { members = true },
   search_excludes = "members",

@@ -8,7 +8,8 @@ local U = {}
 function U:deactivate(id)
   local op = "users.deactivate"
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
-  local _, err = self:patch(id, { { op = "replace", path = "active", value = false } }, { op = op })
+  local _, err = self:patch(id, { { op = "replace", path = "active", value = false } },
+                           { op = op, outcome = "deactivated" })
   if err then
     if err.status == 404 then return { id = id, active = false }, "absent" end
     return nil, err

@@ -1,0 +1,123 @@
+-- What one write changes, as plain data for the change diff (--diff, scimrun.diff) and the
+-- audit trail (scimrun.audit): an array of
+--   { attribute = PATH, before = V, after = V }     an attribute set, replaced or removed
+--   { attribute = "members", added = { ids } }      group membership (or removed = { ids })
+-- `before` is JSON null when the resource did not hold the attribute and absent when it was not
+-- read (a deactivation, a replace); `after` is absent for a removal.
+-- Never a secret: an attribute whose name mentions a password keeps its path but its values
+-- become "(secret)", and every string goes through the log redactor (registered tokens).
+local cjson = require "cjson"
+local patch = require "scimrun.scim.patch"
+
+local M = {}
+
+local NULL = cjson.null
+M.SECRET = "(secret)"
+
+local SKIP = { schemas = true, id = true, meta = true }
+
+local function secret_name(name) return type(name) == "string" and name:lower():find("password", 1, true) ~= nil end
+
+function M.redact(s)
+  if type(s) ~= "string" then return s end
+  local log = rawget(_G, "scimrun") and scimrun.log
+  if log and log.redact then return log.redact(s) end
+  return s
+end
+
+-- A deep copy without secrets.
+local function clean(v)
+  if type(v) == "string" then return M.redact(v) end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    out[k] = secret_name(k) and M.SECRET or clean(x)
+  end
+  return setmetatable(out, getmetatable(v))
+end
+M.clean = clean
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) == "string" and not SKIP[k] then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  return keys
+end
+
+-- A create or a replace: every attribute the body sets (before: none, or unknown).
+function M.from_attrs(attrs, opts)
+  local out = {}
+  if type(attrs) ~= "table" then return out end
+  for _, k in ipairs(sorted_keys(attrs)) do
+    local v = attrs[k]
+    local c = { attribute = k, after = secret_name(k) and M.SECRET or clean(v) }
+    if not (opts and opts.replace) then c.before = NULL end
+    out[#out + 1] = c
+  end
+  return out
+end
+
+-- PATCH operations, with what each path held in `current` (the resource as read) when given.
+function M.from_ops(ops, current)
+  local out = {}
+  for _, o in ipairs(ops or {}) do
+    local kind = type(o.op) == "string" and o.op:lower() or "replace"
+    local entries = {}
+    if o.path == nil and type(o.value) == "table" then
+      for _, k in ipairs(sorted_keys(o.value)) do entries[#entries + 1] = { k, o.value[k] } end
+    else
+      entries[1] = { tostring(o.path), o.value }
+    end
+    for _, e in ipairs(entries) do
+      local path, value = e[1], e[2]
+      local c = { attribute = path }
+      if current ~= nil then
+        local was = patch.get_path(current, path)
+        if was == nil then was = NULL end
+        c.before = (secret_name(path) and was ~= NULL) and M.SECRET or clean(was)
+      end
+      if kind ~= "remove" then c.after = secret_name(path) and M.SECRET or clean(value) end
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+-- Group membership: ids added or removed.
+function M.members(mode, ids)
+  local list = {}
+  for i, id in ipairs(ids or {}) do list[i] = id end
+  return { { attribute = "members", [mode == "add" and "added" or "removed"] = list } }
+end
+
+local function show(v)
+  if v == nil then return "?" end
+  if v == NULL then return "(none)" end
+  local ok, json = pcall(cjson.encode, v)
+  local s = ok and json or tostring(v)
+  if #s > 60 then s = s:sub(1, 57) .. "..." end
+  return s
+end
+
+-- One line for a person: `title: "Engineer" -> "Lead"; userName = "ada"; members: +2`.
+function M.text(list)
+  local parts = {}
+  for _, c in ipairs(list or {}) do
+    if c.added then
+      parts[#parts + 1] = ("%s: +%d"):format(c.attribute, #c.added)
+    elseif c.removed then
+      parts[#parts + 1] = ("%s: -%d"):format(c.attribute, #c.removed)
+    elseif c.after == nil then
+      parts[#parts + 1] = ("%s: %s -> (removed)"):format(c.attribute, show(c.before))
+    elseif c.before == nil or c.before == NULL then -- set (a create, a PUT), or added
+      parts[#parts + 1] = ("%s = %s"):format(c.attribute, show(c.after))
+    else
+      parts[#parts + 1] = ("%s: %s -> %s"):format(c.attribute, show(c.before), show(c.after))
+    end
+  end
+  return table.concat(parts, "; ")
+end
+
+return M
