@@ -124,143 +124,175 @@ local function resumed_policy(db, run, o, given, load_policy, cli)
   return pol, snap
 end
 
-function M.main(argv, cli)
-  local o = M.parse(argv, cli)
-  require("scimrun.run_metrics").check_textfile(o, cli) -- its directory exists
-  -- --check: a dry run that sends nothing at all (reads included) and runs no item; wf:each
-  -- reads its input whole and the bad rows are the result
-  if o.check then o.dry_run, o.progress = true, "never" end
-  local verbosity = o.verbosity or 0 -- --quiet -1, -v 1, -vv 2
-  local level = o.log_level or (verbosity < 0 and "warn") or (verbosity >= 2 and "debug") or nil
-  if o.log_format or level then scimrun.log.configure(o.log_format or "text", level) end
-  local wf_path = runfiles.absolute(o.file)
-  local def = M.load_workflow(o.file, cli)
-  local params = runfiles.resolve_params(def.params, o.params, wf_path, cli)
-  local wf_hash = runfiles.hash_file(wf_path)
-  local inputs = runfiles.input_hashes(params)
+-- ---- the phases of a run ---------------------------------------------------------------
+-- M.main is their sequence; `r` carries what one phase hands to the next: the options (o), the
+-- workflow (def, params), the state (db, run), the policy (pol, snap), and the run's parts.
 
-  -- Everything the operator can get wrong is checked before the state file is touched, so a
-  -- bad policy or fault spec leaves no half-made run behind.
-  -- A resumed run keeps the policy it ran with (its snapshot, read once the run is found);
-  -- a policy named on the command line, or that of a new run, is loaded now.
-  local policy_mod = require "scimrun.policy"
-  local snapshots = require "scimrun.policy_snapshot"
-  local pol_spec = o.policy or def.options.policy or "default"
-  local function load_policy(db)
-    local pol_ok, p = pcall(policy_mod.load, pol_spec, { overrides = o.overrides }) -- flags over the file
-    if pol_ok then return p end
+-- Logging and verbosity from the flags; --check is a dry run that sends nothing at all (reads
+-- included) and runs no item.
+local function configure_output(r)
+  local o = r.o
+  if o.check then o.dry_run, o.progress = true, "never" end
+  r.verbosity = o.verbosity or 0 -- --quiet -1, -v 1, -vv 2
+  local level = o.log_level or (r.verbosity < 0 and "warn") or (r.verbosity >= 2 and "debug") or nil
+  if o.log_format or level then scimrun.log.configure(o.log_format or "text", level) end
+end
+
+-- The workflow file, its parameters and the hashes a resume compares.
+local function load_definition(r)
+  local o, cli = r.o, r.cli
+  r.wf_path = runfiles.absolute(o.file)
+  r.def = M.load_workflow(o.file, cli)
+  r.params = runfiles.resolve_params(r.def.params, o.params, r.wf_path, cli)
+  r.wf_hash = runfiles.hash_file(r.wf_path)
+  r.inputs = runfiles.input_hashes(r.params)
+end
+
+-- Everything the operator can get wrong is checked before the state file is touched, so a bad
+-- policy or fault spec leaves no half-made run behind. A resumed run keeps the policy it ran
+-- with (its snapshot, read once the run is found); a policy named on the command line, or that
+-- of a new run, is loaded now.
+local function check_configuration(r)
+  local o, cli = r.o, r.cli
+  r.pol_spec = o.policy or r.def.options.policy or "default"
+  function r.load_policy(db)
+    local pol_ok, p = pcall(require("scimrun.policy").load, r.pol_spec, { overrides = o.overrides })
+    if pol_ok then return p end -- flags over the file
     if db then db:close() end
     cli.fail("%s", policy_message(p))
   end
-  local pol = (o.policy or not o.resume) and load_policy() or nil
+  r.pol = (o.policy or not o.resume) and r.load_policy() or nil
   if o.sandbox and o.sandbox ~= "" then
     local fok, ferr = require("scimrun.sandbox.faults").parse(o.sandbox)
     if not fok then cli.fail("--sandbox=%s: %s", o.sandbox, tostring(ferr)) end
   end
+end
 
-  local state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
-  local dry_base
-  local sandbox_data = state_path .. ".sandbox.json"
+-- The state file; a dry run writes nothing: a throwaway state, and a copy of the sandbox's
+-- data to plan against.
+local function open_state(r)
+  local o, cli = r.o, r.cli
+  r.state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
+  r.sandbox_data = r.state_path .. ".sandbox.json"
   if o.dry_run then
-    -- a dry run writes nothing: a throwaway state, and a copy of the sandbox's data to plan against
-    dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end
-    state_path = dry_base .. ".db"
-    if o.sandbox and runfiles.exists(sandbox_data) then
-      local copied, cerr = require("scimrun.fs").copyfile(sandbox_data, state_path .. ".sandbox.json")
+    r.dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end
+    r.state_path = r.dry_base .. ".db"
+    if o.sandbox and runfiles.exists(r.sandbox_data) then
+      local copied, cerr = require("scimrun.fs").copyfile(r.sandbox_data, r.state_path .. ".sandbox.json")
       if not copied then cli.fail("--dry-run cannot copy the sandbox's data: %s", cerr) end
     end
-    sandbox_data = state_path .. ".sandbox.json"
+    r.sandbox_data = r.state_path .. ".sandbox.json"
   end
-  local db = open_store(state_path, o.durability, cli)
+  r.db = open_store(r.state_path, o.durability, cli)
+end
 
-  local run, resumed, snap
-  if o.resume then
-    if o.resume_id then
-      run = db:run_get(o.resume_id)
-      if not run then
-        db:close()
-        cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, state_path)
-      end
-    else
-      -- The newest run of the workflow decides: unfinished (or finished with dead letters, so
-      -- replayed items continue) it is resumed; completed, there is nothing to do; none at
-      -- all, a new run starts, so `until scimrun WF --resume; do ...; done` does the work once.
-      -- An older unfinished run that a newer one superseded is resumed by id only.
-      run = db:runs_list { limit = 1, workflow_path = wf_path }[1]
-      if not run then
-        io.stdout:write(("no earlier run of %s in %s: starting a new run\n"):format(o.file, state_path))
-      end
-    end
-    if run and run.status == "completed" then
-      io.stdout:write(("run %s already completed; nothing to resume\n"):format(run.id))
+-- --resume: the run to continue (nil: a new run; "done": nothing to do). The newest run of the
+-- workflow decides: unfinished (or finished with dead letters, so replayed items continue) it
+-- is resumed; completed, there is nothing to do; none at all, a new run starts, so
+-- `until scimrun WF --resume; do ...; done` does the work once. An older unfinished run that a
+-- newer one superseded is resumed by id only.
+local function run_to_resume(r)
+  local o, db = r.o, r.db
+  if not o.resume then return nil end
+  local run
+  if o.resume_id then
+    run = db:run_get(o.resume_id)
+    if not run then
       db:close()
-      return 0
+      r.cli.fail("no run %s in %s (see: scimrun runs list)", o.resume_id, r.state_path)
     end
-    resumed = run ~= nil
-  end
-  if resumed then
-    -- A run belongs to its workflow: resuming it with another one would run that workflow with
-    -- the first one's parameters (offboarding with onboarding's list). --force does not
-    -- override this; it only accepts a changed file of the same workflow.
-    if run.workflow_name ~= def.name then
-      db:close()
-      cli.fail("refusing to resume %s with %s: that run belongs to workflow %q (%s), this file is workflow %q; "
-        .. "resume it with its own file, or start a new run without --resume", run.id, o.file,
-        tostring(run.workflow_name), tostring(run.workflow_path), tostring(def.name))
-    end
-    local changed = runfiles.changes(run, wf_hash, inputs)
-    if #changed > 0 and not o.force then
-      db:close()
-      cli.fail("refusing to resume %s: %s changed since the run started; rerun without --resume for a new run, "
-        .. "or add --force to resume anyway", run.id, table.concat(changed, ", "))
-    end
-    local recorded = cjson.decode(run.params_json)
-    -- A resumed run keeps the parameters it started with: a --param that would change one is
-    -- refused rather than silently ignored (a fix to the input is a new run, or dlq replay).
-    for k in pairs(o.params) do
-      if tostring(recorded[k]) ~= tostring(params[k]) then
-        db:close()
-        cli.fail("--param %s=%s cannot change run %s, which started with %s=%s; resume without it, or start "
-          .. "a new run without --resume", k, tostring(o.params[k]), run.id, k, tostring(recorded[k]))
-      end
-    end
-    params = recorded
-    pol, snap = resumed_policy(db, run, o, pol, load_policy, cli)
   else
-    pol = pol or load_policy(db)
-    snap = snapshots.take(pol, "start")
-    run = { id = runfiles.new_run_id(), workflow_name = def.name, workflow_path = wf_path,
-            workflow_hash = wf_hash, params_json = cjson.encode(params), inputs_json = cjson.encode(inputs),
-            policy_json = snapshots.encode(snap) }
-    local ok, err = db:run_create(run)
-    if not ok then db:close(); cli.fail("cannot record the run in %s: %s", state_path, tostring(err)) end
-  end
-  db:run_set_status(run.id, "running")
-
-  -- Metrics (--metrics-textfile DIR, --metrics-port N): a reader of the event stream below. A
-  -- dry run writes no textfile (it would report a run that did nothing as a success).
-  local mx = require("scimrun.run_metrics").new { workflow = def.name, db = db, run_id = run.id,
-    workflow_path = wf_path, textfile = not o.dry_run and o.metrics_textfile or nil, port = o.metrics_port }
-  local mok, merr = mx:listen()
-  if not mok then
-    db:run_set_status(run.id, "failed", 2)
-    db:close()
-    cli.fail("%s", merr)
-  end
-
-  local sandbox
-  if o.sandbox and not o.check then
-    local serr
-    sandbox, serr = require("scimrun.sandbox").start {
-      port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
-      persist = sandbox_data, token = os.getenv("SCIM_TOKEN"),
-    }
-    if not sandbox then
-      db:run_set_status(run.id, "failed", 2)
-      db:close()
-      mx:close()
-      cli.fail("cannot start the sandbox: %s", tostring(serr))
+    run = db:runs_list { limit = 1, workflow_path = r.wf_path }[1]
+    if not run then
+      io.stdout:write(("no earlier run of %s in %s: starting a new run\n"):format(o.file, r.state_path))
     end
+  end
+  if run and run.status == "completed" then
+    io.stdout:write(("run %s already completed; nothing to resume\n"):format(run.id))
+    db:close()
+    return "done"
+  end
+  return run
+end
+
+-- A resumed run keeps its workflow, input files (unless --force) and parameters.
+local function check_resumable(r, run)
+  local o, cli, db = r.o, r.cli, r.db
+  -- Resuming a run with another workflow would run that workflow with the first one's
+  -- parameters (offboarding with onboarding's list); --force only accepts a changed file of
+  -- the same workflow.
+  if run.workflow_name ~= r.def.name then
+    db:close()
+    cli.fail("refusing to resume %s with %s: that run belongs to workflow %q (%s), this file is workflow %q; "
+      .. "resume it with its own file, or start a new run without --resume", run.id, o.file,
+      tostring(run.workflow_name), tostring(run.workflow_path), tostring(r.def.name))
+  end
+  local changed = runfiles.changes(run, r.wf_hash, r.inputs)
+  if #changed > 0 and not o.force then
+    db:close()
+    cli.fail("refusing to resume %s: %s changed since the run started; rerun without --resume for a new run, "
+      .. "or add --force to resume anyway", run.id, table.concat(changed, ", "))
+  end
+  local recorded = cjson.decode(run.params_json)
+  -- a --param that would change one is refused rather than silently ignored (a fix to the
+  -- input is a new run, or dlq replay)
+  for k in pairs(o.params) do
+    if tostring(recorded[k]) ~= tostring(r.params[k]) then
+      db:close()
+      cli.fail("--param %s=%s cannot change run %s, which started with %s=%s; resume without it, or start "
+        .. "a new run without --resume", k, tostring(o.params[k]), run.id, k, tostring(recorded[k]))
+    end
+  end
+  r.params = recorded
+end
+
+-- The run: resumed (with its snapshot's policy) or created (with a snapshot of this one).
+-- Returns false when there is nothing to resume.
+local function find_or_create_run(r)
+  local snapshots = require "scimrun.policy_snapshot"
+  local run = run_to_resume(r)
+  if run == "done" then return false end
+  r.resumed = run ~= nil
+  if run then
+    check_resumable(r, run)
+    r.pol, r.snap = resumed_policy(r.db, run, r.o, r.pol, r.load_policy, r.cli)
+  else
+    r.pol = r.pol or r.load_policy(r.db)
+    r.snap = snapshots.take(r.pol, "start")
+    run = { id = runfiles.new_run_id(), workflow_name = r.def.name, workflow_path = r.wf_path,
+            workflow_hash = r.wf_hash, params_json = cjson.encode(r.params), inputs_json = cjson.encode(r.inputs),
+            policy_json = snapshots.encode(r.snap) }
+    local ok, err = r.db:run_create(run)
+    if not ok then r.db:close(); r.cli.fail("cannot record the run in %s: %s", r.state_path, tostring(err)) end
+  end
+  r.run = run
+  r.db:run_set_status(run.id, "running")
+  return true
+end
+
+-- A failure while starting a part: the run is recorded failed (exit 2), one line.
+local function fail_start(r, fmt, ...)
+  r.db:run_set_status(r.run.id, "failed", 2)
+  r.db:close()
+  if r.mx then r.mx:close() end
+  r.cli.fail(fmt, ...)
+end
+
+-- Metrics (--metrics-textfile DIR, --metrics-port N; a dry run writes no textfile: it would
+-- report a run that did nothing as a success) and the embedded sandbox (--sandbox).
+local function start_services(r)
+  local o = r.o
+  r.mx = require("scimrun.run_metrics").new { workflow = r.def.name, db = r.db, run_id = r.run.id,
+    workflow_path = r.wf_path, textfile = not o.dry_run and o.metrics_textfile or nil, port = o.metrics_port }
+  local mok, merr = r.mx:listen()
+  if not mok then fail_start(r, "%s", merr) end
+  if o.sandbox and not o.check then
+    local sandbox, serr = require("scimrun.sandbox").start {
+      port = 0, faults = o.sandbox ~= "" and o.sandbox or nil, seed = o.seed or 1,
+      persist = r.sandbox_data, token = os.getenv("SCIM_TOKEN"),
+    }
+    if not sandbox then fail_start(r, "cannot start the sandbox: %s", tostring(serr)) end
+    r.sandbox = sandbox
     -- the process environment, so wf.env and scim.connect's token_env both see them
     scimrun.setenv("SCIM_BASE_URL", sandbox.url)
     scimrun.setenv("SCIM_TOKEN", sandbox.token)
@@ -268,213 +300,225 @@ function M.main(argv, cli)
     io.stdout:write(("sandbox: SCIM 2.0 provider at %s (faults: %s)\n"):format(sandbox.url,
       o.sandbox ~= "" and o.sandbox or "none"))
   end
+end
 
-  -- One stream of the run's facts (scimrun.events): the retry layer and the engine emit, the
-  -- report and the summary's counters read it.
+-- One stream of the run's facts (scimrun.events): the retry layer and the engine emit; the
+-- log, progress, metrics, console row, hooks, audit trail, diff, report and step history read
+-- it. Then the retry layer, the run context every task inherits, and the engine.
+local function wire(r)
+  local o, db, run = r.o, r.db, r.run
   local stream = require("scimrun.events").new()
+  r.stream = stream
+  local function enqueue(op) r.engine:enqueue(op) end -- the engine's group commit
   -- Progress: a status area on a terminal, a `progress` record every 10 s elsewhere (CI, cron,
   -- | tee), nothing with --quiet or --progress never. On a terminal the area counts the
   -- retries, so their per-attempt log lines need -v.
   local on_tty = scimrun.log.terminal() and not scimrun.log.is_json()
   local pmode = o.progress or "auto"
-  if pmode == "never" or (verbosity < 0 and pmode ~= "always") then pmode = "off"
+  if pmode == "never" or (r.verbosity < 0 and pmode ~= "always") then pmode = "off"
   elseif pmode == "always" or on_tty then pmode = "tty"
   else pmode = "lines" end
-  local progress = require("scimrun.progress").new { stream = stream, mode = pmode, name = def.name,
+  r.progress = require("scimrun.progress").new { stream = stream, mode = pmode, name = r.def.name,
     interval = tonumber(os.getenv("SCIMRUN_PROGRESS_INTERVAL")) or 10 }
-  require("scimrun.event_log").attach(stream, { retries = (pmode ~= "tty" or verbosity >= 1) and "info" or "debug",
-                                               answers = verbosity >= 2 })
-  local engine -- below; the retry layer's state goes through its group commit
-  local ex = require("scimrun.retry").executor {
-    policy = pol, seed = o.seed, events = stream, log = false,
+  require("scimrun.event_log").attach(stream, { answers = r.verbosity >= 2,
+    retries = (pmode ~= "tty" or r.verbosity >= 1) and "info" or "debug" })
+  r.ex = require("scimrun.retry").executor {
+    policy = r.pol, seed = o.seed, events = stream, log = false,
     state = {
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
       save = function(key, value)
         -- budget, breaker and backoff deadlines ride on the next group commit (no transaction
         -- of their own); lost in a crash, they cost at most an early retry
-        local json = value ~= nil and cjson.encode(value) or nil -- nil deletes the key
-        engine:enqueue { op = "kv_put", key = key, value_json = json }
+        enqueue { op = "kv_put", key = key, value_json = value ~= nil and cjson.encode(value) or nil }
       end,
     },
   }
-  mx:attach(stream)
+  r.mx:attach(stream)
   -- the run's progress and counts as a row of the state file, for scimrun ui (another process)
-  require("scimrun.ui.record").attach(stream, { enqueue = function(op) engine:enqueue(op) end, db = db,
-                                                run_id = run.id, resumed = resumed, dry_run = o.dry_run })
+  require("scimrun.ui.record").attach(stream, { enqueue = enqueue, db = db, run_id = run.id,
+                                                resumed = r.resumed, dry_run = o.dry_run })
   -- the policy's on_event hooks (the policy in force: a SIGHUP reload applies to them too)
-  local hooks = require("scimrun.hooks").attach(stream, function() return ex.policy end)
-  local scim = require "scimrun.scim"
-  -- The run context every task of this run inherits (scimrun.ctx): what scim.connect needs.
-  scimrun.ctx().run = { executor = ex, dry_run = o.dry_run or nil, offline = o.check or nil, timeouts = pol.timeouts,
-                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil,
-                        events = stream } -- the SCIM client's `write` events: the diff and the audit trail
+  r.hooks = require("scimrun.hooks").attach(stream, function() return r.ex.policy end)
+  local pol = r.pol
+  scimrun.ctx().run = { executor = r.ex, dry_run = o.dry_run or nil, offline = o.check or nil,
+                        timeouts = pol.timeouts, events = stream, -- the SCIM client's `write` events
+                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil }
   -- Every write at a provider is kept in the state file's audit trail (scimrun.audit, rows
   -- older than audit.retention_days pruned now) and, with --diff FILE, written as a JSON line
   -- with the attributes it changes, before -> after (scimrun.diff; in a dry run: would change).
-  require("scimrun.audit").attach(stream, { dry_run = o.dry_run, enqueue = function(op) engine:enqueue(op) end })
+  require("scimrun.audit").attach(stream, { dry_run = o.dry_run, enqueue = enqueue })
   if not o.dry_run then
     local pruned, perr = require("scimrun.audit").prune(db, pol.audit and pol.audit.retention_days)
     if not pruned then scimrun.log.emit("warn", "could not prune the audit trail", { error = perr }) end
   end
-  local diff, derr = require("scimrun.diff").open(stream, { path = o.diff, run_id = run.id })
-  if derr then
-    db:run_set_status(run.id, "failed", 2)
-    db:close()
-    cli.fail("%s", derr)
-  end
-
-  local dl = pol.dead_letter or {}
-  local rep = report.new { path = o.report, run_id = run.id, workflow = def.name }
-  stream:subscribe(function(ev) if ev.type == "item" then rep:item(ev.record) end end)
-  -- The attempts, failures and waits of a step that ran into trouble are kept with the group
-  -- commit, so a failed item's history can be shown later (dlq show). A step whose attempts all
-  -- went through writes nothing: its events wait in the step until the first failure, not on
-  -- the hot path of every request. Events hold no secret: no headers, no bodies.
-  local HISTORY = { attempt = true, failure = true, success = true, give_up = true, adopted = true }
-  local function keep(step, ev) engine:enqueue { op = "event_add", key = step.key, event_json = cjson.encode(ev) } end
-  stream:subscribe(function(ev)
-    local step = (HISTORY[ev.type] or (ev.type == "wait" and ev.reason == "breaker")) and scimrun.ctx().step
-    if not step then return end
-    if step.troubled then return keep(step, ev) end
-    if ev.type == "attempt" or ev.type == "success" then
-      step.held = step.held or {}
-      step.held[#step.held + 1] = ev
-      return
-    end
-    step.troubled = true -- the first trouble: what led to it is kept too
-    for _, held in ipairs(step.held or {}) do keep(step, held) end
-    step.held = nil
-    keep(step, ev)
-  end)
-  engine = workflow.engine {
-    db = db, run_id = run.id, params = params,
+  local derr
+  r.diff, derr = require("scimrun.diff").open(stream, { path = o.diff, run_id = run.id })
+  if derr then fail_start(r, "%s", derr) end
+  r.rep = report.new { path = o.report, run_id = run.id, workflow = r.def.name }
+  stream:subscribe(function(ev) if ev.type == "item" then r.rep:item(ev.record) end end)
+  require("scimrun.step_history").attach(stream, enqueue)
+  local def = r.def
+  r.engine = workflow.engine {
+    db = db, run_id = run.id, params = r.params,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
     rollback_on_abort = o.rollback_on_abort or def.options.rollback_on_abort,
     on_item = function(rec) stream:emit { type = "item", record = rec, outcome = rec.outcome, status = rec.status } end,
-    dead_letter = dl,
+    dead_letter = pol.dead_letter or {},
     step_timeout = pol.timeouts and pol.timeouts.step,
-    executor = ex, allow_deletes = o.allow_deletes, dry_run = o.dry_run, check = o.check,
+    executor = r.ex, allow_deletes = o.allow_deletes, dry_run = o.dry_run, check = o.check,
     check_command = runfiles.check_command(o),
     emit = function(ev) stream:emit(ev) end,
   }
   -- the run carries its policy (the snapshot): the command that resumes it need not name one
-  local resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
-  require("scimrun.core").at_turn_end(function() engine:flush() end)
+  r.resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
+  require("scimrun.core").at_turn_end(function() r.engine:flush() end)
+end
+
+-- SIGINT/SIGTERM: finish the steps in flight (a second signal, or the grace period, stops at
+-- once, resumable); SIGHUP: re-read the policy's file, which becomes the run's snapshot.
+local function watch_signals(r)
   local signals = require "scimrun.signals"
-  local interrupts, finished = 0, false
+  local snapshots = require "scimrun.policy_snapshot"
+  local interrupts = 0
   local function hard_stop()
-    progress:stop()
-    engine:flush()
-    db:apply { { op = "run_status", run_id = run.id, status = "interrupted", exit_code = 130 } }
-    stream:emit { type = "run_finished", run_id = run.id, workflow = def.name, status = "interrupted",
-                  exit_code = 130, t = scimrun.wall() }
-    io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. resume_cmd .. "\n")
+    r.progress:stop()
+    r.engine:flush()
+    r.db:apply { { op = "run_status", run_id = r.run.id, status = "interrupted", exit_code = 130 } }
+    r.stream:emit { type = "run_finished", run_id = r.run.id, workflow = r.def.name, status = "interrupted",
+                    exit_code = 130, t = scimrun.wall() }
+    io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. r.resume_cmd .. "\n")
     os.exit(130, true) -- close the state: the store and handles are released cleanly
   end
   local function on_stop(name)
     interrupts = interrupts + 1
     if interrupts > 1 then return hard_stop() end
-    engine.stopping = true
-    progress:stop() -- the status area is cleared before anything is said
+    r.engine.stopping = true
+    r.progress:stop() -- the status area is cleared before anything is said
     io.stderr:write(("\nscimrun: %s: finishing in-flight steps (signal again to stop at once)\n"):format(name))
     -- bounded wait: polled in short sleeps so a run that ends in time exits at once
     local deadline = scimrun.now() + (tonumber(os.getenv("SCIMRUN_STOP_GRACE")) or 30)
-    while not finished and scimrun.now() < deadline do scimrun.sleep(0.1) end
-    if not finished then return hard_stop() end
+    while not r.finished and scimrun.now() < deadline do scimrun.sleep(0.1) end
+    if not r.finished then return hard_stop() end
   end
   signals.watch("SIGINT", on_stop)
   signals.watch("SIGTERM", on_stop)
-  -- SIGHUP re-reads the file the run's policy came from (a resumed run's snapshot names it);
-  -- what it loads becomes the run's snapshot, so a later --resume continues with it.
-  local reload_spec = (resumed and not o.policy and snap and snap.file) or pol_spec
+  -- a resumed run's snapshot names the file its policy came from
+  local reload_spec = (r.resumed and not r.o.policy and r.snap and r.snap.file) or r.pol_spec
   signals.watch("SIGHUP", function()
-    local ok, newpol = pcall(policy_mod.load, reload_spec, { overrides = snap and snap.overrides })
+    local ok, newpol = pcall(require("scimrun.policy").load, reload_spec, { overrides = r.snap and r.snap.overrides })
     if not ok then
       scimrun.log.emit("error", "policy reload refused; keeping the old one", { error = policy_message(newpol) })
       return
     end
-    ex:set_policy(newpol)
+    r.ex:set_policy(newpol)
     local newsnap = snapshots.take(newpol, "reload")
-    if newsnap.sha256 ~= (snap and snap.sha256) then
-      snapshots.save(db, run.id, newsnap)
-      snap = newsnap
+    if newsnap.sha256 ~= (r.snap and r.snap.sha256) then
+      snapshots.save(r.db, r.run.id, newsnap)
+      r.snap = newsnap
     end
     scimrun.log.emit("info", "policy reloaded", { policy = reload_spec, sha256 = newsnap.sha256:sub(1, 12) })
   end)
+end
 
-  stream:emit { type = "run_started", run_id = run.id, workflow = def.name, resumed = resumed or false,
-                t = scimrun.wall() }
-  mx:start()
-  local started = scimrun.now()
-  progress:start()
-  local wf = engine:context(def)
-  local ok, err = pcall(def.run, wf, params)
+-- The workflow's run function; --rollback-on-abort undoes completed sagas of a failed run
+-- (not of an interrupted one, or one stopped by a rejected token: they stay resumable).
+local function execute(r)
+  r.stream:emit { type = "run_started", run_id = r.run.id, workflow = r.def.name, resumed = r.resumed or false,
+                  t = scimrun.wall() }
+  r.mx:start()
+  r.started = scimrun.now()
+  r.progress:start()
+  local engine = r.engine
+  local ok, err = pcall(r.def.run, engine:context(r.def), r.params)
   if not ok and engine.rollback_on_abort then
     local e = errors.normalize(err)
-    -- an interrupted run, or one stopped by a rejected token, stays resumable
     if e.class ~= "interrupted" and e.class ~= "store" and e.class ~= "auth" then
       local rok, rerr = pcall(engine.rollback_completed, engine, e)
       if not rok then err = rerr end
     end
   end
-  finished = true
-  progress:stop()
+  r.finished = true
+  r.progress:stop()
   engine:flush()
-  err = not ok and errors.normalize(err) or nil
+  r.err = not ok and errors.normalize(err) or nil
+end
 
-  local pending_dlq = db:dlq_count { state = "pending", run_id = run.id } or 0
-  local status, code
-  if err and err.class == "interrupted" then status, code = "interrupted", 130
+-- The run's status and exit code, recorded; the end of the run as a fact of the stream (the
+-- textfile's last write, the on_event hook).
+local function settle(r)
+  local err, engine = r.err, r.engine
+  r.pending_dlq = r.db:dlq_count { state = "pending", run_id = r.run.id } or 0
+  if err and err.class == "interrupted" then r.status, r.code = "interrupted", 130
   elseif err then
-    status = "failed"
-    code = (err.class == "usage" or err.class == "config" or err.class == "input") and 2 or 1
-  elseif pending_dlq > 0 or engine.stats.failed > 0 then status, code = "completed_with_dead_letters", 3
-  else status, code = "completed", 0 end
-  db:run_set_status(run.id, status, code)
-  local summary = report.summary(engine.stats, ex, scimrun.now() - started)
-  -- the end of the run as a fact of the stream: the textfile's last write, the on_event hook
-  stream:emit { type = "run_finished", run_id = run.id, workflow = def.name, status = status, exit_code = code,
-                elapsed = summary.elapsed, pending_dead_letters = pending_dlq, summary = summary,
-                error = err and errors.persistable(err) or nil, t = scimrun.wall() }
-  hooks:drain(10) -- posts the hooks started (a chat message) are sent before the process ends
+    r.status = "failed"
+    r.code = (err.class == "usage" or err.class == "config" or err.class == "input") and 2 or 1
+  elseif r.pending_dlq > 0 or engine.stats.failed > 0 then r.status, r.code = "completed_with_dead_letters", 3
+  else r.status, r.code = "completed", 0 end
+  r.db:run_set_status(r.run.id, r.status, r.code)
+  r.summary = report.summary(engine.stats, r.ex, scimrun.now() - r.started)
+  r.stream:emit { type = "run_finished", run_id = r.run.id, workflow = r.def.name, status = r.status,
+                  exit_code = r.code, elapsed = r.summary.elapsed, pending_dead_letters = r.pending_dlq,
+                  summary = r.summary, error = err and errors.persistable(err) or nil, t = scimrun.wall() }
+  r.hooks:drain(10) -- posts the hooks started (a chat message) are sent before the process ends
+end
 
-  local function close_all()
-    if diff then diff:close() end
-    signals.unwatch_all()
-    require("scimrun.core").at_turn_end(nil)
-    if sandbox then sandbox.close() end
-    mx:close()
-    db:close()
-    if o.dry_run then
-      for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
-        os.remove(state_path .. suffix)
-      end
-      os.remove(dry_base)
+local function close_all(r)
+  if r.diff then r.diff:close() end
+  require("scimrun.signals").unwatch_all()
+  require("scimrun.core").at_turn_end(nil)
+  if r.sandbox then r.sandbox.close() end
+  r.mx:close()
+  r.db:close()
+  if r.o.dry_run then
+    for _, suffix in ipairs { "", "-wal", "-shm", ".lock", ".sandbox.json", ".sandbox.json.tmp" } do
+      os.remove(r.state_path .. suffix)
     end
+    os.remove(r.dry_base)
   end
-  if o.check and code ~= 2 then
-    close_all()
-    return report.print_check(io.stdout, engine.check_results, err)
+end
+
+-- What the operator reads: --check's bad rows; a configuration mistake in one line (exit 2);
+-- else the summary, the report file and the diff's path.
+local function report_outcome(r)
+  local o, err = r.o, r.err
+  if o.check and r.code ~= 2 then
+    close_all(r)
+    return report.print_check(io.stdout, r.engine.check_results, err)
   end
-  if code == 2 then -- a mistake in the workflow or its configuration: one line, no summary
-    db:run_set_status(run.id, status, code)
-    close_all()
-    cli.fail("%s%s", errors.cite_file(err.detail or tostring(err), wf_path),
+  if r.code == 2 then
+    close_all(r)
+    r.cli.fail("%s%s", errors.cite_file(err.detail or tostring(err), r.wf_path),
       err.suggest and ("; " .. err.suggest) or "")
   end
-  rep:finish { status = status, exit_code = code, summary = summary, error = err and errors.persistable(err) }
-  report.print(io.stdout, { run_id = run.id, status = status, summary = summary, err = err,
-    pending_dlq = pending_dlq, resume_cmd = resume_cmd, dry_run = o.dry_run,
-    planned = o.dry_run and scim.planned_all and scim.planned_all() or nil, state = state_path })
-  if diff then
+  r.rep:finish { status = r.status, exit_code = r.code, summary = r.summary, error = err and errors.persistable(err) }
+  local scim = require "scimrun.scim"
+  report.print(io.stdout, { run_id = r.run.id, status = r.status, summary = r.summary, err = err,
+    pending_dlq = r.pending_dlq, resume_cmd = r.resume_cmd, dry_run = o.dry_run,
+    planned = o.dry_run and scim.planned_all and scim.planned_all() or nil, state = r.state_path })
+  if r.diff then
     io.stdout:write(("diff: %d write(s) %s, attributes before -> after, in %s\n")
-      :format(diff.count, o.dry_run and "planned" or "made", diff.path))
+      :format(r.diff.count, o.dry_run and "planned" or "made", r.diff.path))
   end
+  close_all(r)
+  return r.code
+end
 
-  close_all()
-  return code
+function M.main(argv, cli)
+  local r = { o = M.parse(argv, cli), cli = cli }
+  require("scimrun.run_metrics").check_textfile(r.o, cli) -- its directory exists
+  configure_output(r)
+  load_definition(r)
+  check_configuration(r)
+  open_state(r)
+  if not find_or_create_run(r) then return 0 end -- --resume of a completed run
+  start_services(r)
+  wire(r)
+  watch_signals(r)
+  execute(r)
+  settle(r)
+  return report_outcome(r)
 end
 
 return M
