@@ -14,7 +14,7 @@
 -- Operations live in scimrun.scim.resource; one HTTP attempt in scimrun.scim.request.
 local request = require "scimrun.scim.request"
 local resource = require "scimrun.scim.resource"
-local filter = require "scimrun.scim.filter"
+local filter = require "scimrun.protocol.filter"
 
 local M = {}
 M.filter = filter

@@ -6,7 +6,7 @@ local cjson = require "cjson"
 local proc = require "helpers.proc"
 
 local dir = proc.tmpdir("progress")
-local bin = proc.bin:match("^/") and proc.bin or (os.getenv("PWD") .. "/" .. proc.bin)
+local bin = proc.bin:match("^/") and proc.bin or (require("scimrun.fs").cwd() .. "/" .. proc.bin)
 local socket = "scimrun-spec-" .. dir:match("[^/]+$")
 teardown(function()
   os.execute(("tmux -L %s kill-server 2>/dev/null"):format(socket))
@@ -22,7 +22,7 @@ end
 
 -- Starts `scimrun ARGS` in a detached tmux pane 150x30; the pane stays after the exit.
 local function tmux_start(name, args)
-  local cmd = ("cd %s && %s %s; echo EXIT=$?; sleep 600"):format(os.getenv("PWD"), bin, args)
+  local cmd = ("cd %s && %s %s; echo EXIT=$?; sleep 600"):format(require("scimrun.fs").cwd(), bin, args)
   -- single quotes: $? is the pane shell's, not expanded by the shell that starts tmux
   os.execute(("tmux -L %s new-session -d -s %s -x 150 -y 30 '%s'"):format(socket, name, cmd))
 end

@@ -94,6 +94,14 @@ describe("mapping.apply", function()
       mapping.apply(spec, with(ROW, { manager_id = "M7" })))
   end)
 
+  it("reads paths as RFC 7644 writes them (scimrun.protocol.path)", function()
+    -- a core schema's URN names the User's own attribute; a filter value is a JSON string
+    assert.same({ userName = "ada@example.com",
+      phoneNumbers = { { type = 'mobile "eu"', value = "+33", primary = true } } },
+      mapping.apply({ ["urn:ietf:params:scim:schemas:core:2.0:User:userName"] = "email",
+        ['phoneNumbers[type EQ "mobile \\"eu\\""].value'] = "phone" }, with(ROW, { phone = "+33" })))
+  end)
+
   it("fails the row when a function returns nil, reason or raises", function()
     local attrs, err = mapping.apply({ title = function() return nil, "no title for contractors" end }, {})
     assert.is_nil(attrs)
@@ -119,6 +127,10 @@ describe("mapping.apply", function()
       raises(function() mapping.apply({ ['emails[type eq "work"]'] = "e" }, {}) end,
         "must be followed by a sub%-attribute")
       raises(function() mapping.apply({ ["name..givenName"] = "e" }, {}) end, "cannot read attribute path")
+      raises(function() mapping.apply({ ["name.givenName.first"] = "e" }, {}) end,
+        "cannot read attribute path 'name%.givenName%.first': 'name%.givenName%.first' is not an attribute path")
+      raises(function() mapping.apply({ ['emails[type eq "work" or type eq "home"].value'] = "e" }, {}) end,
+        'a filter must read %[attr eq "value"%]')
     end)
     it("a path that is both a value and a parent", function()
       raises(function() mapping.apply({ name = "full", ["name.givenName"] = "first" }, {}) end,

@@ -3,58 +3,43 @@
 --   ENTERPRISE, WORK_EMAIL  the enterprise extension's schema URN; the work email's path
 --   parse(path) -> steps | nil, reason
 --       steps: { { name = "emails", attr = "type", value = "work" }, { name = "value" } }; a
---       path starting with urn: has the schema URN as its first step's name. A filter segment
---       must read [attr eq "value"] and be followed by a sub-attribute.
+--       path with an extension's URN has the URN as its first step's name (a core schema's URN
+--       is dropped). The path is RFC 7644's (scimrun.protocol.path: attr, attr.sub or
+--       attr[filter].sub); a filter must read [attr eq "value"] and be followed by a
+--       sub-attribute.
 --   check_user_attribute(src, path, steps)
 --       raises a "config" error (spec_error) when the first step is not an attribute of the
 --       core User schema (RFC 7643 section 4.1) or is read-only (id, meta, groups, schemas),
 --       with a "did you mean" hint; URN-prefixed paths (extensions) are not checked.
 local common = require "scimrun.mapping.common"
+local protocol_path = require "scimrun.protocol.path"
 
 local spec_error, did_you_mean = common.spec_error, common.did_you_mean
-local find, sub, lower = string.find, string.sub, string.lower
+local find, lower = string.find, string.lower
 
 local M = {}
 
-M.ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+M.ENTERPRISE = protocol_path.ENTERPRISE
 M.WORK_EMAIL = 'emails[type eq "work"].value'
+local FILTER_FORM = 'a filter must read [attr eq "value"]'
 
--- Parses one attribute path into steps: { name = "emails", attr = "type", value = "work" } for a
--- filter segment, { name = "givenName" } otherwise. Returns nil, reason when it cannot.
-local function parse_path(path)
-  local steps = {}
-  local rest = path
-  if find(path, "^urn:") then
-    -- The schema URN contains dots and colons; the attribute path follows its last colon.
-    local bracket = find(path, "[", 1, true) or #path + 1
-    local last
-    for i = bracket - 1, 1, -1 do
-      if sub(path, i, i) == ":" then
-        last = i
-        break
-      end
-    end
-    if not last or last == #path then return nil, "a schema URN must be followed by :attribute" end
-    steps[1] = { name = sub(path, 1, last - 1) }
-    rest = sub(path, last + 1)
+-- Attribute paths as steps (scimrun.protocol.path parses them); a filter must give the element
+-- it selects, so it reads [attr eq "value"], and the value goes in a sub-attribute.
+local function parse_path(text)
+  local p, why, kind = protocol_path.parse(text)
+  if not p then
+    if kind == "filter" then return nil, FILTER_FORM end
+    return nil, why
   end
-  local pos = 1
-  while true do
-    local name, after = rest:match("^([%a_$][%w_$%-]*)()", pos)
-    if not name then return nil, ("expected an attribute name at %q"):format(sub(rest, pos)) end
-    local step = { name = name }
-    pos = after
-    if sub(rest, pos, pos) == "[" then
-      local attr, value, after2 = rest:match('^%[%s*([%a_][%w_]*)%s+eq%s+"([^"]*)"%s*%]()', pos)
-      if not attr then return nil, 'a filter must read [attr eq "value"]' end
-      step.attr, step.value, pos = attr, value, after2
-    end
-    steps[#steps + 1] = step
-    if pos > #rest then break end
-    if sub(rest, pos, pos) ~= "." then return nil, ("unexpected %q"):format(sub(rest, pos)) end
-    pos = pos + 1
+  local step = { name = p.attr }
+  local steps = p.urn and { { name = p.urn }, step } or { step }
+  if p.filter then
+    local attr, value = protocol_path.eq_filter(p)
+    if type(value) ~= "string" then return nil, FILTER_FORM end
+    step.attr, step.value = attr, value
+    if not p.sub then return nil, "a filter segment must be followed by a sub-attribute, as in .value" end
   end
-  if steps[#steps].attr then return nil, 'a filter segment must be followed by a sub-attribute, as in .value' end
+  if p.sub then steps[#steps + 1] = { name = p.sub } end
   return steps
 end
 

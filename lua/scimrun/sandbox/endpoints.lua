@@ -4,8 +4,9 @@
 -- Every mutation completes (store and snapshot) before the function returns, so a response
 -- that is lost afterwards still leaves the change committed.
 local json = require "scimrun.sandbox.json"
-local filter = require "scimrun.sandbox.filter"
-local patch = require "scimrun.sandbox.patch"
+local path = require "scimrun.protocol.path"
+local filter = require "scimrun.protocol.filter"
+local patch = require "scimrun.protocol.patch"
 local resources = require "scimrun.sandbox.resources"
 local discovery = require "scimrun.sandbox.discovery"
 
@@ -151,11 +152,11 @@ function M.search(sb, kind, ctx)
     return v
   end
   return run_list(sb, kind, ctx, {
-    filter = filter.get(body, "filter"),
-    startIndex = filter.get(body, "startIndex") and tostring(filter.get(body, "startIndex")),
-    count = filter.get(body, "count") and tostring(filter.get(body, "count")),
-    attributes = list_text(filter.get(body, "attributes")),
-    excludedAttributes = list_text(filter.get(body, "excludedAttributes")),
+    filter = path.get(body, "filter"),
+    startIndex = path.get(body, "startIndex") and tostring(path.get(body, "startIndex")),
+    count = path.get(body, "count") and tostring(path.get(body, "count")),
+    attributes = list_text(path.get(body, "attributes")),
+    excludedAttributes = list_text(path.get(body, "excludedAttributes")),
   })
 end
 

@@ -4,7 +4,7 @@
 --   resources.project(out, attributes, excluded) -> out with only/without those attributes
 -- err is { status, scimType, detail } (the caller turns it into a SCIM Error response).
 local json = require "scimrun.sandbox.json"
-local filter = require "scimrun.sandbox.filter"
+local path = require "scimrun.protocol.path"
 local discovery = require "scimrun.sandbox.discovery"
 
 local M = {}
@@ -77,7 +77,7 @@ local function validate_user(res, store, self_id)
       if not json.is_array(v) then return invalid("%s must be an array of objects", a) end
       for i, el in ipairs(v) do
         if not is_object(el) then return invalid("%s[%d] must be an object", a, i) end
-        local pv = filter.get(el, "primary")
+        local pv = path.get(el, "primary")
         if pv ~= nil and type(pv) ~= "boolean" then return invalid("%s[%d].primary must be a boolean", a, i) end
       end
     end
@@ -105,7 +105,7 @@ local function validate_group(res, store, self_id)
     if not json.is_array(members) then return invalid("members must be an array of {value = id}") end
     local clean, seen = json.array({}), {}
     for i, m in ipairs(members) do
-      local id = is_object(m) and filter.get(m, "value")
+      local id = is_object(m) and path.get(m, "value")
       if type(id) ~= "string" then return invalid("members[%d].value must be the id of a user or group", i) end
       local user, group = store:get("Users", id), store:get("Groups", id)
       if not user and not group then return invalid("members[%d].value '%s' is not a known user or group", i, id) end
@@ -161,8 +161,8 @@ local function parse_list(text)
   for item in tostring(text):gmatch("[^,]+") do
     item = item:match("^%s*(.-)%s*$")
     if item ~= "" then
-      local path = filter.parse_path(item)
-      if path and not path.filter then out[#out + 1] = path end
+      local p = path.parse(item)
+      if p and not p.filter then out[#out + 1] = p end
     end
   end
   return out
@@ -180,7 +180,7 @@ function M.project(out, attributes, excluded)
     for _, p in ipairs(parse_list(attributes)) do
       local root_src, root_dst = out, keep
       if p.urn then
-        local ext, key = filter.get(out, p.urn)
+        local ext, key = path.get(out, p.urn)
         if ext ~= nil then
           root_src = ext
           root_dst = keep[key] or {}
@@ -189,20 +189,20 @@ function M.project(out, attributes, excluded)
           root_src = nil
         end
       end
-      local v, key = filter.get(root_src, p.attr)
+      local v, key = path.get(root_src, p.attr)
       if v ~= nil then
         if not p.sub then
           root_dst[key] = v
         elseif json.is_array(v) then
           local arr = root_dst[key] or json.array({})
           for i, el in ipairs(v) do
-            local sv, skey = filter.get(el, p.sub)
+            local sv, skey = path.get(el, p.sub)
             arr[i] = arr[i] or {}
             if sv ~= nil then arr[i][skey] = sv end
           end
           root_dst[key] = arr
         else
-          local sv, skey = filter.get(v, p.sub)
+          local sv, skey = path.get(v, p.sub)
           if sv ~= nil then
             root_dst[key] = root_dst[key] or {}
             root_dst[key][skey] = sv
@@ -214,14 +214,14 @@ function M.project(out, attributes, excluded)
   end
   if excluded and excluded ~= "" then
     for _, p in ipairs(parse_list(excluded)) do
-      local root = p.urn and filter.get(out, p.urn) or (not p.urn and out) or nil
-      local v, key = filter.get(root, p.attr)
+      local root = p.urn and path.get(out, p.urn) or (not p.urn and out) or nil
+      local v, key = path.get(root, p.attr)
       if v ~= nil and not (root == out and ALWAYS[key]) then
         if not p.sub then
           root[key] = nil
         else
           for _, el in ipairs(json.is_array(v) and v or { v }) do
-            local _, skey = filter.get(el, p.sub)
+            local _, skey = path.get(el, p.sub)
             if skey then el[skey] = nil end
           end
         end

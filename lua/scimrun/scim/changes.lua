@@ -7,7 +7,7 @@
 -- Never a secret: an attribute whose name mentions a password keeps its path but its values
 -- become "(secret)", and every string goes through the log redactor (registered tokens).
 local cjson = require "cjson"
-local patch = require "scimrun.scim.patch"
+local patch = require "scimrun.protocol.patch"
 
 local M = {}
 
@@ -74,7 +74,7 @@ function M.from_ops(ops, current)
       local path, value = e[1], e[2]
       local c = { attribute = path }
       if current ~= nil then
-        local was = patch.get_path(current, path)
+        local was = patch.get(current, path)
         if was == nil then was = NULL end
         c.before = (secret_name(path) and was ~= NULL) and M.SECRET or clean(was)
       end

@@ -5,7 +5,7 @@
 -- A whole membership is never PUT from a read that may be partial: the read-modify-PUT fallback
 -- (providers without PATCH) always starts from a fresh full GET of the group.
 local cjson = require "cjson"
-local filter = require "scimrun.scim.filter"
+local filter = require "scimrun.protocol.filter"
 local member_batch = require "scimrun.scim.member_batch"
 local changes = require "scimrun.scim.changes"
 

@@ -2,9 +2,11 @@
 -- Each method names its operation ("users.create", "groups.add_member", ...): that name is the
 -- executor's op and err.op. Results are plain JSON-serialisable tables.
 local cjson = require "cjson"
-local filter = require "scimrun.scim.filter"
+local filter = require "scimrun.protocol.filter"
+local url = require "scimrun.scim.url"
 local request = require "scimrun.scim.request"
 local patch = require "scimrun.scim.patch"
+local patch_op = require "scimrun.protocol.patch"
 local list = require "scimrun.scim.list"
 local changes = require "scimrun.scim.changes"
 
@@ -13,7 +15,7 @@ local R = {}
 R.__index = R
 
 local NULL = cjson.null
-local PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+local PATCH_SCHEMA = patch_op.SCHEMA
 local MAX_PRECONDITION_RETRIES = 3
 
 local function perr(self, op, detail, f)
@@ -30,12 +32,12 @@ local function same(a, b, ci)
   return a == b
 end
 
-function R:_path(id) return self.endpoint .. "/" .. filter.segment(id) end
+function R:_path(id) return self.endpoint .. "/" .. url.segment(id) end
 
 function R:_op(verb) return self.name .. "." .. verb end
 
 function R:_call(op, method, path, query, body, extra)
-  local req = { op = op, method = method, path = path, query = filter.query(query or {}), body = body,
+  local req = { op = op, method = method, path = path, query = url.query(query or {}), body = body,
                 if_match = extra and extra.if_match }
   extra = extra or {}
   extra.audited = true -- the operation emits its own write event (R:_written)
@@ -479,8 +481,10 @@ function R:_put_modify(id, ops, op)
   for _ = 0, MAX_PRECONDITION_RETRIES do
     local cur, gerr = self:get(id, { op = op })
     if not cur then return nil, gerr end
-    local new, why = patch.apply(cur, ops)
-    if not new then return nil, perr(self, op, "cannot apply the change locally: " .. why, { method = "PUT" }) end
+    local new, why = patch_op.apply_ops(cur, ops)
+    if not new then
+      return nil, perr(self, op, "cannot apply the change locally: " .. why.detail, { method = "PUT" })
+    end
     local etag = feats.etag and type(cur.meta) == "table" and cur.meta.version or nil
     local body = patch.for_put(new)
     complete_schemas(body, self.kind.schema) -- the operations may have added an extension
@@ -525,7 +529,7 @@ function R:_patch(id, ops, op, opts, changed)
       -- 200 with the resource, or 204 (or 200) without a body: both mean applied.
       if type(res.json) == "table" and res.json.id ~= nil then return res.json, nil, "PATCH" end
       if opts.current then
-        local applied = patch.apply(opts.current, ops)
+        local applied = patch_op.apply_ops(opts.current, ops)
         if applied then return applied, nil, "PATCH" end
       end
       return { id = id }, nil, "PATCH"

@@ -1,5 +1,7 @@
--- The sandbox's SCIM filter parser and matcher (RFC 7644 section 3.4.2.2).
-local filter = require "scimrun.sandbox.filter"
+-- SCIM filters (RFC 7644 section 3.4.2.2): parsed and evaluated (the sandbox), built and quoted
+-- (the client): a value can never change a filter's meaning.
+local filter = require "scimrun.protocol.filter"
+local cjson = require "cjson"
 local json = require "scimrun.sandbox.json"
 
 local A = json.array
@@ -25,7 +27,7 @@ local function match(text)
   return filter.matches(ast, alice)
 end
 
-describe("sandbox filter", function()
+describe("protocol filter", function()
   it("compares userName case-insensitively and id case-sensitively", function()
     assert.is_true(match('userName eq "alice.smith@example.com"'))
     assert.is_true(match('USERNAME EQ "ALICE.SMITH@EXAMPLE.COM"'))
@@ -91,6 +93,14 @@ describe("sandbox filter", function()
     assert.is_true(filter.matches(assert(filter.parse([[displayName sw "He said \u0022"]])), o))
   end)
 
+  it("compares a caseExact sub-attribute exactly inside a value filter", function()
+    local g = { members = A({ { value = "AbC", display = "Ann" } }) }
+    assert.is_false(filter.matches(assert(filter.parse('members[value eq "abc"]')), g))
+    assert.is_true(filter.matches(assert(filter.parse('members[value eq "AbC" and display eq "ANN"]')), g))
+    assert.is_false(filter.matches(assert(filter.parse('value eq "abc"')), g.members[1], "members"))
+    assert.is_true(filter.matches(assert(filter.parse('value eq "abc"')), g.members[1]))
+  end)
+
   it("treats eq null as absent", function()
     assert.is_true(match("nickName eq null"))
     assert.is_false(match("title eq null"))
@@ -116,17 +126,64 @@ describe("sandbox filter", function()
     end
   end)
 
-  it("parses PATCH paths with filters and sub-attributes", function()
-    local p = assert(filter.parse_path('emails[type eq "work"].value'))
-    assert.are.equal("emails", p.attr)
-    assert.are.equal("value", p.sub)
-    assert.is_true(filter.matches(p.filter, { type = "WORK" }))
-    p = assert(filter.parse_path("name.givenName"))
-    assert.are.same({ "name", "givenName" }, { p.attr, p.sub })
-    p = assert(filter.parse_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"))
-    assert.are.same({ "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "manager", "value" },
-      { p.urn, p.attr, p.sub })
-    assert.is_nil((filter.parse_path("emails[type eq]")))
-    assert.is_nil((filter.parse_path("bad path")))
+  it("quotes values as JSON string literals", function()
+    assert.equal('userName eq "alice@example.com"', filter.eq("userName", "alice@example.com"))
+    assert.equal([[userName eq "a\"b"]], filter.eq("userName", 'a"b'))
+    assert.equal([[userName eq "back\\slash"]], filter.eq("userName", [[back\slash]]))
+    assert.equal([[displayName eq "tab\there\nnl\u0001"]], filter.eq("displayName", "tab\there\nnl\1"))
+  end)
+
+  it("keeps an injection attempt inside one literal that decodes back to the input", function()
+    local evil = [[x" or userName pr or userName eq "y\]]
+    local expr = filter.eq("userName", evil)
+    local literal = expr:match("^userName eq (.*)$")
+    assert.equal(evil, cjson.decode(literal))
+  end)
+
+  it("formats booleans and numbers as literals", function()
+    assert.equal("active eq false", filter.eq("active", false))
+    assert.equal("active eq true", filter.eq("active", true))
+    assert.equal("employeeNumber eq 42", filter.eq("employeeNumber", 42))
+    assert.has_error(function() filter.eq("x", 0 / 0) end)
+    assert.has_error(function() filter.eq("x", {}) end)
+  end)
+
+  it("refuses attribute names that could smuggle syntax", function()
+    assert.has_error(function() filter.eq('userName pr or x', "v") end)
+    assert.has_error(function() filter.eq("", "v") end)
+    assert.has_error(function() filter.value_path("members]", "v") end)
+    assert.equal('emails.value eq "a@b"', filter.eq("emails.value", "a@b"))
+    local urn = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"
+    assert.equal(urn .. ' eq "7"', filter.eq(urn, "7"))
+  end)
+
+  it("reads back every filter it builds with the value it was given", function()
+    for _, v in ipairs({ 'a"b', [[back\slash]], "tab\there\1", [[x" or userName pr or userName eq "y\]], "é" }) do
+      local f = assert(filter.parse(filter.eq("displayName", v)))
+      assert.equal(v, f.value)
+      assert.is_true(filter.matches(f, { displayName = v }))
+      local p = assert(require("scimrun.protocol.path").parse(filter.value_path("members", v)))
+      assert.is_true(filter.matches(p.filter, { value = v }, p.attr))
+    end
+  end)
+
+  it("builds the remove-by-filter member path", function()
+    assert.equal('members[value eq "2819c223"]', filter.value_path("members", "2819c223"))
+    assert.equal('members[value eq "a\\"]"]', filter.value_path("members", 'a"]'))
+  end)
+
+  it("tells a filter expression from a bare value", function()
+    assert.is_true(filter.looks_like_filter('userName eq "bob"'))
+    assert.is_true(filter.looks_like_filter("active eq true"))
+    assert.is_true(filter.looks_like_filter("title pr"))
+    assert.is_true(filter.looks_like_filter('(emails.value co "@x")'))
+    assert.is_false(filter.looks_like_filter("bob@example.com"))
+    assert.is_false(filter.looks_like_filter("Bob le Grand"))
+    assert.is_false(filter.looks_like_filter("Ann Eq Smith"))
+    assert.is_false(filter.looks_like_filter(42))
+    assert.is_false(filter.looks_like_filter("Smith pr Jones"))
+    assert.is_true(filter.looks_like_filter('title pr and userName eq "x" & y'))
+    assert.is_true(filter.looks_like_filter(
+      "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter eq 7"))
   end)
 end)

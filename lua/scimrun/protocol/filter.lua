@@ -1,43 +1,41 @@
--- SCIM filter expressions (RFC 7644 section 3.4.2.2) and attribute paths.
---   filter.parse(str) -> ast | nil, message
---   filter.matches(ast, resource) -> boolean
---   filter.parse_path(str) -> { urn, attr, sub, filter } | nil, message   (PATCH paths)
---   filter.get(obj, name) -> value: attribute lookup, case-insensitive on the name
--- Attribute names are case-insensitive; string comparisons are too, except for the
--- caseExact attributes of RFC 7643 (id, externalId, member and group references).
+-- SCIM filters (RFC 7644 section 3.4.2.2): parsed to an AST and evaluated against a resource (the
+-- sandbox answers ?filter= with them), and built as text whose values can never change the
+-- filter's meaning (the client's lookups).
+-- Contract:
+--   parse(text) -> ast | nil, message      the message names the offset ("expected a value at
+--       offset 11"); the sandbox answers it as a 400 invalidFilter.
+--       ast: { type = "and" | "or", [1], [2] } | { type = "not", [1] } | { type = "pr", path }
+--          | { type = "cmp", path, op = "eq" ... "le", value } | { type = "vp", path, filter }
+--       path: scimrun.protocol.path.parse_attr's; value: string, number, boolean or JSON null
+--   matches(ast, resource[, parent]) -> boolean
+--       Attribute names ignore case; so do string comparisons, except for caseExact attributes
+--       (CASE_EXACT, by full name). parent names the multi-valued attribute whose element is
+--       tested (`members` for a `members[value eq "x"]` path), so `value` is `members.value`.
+--   looks_like_filter(text) -> boolean     `attr op literal` or `attr pr` at the start: a filter,
+--       not a bare value ("Bob le Grand" is a value)
+--   quote(s) -> JSON string literal; value(v) -> compValue text (string, number, boolean,
+--       nil = null; anything else raises)
+--   eq(attr, v) -> `attr eq v`; value_path(attr, v) -> `attr[value eq v]`: the attribute name is
+--       checked (path.valid_attr), never escaped: an invalid one raises
 local json = require "scimrun.sandbox.json"
+local path = require "scimrun.protocol.path"
 
 local M = {}
 
-local CORE = {
-  ["urn:ietf:params:scim:schemas:core:2.0:user"] = true,
-  ["urn:ietf:params:scim:schemas:core:2.0:group"] = true,
-}
-local KNOWN_URNS = {
-  "urn:ietf:params:scim:schemas:core:2.0:user",
-  "urn:ietf:params:scim:schemas:core:2.0:group",
-  "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user",
-}
+local lower, get, full_name = string.lower, path.get, path.full_name
+
+-- RFC 7643: caseExact attributes of the User and Group schemas (all others compare ignoring case).
 M.CASE_EXACT = { id = true, externalid = true, ["members.value"] = true, ["groups.value"] = true,
   ["meta.version"] = true, ["members.$ref"] = true, ["groups.$ref"] = true }
 
 local OPS = { eq = true, ne = true, co = true, sw = true, ew = true, gt = true, ge = true, lt = true, le = true }
 
-function M.get(obj, name)
-  if type(obj) ~= "table" or json.is_array(obj) then return nil end
-  local v = obj[name]
-  if v ~= nil then return v, name end
-  local lname = name:lower()
-  for k, x in pairs(obj) do
-    if type(k) == "string" and k:lower() == lname then return x, k end
-  end
-end
-
 -- tokenizer ---------------------------------------------------------------------------------
 
-local function tokenize(s)
+-- Tokens of s (at most `limit`): { t = "(" | ")" | "[" | "]" | "str" | "word", v, pos }.
+local function tokenize(s, limit)
   local toks, i, n = {}, 1, #s
-  while i <= n do
+  while i <= n and #toks < (limit or n) do
     local c = s:sub(i, i)
     if c:match("%s") then
       i = i + 1
@@ -65,26 +63,11 @@ local function tokenize(s)
   return toks
 end
 
--- Splits "urn:...:User:name.familyName" / "emails.value" / "userName" into urn, attr, sub.
-local function split_attr(word)
-  local lw, urn, rest = word:lower(), nil, word
-  if lw:sub(1, 4) == "urn:" then
-    for _, u in ipairs(KNOWN_URNS) do
-      if lw == u then return { attr = word } end
-      if lw:sub(1, #u + 1) == u .. ":" then urn, rest = word:sub(1, #u), word:sub(#u + 2) break end
-    end
-    if not urn then
-      urn, rest = word:match("^(.*):([^:]+)$")
-      if not urn then return nil end
-    end
-    if CORE[urn:lower()] then urn = nil end
-  end
-  local attr, sub = rest:match("^([%a%$][%w_%-%$]*)%.([%a%$][%w_%-%$]*)$")
-  if not attr then
-    attr = rest:match("^[%a%$][%w_%-%$]*$")
-    if not attr then return nil end
-  end
-  return { urn = urn, attr = attr, sub = sub }
+-- A word that is a literal: true, false, null or a number (nil otherwise).
+local function word_literal(w)
+  local lw = lower(w)
+  if lw == "true" then return true elseif lw == "false" then return false elseif lw == "null" then return json.null end
+  return tonumber(w)
 end
 
 -- parser ------------------------------------------------------------------------------------
@@ -105,7 +88,7 @@ function Parser:fail(msg, tok)
 end
 function Parser:word_is(w)
   local t = self:peek()
-  return t and t.t == "word" and t.v:lower() == w
+  return t and t.t == "word" and lower(t.v) == w
 end
 
 function Parser:literal()
@@ -113,10 +96,8 @@ function Parser:literal()
   if not t then self:fail("expected a value") end
   if t.t == "str" then return t.v end
   if t.t == "word" then
-    local w = t.v:lower()
-    if w == "true" then return true elseif w == "false" then return false elseif w == "null" then return json.null end
-    local num = tonumber(t.v)
-    if num then return num end
+    local v = word_literal(t.v)
+    if v ~= nil then return v end
   end
   self:fail("expected a quoted string, number, true, false or null", t)
 end
@@ -124,21 +105,21 @@ end
 function Parser:attr_expr()
   local t = self:next()
   if not t or t.t ~= "word" then self:fail("expected an attribute name", t) end
-  local path = split_attr(t.v)
-  if not path then self:fail(("'%s' is not an attribute path"):format(t.v), t) end
+  local p = path.parse_attr(t.v)
+  if not p then self:fail(("'%s' is not an attribute path"):format(t.v), t) end
   local nx = self:peek()
   if nx and nx.t == "[" then
-    if path.sub then self:fail("a value filter cannot follow a sub-attribute", nx) end
+    if p.sub then self:fail("a value filter cannot follow a sub-attribute", nx) end
     self:next()
     local inner = self:expr()
     local close = self:next()
     if not close or close.t ~= "]" then self:fail("expected ']'", close) end
-    return { type = "vp", path = path, filter = inner }
+    return { type = "vp", path = p, filter = inner }
   end
   local op = self:next()
   if not op or op.t ~= "word" then self:fail("expected an operator after " .. t.v, op) end
-  local o = op.v:lower()
-  if o == "pr" then return { type = "pr", path = path } end
+  local o = lower(op.v)
+  if o == "pr" then return { type = "pr", path = p } end
   if not OPS[o] then self:fail(("unknown operator '%s'"):format(op.v), op) end
   local value = self:literal()
   local vt = type(value)
@@ -148,7 +129,7 @@ function Parser:attr_expr()
   if (o == "gt" or o == "ge" or o == "lt" or o == "le") and vt ~= "string" and vt ~= "number" then
     self:fail(("'%s' cannot compare booleans or null"):format(o), op)
   end
-  return { type = "cmp", path = path, op = o, value = value }
+  return { type = "cmp", path = p, op = o, value = value }
 end
 
 function Parser:unary()
@@ -186,22 +167,16 @@ function Parser:expr()
   return left
 end
 
-local function run_parser(s, rule)
+function M.parse(s)
   if type(s) ~= "string" or s:match("^%s*$") then return nil, "empty filter" end
   local toks, err = tokenize(s)
   if not toks then return nil, err end
   local p = setmetatable({ toks = toks, i = 1 }, Parser)
-  local ok, res = pcall(rule, p)
+  local ok, ast = pcall(p.expr, p)
   if not ok then
-    if type(res) == "table" and res.filter_error then return nil, res.filter_error end
-    error(res, 0)
+    if type(ast) == "table" and ast.filter_error then return nil, ast.filter_error end
+    error(ast, 0)
   end
-  return res, p
-end
-
-function M.parse(s)
-  local ast, p = run_parser(s, Parser.expr)
-  if not ast then return nil, p end
   local extra = p:peek()
   if extra then
     return nil, ("unexpected '%s' at offset %d"):format(extra.v or extra.t, extra.pos - 1)
@@ -209,52 +184,27 @@ function M.parse(s)
   return ast
 end
 
--- PATCH path: attrPath, attrPath[valFilter] or attrPath[valFilter].subAttr
-function M.parse_path(s)
-  if type(s) ~= "string" or s == "" then return nil, "empty path" end
-  local head, inner, tail = s:match("^([^%[]+)%[(.*)%](.*)$")
-  if not head then
-    local path = split_attr(s:match("^%s*(.-)%s*$"))
-    if not path then return nil, ("'%s' is not an attribute path"):format(s) end
-    return path
-  end
-  local path = split_attr(head)
-  if not path or path.sub then return nil, ("'%s' is not an attribute path"):format(s) end
-  local f, err = M.parse(inner)
-  if not f then return nil, ("bad filter in path '%s': %s"):format(s, err) end
-  path.filter = f
-  if tail ~= "" then
-    path.sub = tail:match("^%.([%a%$][%w_%-%$]*)$")
-    if not path.sub then return nil, ("bad sub-attribute after ']' in '%s'"):format(s) end
-  end
-  return path
-end
-
 -- evaluation --------------------------------------------------------------------------------
 
 -- All values the path designates; multi-valued attributes contribute each element
 -- (complex elements through their "value" sub-attribute when no sub-attribute is named).
-local function values_at(obj, path)
+local function values_at(obj, p)
   local root = obj
-  if path.urn then root = M.get(obj, path.urn) end
-  local v = M.get(root, path.attr)
+  if p.urn then root = get(obj, p.urn) end
+  local v = get(root, p.attr)
   local out = {}
   if v == nil or v == json.null then return out end
   local items = json.is_array(v) and v or { v }
   for _, item in ipairs(items) do
     local x = item
-    if path.sub then
-      x = M.get(item, path.sub)
+    if p.sub then
+      x = get(item, p.sub)
     elseif type(item) == "table" and json.is_array(v) then
-      x = M.get(item, "value")
+      x = get(item, "value")
     end
     if x ~= nil and x ~= json.null then out[#out + 1] = x end
   end
   return out
-end
-
-local function full_name(path)
-  return path.attr:lower() .. (path.sub and ("." .. path.sub:lower()) or "")
 end
 
 local function compare(op, have, want, exact)
@@ -277,7 +227,7 @@ local function compare(op, have, want, exact)
   if type(have) ~= "string" then
     if type(have) == "number" or type(have) == "boolean" then have = tostring(have) else return op == "ne" end
   end
-  if not exact then have, want = have:lower(), want:lower() end
+  if not exact then have, want = lower(have), lower(want) end
   if op == "eq" then return have == want
   elseif op == "ne" then return have ~= want
   elseif op == "co" then return have:find(want, 1, true) ~= nil
@@ -290,11 +240,11 @@ local function compare(op, have, want, exact)
   return false
 end
 
-local function eval(node, obj)
+local function eval(node, obj, parent)
   local ty = node.type
-  if ty == "and" then return eval(node[1], obj) and eval(node[2], obj) end
-  if ty == "or" then return eval(node[1], obj) or eval(node[2], obj) end
-  if ty == "not" then return not eval(node[1], obj) end
+  if ty == "and" then return eval(node[1], obj, parent) and eval(node[2], obj, parent) end
+  if ty == "or" then return eval(node[1], obj, parent) or eval(node[2], obj, parent) end
+  if ty == "not" then return not eval(node[1], obj, parent) end
   if ty == "pr" then
     for _, v in ipairs(values_at(obj, node.path)) do
       if v ~= "" and not (type(v) == "table" and next(v) == nil) then return true end
@@ -302,16 +252,17 @@ local function eval(node, obj)
     return false
   end
   if ty == "vp" then
-    local root = node.path.urn and M.get(obj, node.path.urn) or obj
-    local v = M.get(root, node.path.attr)
+    local root = node.path.urn and get(obj, node.path.urn) or obj
+    local v = get(root, node.path.attr)
     if type(v) ~= "table" then return false end
+    local name = full_name(node.path, parent)
     for _, item in ipairs(json.is_array(v) and v or { v }) do
-      if type(item) == "table" and eval(node.filter, item) then return true end
+      if type(item) == "table" and eval(node.filter, item, name) then return true end
     end
     return false
   end
   -- cmp
-  local exact = M.CASE_EXACT[full_name(node.path)]
+  local exact = M.CASE_EXACT[full_name(node.path, parent)]
   local vals = values_at(obj, node.path)
   if node.op == "ne" then
     for _, v in ipairs(vals) do
@@ -326,6 +277,59 @@ local function eval(node, obj)
   return false
 end
 
-function M.matches(ast, obj) return eval(ast, obj) == true end
+function M.matches(ast, obj, parent) return eval(ast, obj, parent) == true end
+
+-- building ----------------------------------------------------------------------------------
+
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+                  ["\r"] = "\\r", ["\t"] = "\\t" }
+
+function M.quote(s)
+  s = tostring(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return ESCAPES[c] or ("\\u%04x"):format(c:byte())
+  end) .. '"'
+end
+
+function M.value(v)
+  local t = type(v)
+  if t == "string" then return M.quote(v) end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then error("filter value must be a finite number", 3) end
+    if v == math.floor(v) and math.abs(v) < 2^53 then return ("%d"):format(v) end
+    return ("%.17g"):format(v)
+  end
+  if v == nil then return "null" end
+  error("filter value must be a string, number or boolean (got " .. t .. ")", 3)
+end
+
+function M.eq(attr, value)
+  if not path.valid_attr(attr) then
+    error(("invalid SCIM attribute name %q in filter"):format(tostring(attr)), 2)
+  end
+  return attr .. " eq " .. M.value(value)
+end
+
+function M.value_path(attr, value)
+  if not path.valid_attr(attr) then
+    error(("invalid SCIM attribute name %q in path"):format(tostring(attr)), 2)
+  end
+  return attr .. "[value eq " .. M.value(value) .. "]"
+end
+
+function M.looks_like_filter(s)
+  if type(s) ~= "string" then return false end
+  local toks = tokenize(s, 4)
+  if not toks then return false end
+  local i = toks[1] and toks[1].t == "(" and 2 or 1
+  local a, o, v = toks[i], toks[i + 1], toks[i + 2]
+  if not (a and a.t == "word" and path.valid_attr(a.v) and o and o.t == "word") then return false end
+  local op = lower(o.v)
+  if op == "pr" then
+    return v == nil or v.t == ")" or (v.t == "word" and (lower(v.v) == "and" or lower(v.v) == "or"))
+  end
+  return OPS[op] ~= nil and v ~= nil and (v.t == "str" or (v.t == "word" and word_literal(v.v) ~= nil))
+end
 
 return M
