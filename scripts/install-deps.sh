@@ -10,10 +10,11 @@ packages=(
   clang-format valgrind sqlite3 curl procps openssl tmux mandoc
   wrk nginx-light python3 python3-requests python3-tenacity
   prometheus # promtool: the metrics spec checks the textfile and unit-tests contrib/prometheus/ rules
+  chromium fonts-dejavu-core # spec/browser drives scimrun ui in headless Chromium (puppeteer-core)
 )
 
-# The interop suite runs an npm server (scimmy). Machines here come with Node.js; only a
-# machine without it gets Debian's.
+# The interop suite runs an npm server (scimmy) and the browser spec puppeteer-core. Machines
+# here come with Node.js; only a machine without it gets Debian's.
 if ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi
 
 SUDO=""

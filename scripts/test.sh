@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-# the interop servers' packages: installed when absent, and again when the lockfile changed
-if [ -f spec/interop/package-lock.json ] && { [ ! -f spec/interop/node_modules/.package-lock.json ] ||
-  [ spec/interop/package-lock.json -nt spec/interop/node_modules/.package-lock.json ]; }; then
-  npm ci --prefix spec/interop --no-audit --no-fund --loglevel=error
-fi
+# the npm packages of the interop servers and of the browser spec (puppeteer-core): installed
+# when absent, and again when the lockfile changed
+for d in spec/interop spec/browser; do
+  if [ -f "$d/package-lock.json" ] && { [ ! -f "$d/node_modules/.package-lock.json" ] ||
+    [ "$d/package-lock.json" -nt "$d/node_modules/.package-lock.json" ]; }; then
+    npm ci --prefix "$d" --no-audit --no-fund --loglevel=error
+  fi
+done
 dir=build
 if [ "${SCIMRUN_SANITIZE:-0}" = "1" ]; then
   dir=build-asan

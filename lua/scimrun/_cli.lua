@@ -47,6 +47,7 @@ local SUBCOMMANDS = {
   runs = "scimrun.cli_runs",
   dlq = "scimrun.cli_dlq",
   audit = "scimrun.cli_audit",
+  ui = "scimrun.cli_ui",
   policy = "scimrun.cli_policy",
   sandbox = "scimrun.cli_sandbox",
 }

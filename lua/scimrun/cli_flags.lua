@@ -297,6 +297,46 @@ M.commands.audit = {
   },
 }
 
+M.commands.ui = {
+  usage = { "scimrun ui [--state FILE] [--port N] [--bind ADDR] [--read-only] [--token-file FILE] [--sandbox] "
+              .. "[--token-env NAME]" },
+  summary = "a local web page of runs, items and dead letters, with Replay and Drop",
+  about = {
+    "Serves the operator console from the binary itself until Ctrl-C: runs (live while they run), a run's "
+      .. "items and their every attempt, dead letters grouped by class and rule with Replay and Drop, and the "
+      .. "audit trail; a JSON API under /api/ answers what the CLI's --json does, and /metrics the state file's "
+      .. "gauges. It prints its URL, which carries a random token made at each start (or --token-file's); every "
+      .. "API call must present it. Host and Origin are checked, so other sites cannot reach it. The state file "
+      .. "is read while runs write it; Replay and Drop take the CLI's lock and are recorded in the audit trail "
+      .. "(who: the OS user and the client's address).",
+  },
+  flags = {
+    { name = "--state", arg = "FILE", kind = "value", default = "$SCIMRUN_STATE, else ./.scimrun/state.db",
+      help = "The state file to show.", example = "--state /var/lib/scimrun/hr.db" },
+    { name = "--port", arg = "N", kind = "value", default = "0 (a free port; the URL is printed)",
+      help = "The TCP port to listen on.", example = "--port 8470" },
+    { name = "--bind", arg = "ADDR", kind = "value", default = "127.0.0.1",
+      help = "The IP address to listen on. Anything but a loopback address lets other machines reach the "
+        .. "console over plain HTTP, the token being its only protection.",
+      example = "--bind ::1" },
+    { name = "--read-only", kind = "switch", default = "off",
+      help = "Show everything, allow no action: Replay and Drop are refused (403) and hidden.",
+      example = "--read-only" },
+    { name = "--token-file", arg = "FILE", kind = "value", default = "a random token made at each start",
+      help = "Take the console's access token from FILE (mode 0600, at least 16 characters) instead, so that "
+        .. "a bookmark or a script keeps working across restarts.",
+      example = "--token-file /etc/scimrun/ui.token" },
+    { name = "--sandbox", kind = "switch", default = "off",
+      help = "Replay against the sandbox data kept beside the state file (runs made with --sandbox), as "
+        .. "scimrun dlq replay --sandbox does.",
+      example = "--sandbox" },
+    { name = "--token-env", arg = "NAME", kind = "value", default = "SCIM_TOKEN",
+      help = "The environment variable holding the provider's bearer token that Replay sends.",
+      example = "--token-env HR_SCIM_TOKEN" },
+    HELP_FLAG,
+  },
+}
+
 M.commands.policy = {
   usage = { "scimrun policy check [FILE] [--retry-attempts N] [--set KEY=VALUE]...",
             "scimrun policy simulate [FILE] --op OP --errors LIST [--seed N] [--target NAME]",
@@ -378,7 +418,7 @@ M.commands.sandbox = {
   },
 }
 
-M.ORDER = { "run", "runs", "dlq", "audit", "policy", "sandbox" }
+M.ORDER = { "run", "runs", "dlq", "audit", "ui", "policy", "sandbox" }
 
 -- Flags that stand first, instead of a command (scimrun._cli handles them).
 M.TOP = {

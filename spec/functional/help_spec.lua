@@ -71,7 +71,7 @@ describe("scimrun help", function()
   it("refuses help on an unknown command: exit 2, one line", function()
     local code, out, err = proc.run("help frobnicate")
     assert.are.equal(2, code, out)
-    assert.matches("no help on 'frobnicate': the commands are run, runs, dlq, audit, policy, sandbox", err)
+    assert.matches("no help on 'frobnicate': the commands are run, runs, dlq, audit, ui, policy, sandbox", err)
   end)
 end)
 
@@ -116,7 +116,8 @@ describe("one declaration of the flags", function()
                       outcomes = true }
     local modules = { run = "lua/scimrun/runner.lua", runs = "lua/scimrun/cli_runs.lua",
                       dlq = "lua/scimrun/cli_dlq.lua", policy = "lua/scimrun/cli_policy.lua",
-                      sandbox = "lua/scimrun/cli_sandbox.lua", audit = "lua/scimrun/cli_audit.lua" }
+                      sandbox = "lua/scimrun/cli_sandbox.lua", audit = "lua/scimrun/cli_audit.lua",
+                      ui = "lua/scimrun/cli_ui.lua" }
     for cmd, path in pairs(modules) do
       local keys = {}
       for _, f in ipairs(flags.commands[cmd].flags) do keys[flags.key_of(f)] = true end
