@@ -42,29 +42,7 @@ M.BUILTIN = {
   on_event = {},
 }
 
--- Edit distance, for "did you mean".
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
-local function closest(word, candidates)
-  local best, best_d
-  for _, c in ipairs(candidates) do
-    local d = distance(word:lower(), c:lower())
-    if not best_d or d < best_d or (d == best_d and c < best) then best, best_d = c, d end
-  end
-  if best and best_d <= math.max(2, math.floor(#word / 3)) then return best end
-end
+local closest = require("scimrun.errors").closest
 M.closest = closest
 
 local function keypath(base, k)

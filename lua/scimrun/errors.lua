@@ -7,6 +7,9 @@
 --   errors.builtin_suggestion(e) -> text | nil   what to do, keyed by class / status / scimType
 --   errors.explain(e)           -> e, with e.suggest filled from builtin_suggestion when missing
 --   errors.with_id(text, id)    -> text with the placeholder "ID" of "dlq replay ID" replaced
+--   errors.closest(word, list)  -> the entry of list a "did you mean" names (the fewest edits,
+--                                  ignoring case; ties: the first in sort order), or nil when
+--                                  even that one is more than max(2, #word / 3) edits away
 --   errors.describe(e, o)       -> lines {what, why, todo}: what failed (operation, resource,
 --                                  item), why (class, status, scimType, server detail, rule) and
 --                                  what to do; o = {item, dlq_id}
@@ -38,6 +41,31 @@ function M.normalize(v)
     return setmetatable(v, ERROR)
   end
   return M.new { class = "internal", detail = tostring(v) }
+end
+
+-- Edit (Levenshtein) distance between two strings.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- For the "did you mean" of an unknown key or value (policy files, --set, mapping files).
+function M.closest(word, candidates)
+  local best, best_d
+  for _, c in ipairs(candidates) do
+    local d = distance(word:lower(), c:lower())
+    if not best_d or d < best_d or (d == best_d and c < best) then best, best_d = c, d end
+  end
+  if best and best_d <= math.max(2, math.floor(#word / 3)) then return best end
 end
 
 -- Lua shortens long chunk names to "...tail.lua:12:"; put the whole path back so an error

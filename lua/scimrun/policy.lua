@@ -10,7 +10,8 @@
 -- policy.profile_for(pol, op) -> profile, profile_name   (file by file from the extending one;
 --                                                          in a file exact > "users.*" > "*")
 -- policy.describe(pol) -> { lines }                        (what `scimrun policy check` prints)
--- policy.guard(fn, what, ...) -> ok, results...            (calls a policy function, CPU-bounded)
+-- policy.guard(fn, what, ...) -> ok, results...            (calls a policy function, CPU-bounded:
+--                                                          scimrun.sandboxed_load.guard)
 -- policy.is_error(e) -> bool
 -- policy.sources(pol) -> { { file, text }, ... }  the text of each file of the chain, as loaded
 -- policy.load_sources(chain, texts, spec) -> policy  the same load from stored texts (texts[file])
@@ -20,10 +21,9 @@
 --   schema, a bad value raises a policy error naming the flag. pol.overrides keeps the list.
 --   policy.load(spec, { overrides = list }) loads and applies in one go.
 local schema = require "scimrun._policy_schema"
+local sandboxed_load = require "scimrun.sandboxed_load"
 
 local M = {}
-
-local CPU_LIMIT = 2 -- seconds of CPU a policy file or policy function may use per call
 
 local PolicyError = {}
 PolicyError.__index = PolicyError
@@ -50,51 +50,8 @@ local function raise(file, problems)
                        problems = problems, lines = lines, message = msg }, PolicyError), 0)
 end
 
--- Runs fn(...) with a CPU-time cut-off (a count hook; policy chunks are loaded with the JIT off
--- for them, since LuaJIT hooks do not fire inside compiled traces). Returns pcall's results.
-function M.guard(fn, what, ...)
-  local old_hook, old_mask, old_count = debug.gethook()
-  local limit = os.clock() + CPU_LIMIT
-  debug.sethook(function()
-    if os.clock() > limit then
-      debug.sethook()
-      error(("%s ran for more than %ds of CPU and was stopped"):format(what or "policy code", CPU_LIMIT), 2)
-    end
-  end, "", 10000)
-  local res = { pcall(fn, ...) }
-  if old_hook then debug.sethook(old_hook, old_mask, old_count) else debug.sethook() end
-  return unpack(res, 1, table.maxn(res))
-end
-
-local ALLOWED = { "pairs", "ipairs", "tostring", "tonumber", "type", "select", "unpack", "error" }
-
-local function copy_lib(lib, skip)
-  local t = {}
-  for k, v in pairs(lib) do
-    if not (skip and skip[k]) then t[k] = v end
-  end
-  return t
-end
-
-local function make_env(file)
-  local env = {
-    math = copy_lib(math),
-    string = copy_lib(string, { dump = true }),
-    table = copy_lib(table),
-    os = { time = os.time, date = os.date, getenv = os.getenv },
-  }
-  for _, name in ipairs(ALLOWED) do env[name] = _G[name] end
-  return setmetatable(env, {
-    __index = function(_, k)
-      error(("'%s' is not available in a policy file %s (allowed: math, string, table, os.time, os.date, " ..
-             "os.getenv, %s)"):format(tostring(k), file, table.concat(ALLOWED, ", ")), 2)
-    end,
-    __newindex = function(_, k)
-      error(("policy files may not set globals (tried to set '%s'); use `local %s = ...`")
-        :format(tostring(k), tostring(k)), 2)
-    end,
-  })
-end
+-- Policy functions (hooks, classify `when`, delay, on_dead_letter) run under this CPU-time limit.
+M.guard = sandboxed_load.guard
 
 local function file_exists(path)
   local f = io.open(path, "r")
@@ -152,13 +109,11 @@ end
 
 -- Runs one file's text in its sandbox and validates it on its own. Returns the raw table.
 local function run_file(path, text)
-  local chunk, err = loadstring(text, "@" .. path)
+  local chunk, err = sandboxed_load.load(text, path, "policy", { cite_path = true })
   if not chunk then
     error(setmetatable({ class = "config", file = path,
                          message = "invalid policy (syntax): " .. cite_file(err, path) }, PolicyError), 0)
   end
-  setfenv(chunk, make_env(path))
-  if jit and jit.off then jit.off(chunk, true) end
   local ok, res = M.guard(chunk, "policy file " .. path)
   if not ok then
     error(setmetatable({ class = "config", file = path,

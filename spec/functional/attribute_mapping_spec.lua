@@ -4,39 +4,28 @@
 -- bad mapping file stop the run before any write (exit 2, one line), and --param mapping=FILE
 -- (Lua or JSON) applies each transform. group_sync and offboard read their rows through it too.
 local proc = require "helpers.proc"
-local sandbox_store = require "scimrun.sandbox.store"
+local sbrun = require "helpers.sbrun"
 
 local ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 local dir = proc.tmpdir("attr-mapping")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(name, text)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return proc.write(dir .. "/" .. name, text) end
 
 -- The provider's records from a --sandbox run's journal: users by userName, groups by name.
 local function journal(state)
-  local st = assert(sandbox_store.new { persist = state .. ".sandbox.json" })
+  local user_list, group_list = sbrun.journal(state)
   local users, groups = {}, {}
-  for _, u in ipairs(st:list("Users")) do
+  for _, u in ipairs(user_list) do
     assert.is_nil(users[u.userName], "duplicate user " .. u.userName)
     users[u.userName] = u
   end
-  for _, g in ipairs(st:list("Groups")) do groups[g.displayName] = g end
-  st:close()
+  for _, g in ipairs(group_list) do groups[g.displayName] = g end
   return users, groups
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = proc.count
 
 local function onboard(state, args)
   return proc.run(("examples/onboard.lua --sandbox --state %s %s"):format(state, args))

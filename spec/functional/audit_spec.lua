@@ -9,12 +9,7 @@ local TOKEN = "audit-spec-token-5d21c9e7"
 local dir = proc.tmpdir("audit")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 local function lines(path)
   local out = {}

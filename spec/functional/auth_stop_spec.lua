@@ -7,12 +7,7 @@ local cjson = require "cjson"
 local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 -- Requests the provider refused with `status` (its own counters).
 local function refused(srv, status)
@@ -23,11 +18,7 @@ local function refused(srv, status)
   return n
 end
 
-local function dlq_entries(state)
-  local code, out, err = proc.run("dlq list --json --state " .. state)
-  assert.are.equal(0, code, out .. err)
-  return cjson.decode(out)
-end
+local dlq_entries = proc.dlq
 
 describe("a token rejected mid-run", function()
   local srv, dir

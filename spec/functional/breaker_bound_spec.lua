@@ -10,12 +10,7 @@ local dir = proc.tmpdir("breaker-bound")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
 local cwd = io.popen("pwd"):read("*l")
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 local POLICY = write(dir .. "/down.lua", ([[
 return { extends = "%s/policies/fast-test.lua",

@@ -7,13 +7,7 @@ local sbrun = require "helpers.sbrun"
 local dir = proc.tmpdir("check")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(name, text)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return proc.write(dir .. "/" .. name, text) end
 
 local BAD = "examples/data/users_bad.csv"
 

@@ -6,7 +6,7 @@ local cjson = require "cjson"
 local csv = require "scimrun.csv"
 local proc = require "helpers.proc"
 local sandbox = require "scimrun.sandbox"
-local sandbox_store = require "scimrun.sandbox.store"
+local sbrun = require "helpers.sbrun"
 
 local USERS_CSV = "examples/data/users.csv"
 local GROUPS_CSV = "examples/data/groups.csv"
@@ -16,12 +16,7 @@ local TOKEN = "examples-spec-token-7f3a"
 local dir = proc.tmpdir("examples")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 -- Policies for the specs: the shipped ones with the rate limit out of the way (the sandbox is
 -- local), so the examples run in a fraction of a second.
@@ -44,10 +39,8 @@ end
 
 -- The provider's records from a --sandbox run's journal.
 local function journal(state)
-  local st = assert(sandbox_store.new { persist = state .. ".sandbox.json" })
-  local out = { users = st:list("Users"), groups = st:list("Groups") }
-  st:close()
-  return out
+  local users, groups = sbrun.journal(state)
+  return { users = users, groups = groups }
 end
 
 -- users by lower-cased userName (asserting none is duplicated), groups by displayName with
@@ -82,11 +75,7 @@ local function desired_groups(path)
   return want
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = proc.count
 
 -- A stable text form of a server dump, to compare before and after.
 local function canon(v)
@@ -335,7 +324,7 @@ return { extends = "%s/policies/fast-test.lua",
     local code, out, err = run(("examples/onboard.lua --sandbox --state %s --policy %s"):format(state, FAST))
     assert.are.equal(0, code, out .. err)
     -- as a kill after the PATCH, before its completion was recorded, leaves it
-    local steps, r = require("helpers.sbrun").steps(state)
+    local steps, r = sbrun.steps(state)
     local key
     for k in pairs(steps) do if k:match("^member:") then key = k break end end
     local db = assert(require("scimrun.store").open(state))
@@ -344,7 +333,7 @@ return { extends = "%s/policies/fast-test.lua",
     db:close()
     code, out, err = run(("examples/onboard.lua --sandbox --state %s --resume %s"):format(state, r.id))
     assert.are.equal(0, code, out .. err)
-    steps = require("helpers.sbrun").steps(state, r.id)
+    steps = sbrun.steps(state, r.id)
     assert.are.equal("completed", steps[key].state, key .. " left in doubt")
   end)
 end)

@@ -4,17 +4,12 @@
 -- (policies/group_sync.lua) retries the reads, of which a run makes hundreds; the membership
 -- writes are still tried once per run, the rerun recomputing the difference from fresh reads.
 local proc = require "helpers.proc"
-local sandbox_store = require "scimrun.sandbox.store"
+local sbrun = require "helpers.sbrun"
 
 local dir = proc.tmpdir("gs-faults")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 -- The shipped policy with its delays shortened (the operations map, which is under test, is
 -- the shipped one).
@@ -45,9 +40,7 @@ end
 -- The provider's records (the --sandbox journal): groups -> set of member userNames; asserts
 -- that no userName is held by two accounts.
 local function server_groups(state)
-  local st = assert(sandbox_store.new { persist = state .. ".sandbox.json" })
-  local users, groups = st:list("Users"), st:list("Groups")
-  st:close()
+  local users, groups = sbrun.journal(state)
   local by_id, seen = {}, {}
   for _, u in ipairs(users) do
     assert.is_nil(seen[u.userName:lower()], "duplicate account " .. u.userName)

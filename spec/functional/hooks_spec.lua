@@ -10,12 +10,7 @@ local dir = proc.tmpdir("hooks")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
 local cwd = io.popen("pwd"):read("*l")
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 -- A provider that is down: the breaker opens and stays open past max_open (1 s), so every item
 -- ends as a dead letter quickly. breaker_open posts, then fails on purpose: the guard logs it

@@ -19,11 +19,7 @@ local function count(set)
   return n
 end
 
-local function dlq(state)
-  local code, out, err = proc.run("dlq list --json --state " .. state)
-  assert.are.equal(0, code, out .. err)
-  return cjson.decode(out)
-end
+local dlq = proc.dlq
 
 describe("membership coalescing through the workflow engine", function()
   local srv, dir

@@ -8,12 +8,7 @@ local http = require "scimrun.http"
 local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 describe("offboard with a keep list", function()
   local srv, dir, leavers, keep

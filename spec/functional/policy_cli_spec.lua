@@ -7,13 +7,7 @@ describe("scimrun policy", function()
   setup(function() dir = proc.tmpdir("policy-cli") end)
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-  local function write(name, text)
-    local path = dir .. "/" .. name .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-    return path
-  end
+  local function write(name, text) return proc.write(dir .. "/" .. name .. ".lua", text) end
 
   it("check prints the effective profiles, operation map and rules", function()
     local code, out, err = proc.run("policy check policies/fast-test.lua")

@@ -5,11 +5,7 @@ local http = require "scimrun.http"
 local ts = require "helpers.test_server"
 local proc = require "helpers.proc"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = proc.write
 
 describe("policy hot reload", function()
   local srv

@@ -9,11 +9,7 @@ local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 local ts = require "helpers.test_server"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = proc.write
 
 local function posts(srv) return sbrun.stats(srv).by_route["POST /Users"] or 0 end
 

@@ -13,12 +13,7 @@ teardown(function()
   os.execute("rm -rf '" .. dir .. "'")
 end)
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = proc.sh
 
 -- Starts `scimrun ARGS` in a detached tmux pane 150x30; the pane stays after the exit.
 local function tmux_start(name, args)

@@ -4,7 +4,7 @@
 -- checked is the exit code, the summary and the provider's own records, not a duration.
 local cjson = require "cjson"
 local proc = require "helpers.proc"
-local sandbox_store = require "scimrun.sandbox.store"
+local sbrun = require "helpers.sbrun"
 
 local dir = proc.tmpdir("rate-limit")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
@@ -17,10 +17,8 @@ local function rows(n)
 end
 
 local function provider_users(state)
-  local st = assert(sandbox_store.new { persist = state .. ".sandbox.json" })
   local names = {}
-  for _, u in ipairs(st:list("Users")) do names[#names + 1] = u.userName end
-  st:close()
+  for _, u in ipairs((sbrun.journal(state))) do names[#names + 1] = u.userName end
   return names
 end
 

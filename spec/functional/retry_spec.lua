@@ -5,16 +5,11 @@ local cjson = require "cjson"
 local policy = require "scimrun.policy"
 local retry = require "scimrun.retry"
 local ts = require "helpers.test_server"
+local proc = require "helpers.proc"
 
 local srv, dir
 
-local function write_policy(name, text)
-  local path = dir .. "/" .. name .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write_policy(name, text) return proc.write(dir .. "/" .. name .. ".lua", text) end
 
 -- A temp policy extending fast-test with `body` (Lua table fields) merged in.
 local function make_policy(name, body)
@@ -47,9 +42,7 @@ local function quiet() return { emit = function() end } end
 
 setup(function()
   srv = ts.start()
-  dir = ("%s/scimrun-retry-spec-%d-%d"):format(os.getenv("SCIMRUN_TEST_TMP") or "/tmp", os.time(),
-                                              math.random(1, 1e9))
-  os.execute("mkdir -p '" .. dir .. "'")
+  dir = proc.tmpdir("retry-spec")
 end)
 
 teardown(function()

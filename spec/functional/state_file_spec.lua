@@ -3,14 +3,7 @@
 -- state file readable by other users is tightened to 0600 (with its -wal/-shm), saying so.
 local proc = require "helpers.proc"
 
-local q = proc.sh_quote
-
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local q, sh = proc.sh_quote, proc.sh
 
 local function mode_of(path) return (sh("stat -c %a " .. q(path) .. " 2>/dev/null"):gsub("%s+$", "")) end
 

@@ -6,14 +6,7 @@
 local proc = require "helpers.proc"
 
 local WF = "spec/fixtures/workflows/slow_steps.lua"
-local q = proc.sh_quote
-
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local q, sh = proc.sh_quote, proc.sh
 
 local function one_line(s)
   return (s:gsub("\n$", "")):find("\n") == nil

@@ -1,5 +1,6 @@
 -- Running the scimrun binary from specs: foreground with captured output and exit code, or
--- in the background to be killed at a random instant.
+-- in the background to be killed at a random instant; and the small file and shell helpers
+-- specs share (write, read_all, sh, tmpdir, count).
 local M = {}
 
 M.bin = os.getenv("SCIMRUN_BIN") or "./build/scimrun"
@@ -24,6 +25,29 @@ local function read_all(path)
   return s
 end
 M.read_all = read_all
+
+-- Writes text to path (replacing it); returns path.
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- The number of keys of a table.
+function M.count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- The standard output of a shell command.
+function M.sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return out
+end
 
 -- Runs `scimrun ARGS` (a shell-quoted string) with optional env assignments; returns exit code,
 -- stdout, stderr. Blocks the calling task (fine in specs: the binary is a separate process).
@@ -58,6 +82,13 @@ function M.run_bg(dir, args, env, timeout)
     scimrun.sleep(0.02)
   end
   error("scimrun " .. args .. " did not finish in " .. (timeout or 60) .. " s")
+end
+
+-- The dead letters of a state file (`scimrun dlq list --json`), decoded; raises unless it exits 0.
+function M.dlq(state)
+  local code, out, err = M.run("dlq list --json --state " .. state)
+  assert(code == 0, ("dlq list exited %s: %s%s"):format(tostring(code), out, err))
+  return require("cjson").decode(out)
 end
 
 -- Starts `scimrun ARGS` in the background; returns its pid.

@@ -15,12 +15,7 @@ local proc = require "helpers.proc"
 
 local M = {}
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 local function read_lines(path)
   local out = {}
@@ -58,11 +53,7 @@ local function mine(server, tag)
   return by_ext
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = proc.count
 
 function M.scenario(server)
   local dir = proc.tmpdir("rename")

@@ -1,17 +1,14 @@
 -- For specs that run the scimrun binary against a sandbox living in the spec process: the
 -- child runs in the background while this task yields, so the in-process sandbox keeps
--- answering. The server's own records are read through its admin endpoints.
+-- answering. The server's own records are read through its admin endpoints; those of the
+-- sandbox a `--sandbox` run starts inside the binary from its journal (M.journal).
 local cjson = require "cjson"
 local http = require "scimrun.http"
 local proc = require "helpers.proc"
 
 local M = {}
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = proc.write
 
 -- The saga fixture (spec/fixtures/workflows/saga.lua) under the fast-test policy.
 function M.saga_args(state, extra)
@@ -79,6 +76,15 @@ function M.state(srv, group)
     end
   end
   return users, members, d
+end
+
+-- The records of the sandbox of a `--sandbox` run with --state STATE, from its journal
+-- (STATE.sandbox.json): the arrays of its users and of its groups.
+function M.journal(state)
+  local st = assert(require("scimrun.sandbox.store").new { persist = state .. ".sandbox.json" })
+  local users, groups = st:list("Users"), st:list("Groups")
+  st:close()
+  return users, groups
 end
 
 -- Starts `scimrun ARGS` in the background. Returns a handle {pid, log, rc}.

@@ -7,19 +7,14 @@ local cjson = require "cjson"
 
 for _, S in ipairs(require "interop.servers") do
 describe("SCIM client against " .. S.name, function()
-  local ok, why = S.helper.available()
-  if not ok then
-    pending(why or "npm ci --prefix spec/interop not run")
-    return
-  end
+  local why = S.unavailable()
+  if why then pending(why) return end
 
   local scim = require "scimrun.scim"
   local srv, sp, TOKEN
 
   setup(function()
-    local opts = { token = "interop-secret-token-5c1d" }
-    for k, v in pairs(S.start_opts) do opts[k] = v end
-    srv = S.helper.start(opts)
+    srv = S.start("interop-secret-token-5c1d")
     TOKEN = srv.token
   end)
 

@@ -13,12 +13,7 @@ local proc = require "helpers.proc"
 local ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 local DEPARTMENT = ENTERPRISE .. ":department"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 local function lines(path)
   local out = {}
@@ -68,17 +63,12 @@ end
 
 for _, S in ipairs(require "interop.servers") do
 describe("the change diff against " .. S.name, function()
-  local ok, why = S.helper.available()
-  if not ok then
-    pending(why or "npm ci --prefix spec/interop not run")
-    return
-  end
+  local why = S.unavailable()
+  if why then pending(why) return end
 
   local srv, dir
   setup(function()
-    local opts = { token = "interop-diff-token-47c0" }
-    for k, v in pairs(S.start_opts) do opts[k] = v end
-    srv = S.helper.start(opts)
+    srv = S.start("interop-diff-token-47c0")
     dir = proc.tmpdir("interop-diff")
   end)
   teardown(function()

@@ -10,11 +10,8 @@ local csv = require "scimrun.csv"
 
 for _, S in ipairs(require "interop.servers") do
 describe("examples against " .. S.name, function()
-  local ok, why = S.helper.available()
-  if not ok then
-    pending(why or "npm ci --prefix spec/interop not run")
-    return
-  end
+  local why = S.unavailable()
+  if why then pending(why) return end
 
   local N = 100 -- users from users.csv: scimmy filters by scanning, so the run stays short
   local COLUMNS = { "userName", "email", "first_name", "last_name", "display_name", "department", "title",
@@ -22,9 +19,7 @@ describe("examples against " .. S.name, function()
   local srv, env, dir, TOKEN, fast, gs_policy, users_csv, groups_csv, offboard_csv
   local rows, leavers, want = {}, {}, {}
   setup(function()
-    local opts = { token = "interop-examples-token-91bd" }
-    for k, v in pairs(S.start_opts) do opts[k] = v end
-    srv = S.helper.start(opts)
+    srv = S.start("interop-examples-token-91bd")
     TOKEN = srv.token
     env = ("SCIM_BASE_URL=%s SCIM_TOKEN=%s"):format(srv.base_url, TOKEN)
     dir = proc.tmpdir("interop-examples")
@@ -112,11 +107,7 @@ describe("examples against " .. S.name, function()
     return users, groups, d.writes
   end
 
-  local function count(t)
-    local n = 0
-    for _ in pairs(t) do n = n + 1 end
-    return n
-  end
+  local count = proc.count
 
   local function copy(t)
     local c = {}

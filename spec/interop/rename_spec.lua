@@ -8,17 +8,12 @@ local rename = require "helpers.rename"
 
 for _, S in ipairs(require "interop.servers") do
 describe("renames between two runs against " .. S.name, function()
-  local ok, why = S.helper.available()
-  if not ok then
-    pending(why or "npm ci --prefix spec/interop not run")
-    return
-  end
+  local why = S.unavailable()
+  if why then pending(why) return end
 
   local srv
   setup(function()
-    local opts = { token = "interop-rename-token-2f7a" }
-    for k, v in pairs(S.start_opts) do opts[k] = v end
-    srv = S.helper.start(opts)
+    srv = S.start("interop-rename-token-2f7a")
   end)
   teardown(function() if srv then srv.stop() end end)
 

@@ -6,7 +6,11 @@
 -- say (the other fields). The differences are written up in docs/examples.md ("Interop: two
 -- independent SCIM servers").
 --   for _, S in ipairs(require "interop.servers") do describe("... against " .. S.name, function() ... end) end
-return {
+-- Each entry also has:
+--   S.unavailable() -> nil, or why the server cannot run here (for pending())
+--   S.start(token) -> srv: the helper's start with S.start_opts and that token (better-auth
+--     issues its own: srv.token is the one to use)
+local servers = {
   {
     name = "scimmy",
     helper = require "helpers.scimmy_server",
@@ -42,3 +46,17 @@ return {
     keeps_deleted_identity = true,
   },
 }
+
+for _, S in ipairs(servers) do
+  function S.unavailable()
+    local ok, why = S.helper.available()
+    if not ok then return why or "npm ci --prefix spec/interop not run" end
+  end
+  function S.start(token)
+    local opts = { token = token }
+    for k, v in pairs(S.start_opts) do opts[k] = v end
+    return S.helper.start(opts)
+  end
+end
+
+return servers

@@ -12,12 +12,7 @@ local sbrun = require "helpers.sbrun"
 
 local N, CONCURRENCY = 120, 8
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local write = proc.write
 
 local function sum(t)
   local n = 0
@@ -27,17 +22,12 @@ end
 
 for _, S in ipairs(require "interop.servers") do
 describe("a token revoked mid-run against " .. S.name, function()
-  local ok, why = S.helper.available()
-  if not ok then
-    pending(why or "npm ci --prefix spec/interop not run")
-    return
-  end
+  local why = S.unavailable()
+  if why then pending(why) return end
 
   local srv, dir
   setup(function()
-    local opts = { token = "interop-revoke-token-8e1b" }
-    for k, v in pairs(S.start_opts) do opts[k] = v end
-    srv = S.helper.start(opts)
+    srv = S.start("interop-revoke-token-8e1b")
     dir = proc.tmpdir("interop-revoke")
   end)
   teardown(function()
@@ -47,11 +37,7 @@ describe("a token revoked mid-run against " .. S.name, function()
 
   local function env(token) return ("SCIM_BASE_URL=%s SCIM_TOKEN=%s"):format(srv.base_url, token) end
 
-  local function dlq_entries(state)
-    local code, out, err = proc.run("dlq list --json --state " .. state)
-    assert.are.equal(0, code, out .. err)
-    return cjson.decode(out)
-  end
+  local dlq_entries = proc.dlq
 
   it("stops onboard (exit 1, SCIM_TOKEN and the resume command named, no dead letters); the resume with a new "
     .. "token provisions every user once", function()

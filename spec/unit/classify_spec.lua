@@ -1,18 +1,15 @@
 -- scimrun.classify: ordered rules from the policy, then the built-in defaults.
 local policy = require "scimrun.policy"
 local classify = require "scimrun.classify"
+local proc = require "helpers.proc"
 
-local dir = ("%s/scimrun-classify-spec-%d-%d"):format(os.getenv("SCIMRUN_TEST_TMP") or "/tmp", os.time(),
-                                                    math.random(1, 1e9))
-os.execute("mkdir -p '" .. dir .. "'")
+local dir = proc.tmpdir("classify-spec")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
 local function policy_with(rules_src, extends)
   local path = dir .. "/p" .. math.random(1, 1e9) .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(("return { %s classify = %s }"):format(extends and ('extends = "' .. extends .. '",') or "", rules_src))
-  f:close()
-  return policy.load(path)
+  return policy.load(proc.write(path, ("return { %s classify = %s }"):format(
+    extends and ('extends = "' .. extends .. '",') or "", rules_src)))
 end
 
 describe("classify with the default policy", function()

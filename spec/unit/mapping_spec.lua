@@ -231,13 +231,7 @@ local proc = require "helpers.proc"
 local dir = proc.tmpdir("mapping-unit")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
-local function write(name, text)
-  local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return proc.write(dir .. "/" .. name, text) end
 
 -- The error a call raises (an error table of class config or input).
 local function raised(fn)

@@ -6,11 +6,7 @@ local policy = require "scimrun.policy"
 local S = require "scimrun.policy_snapshot"
 local proc = require "helpers.proc"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = proc.write
 
 local function roundtrip(pol)
   local json = S.encode(S.take(pol, "start"))

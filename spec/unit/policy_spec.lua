@@ -1,18 +1,11 @@
 -- scimrun.policy: loading, sandboxing, validation with operator-readable errors, extends
 -- merging and operation -> profile resolution.
 local policy = require "scimrun.policy"
+local proc = require "helpers.proc"
 
-local dir = ("%s/scimrun-policy-spec-%d-%d"):format(os.getenv("SCIMRUN_TEST_TMP") or "/tmp", os.time(),
-                                                  math.random(1, 1e9))
-os.execute("mkdir -p '" .. dir .. "'")
+local dir = proc.tmpdir("policy-spec")
 
-local function write(name, text)
-  local path = dir .. "/" .. name .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local function write(name, text) return proc.write(dir .. "/" .. name .. ".lua", text) end
 
 -- Loads and returns the error message (fails the spec when the load succeeds).
 local function load_error(path)

@@ -179,13 +179,7 @@ end)
 describe("policy key scim.max_members_per_patch", function()
   local dir = proc.tmpdir("presets")
   teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
-  local function write(name, text)
-    local path = dir .. "/" .. name .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-    return path
-  end
+  local function write(name, text) return proc.write(dir .. "/" .. name .. ".lua", text) end
 
   it("is validated like every other key", function()
     local ok, err = pcall(policy.load, write("typo", 'return { scim = { max_member_per_patch = 5 } }'))

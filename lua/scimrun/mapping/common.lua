@@ -8,9 +8,10 @@
 --   is_scalar(v)              a string, number or boolean
 --   spec_error(src, key, msg, fix)  raises a "config" error (exit 2), one line naming the file
 --                             (src, nil for a spec written in code) and the key
---   did_you_mean(word, list)  " (did you mean 'x'?)" for a close candidate, else ""
---   guard(fn, what, ...)      calls code from a mapping file as policy files' code is called
---                             (scimrun.policy.guard): ok, results... or false, message
+--   did_you_mean(word, list)  " (did you mean 'x'?)" for the candidate errors.closest picks, else ""
+--   guard(fn, what, ...)      calls code from a mapping file under the CPU-time limit policy
+--                             files' code gets (scimrun.sandboxed_load.guard): ok, results...
+--                             or false, message
 local errors = require "scimrun.errors"
 
 local M = {}
@@ -21,7 +22,7 @@ do
   NULL = ok and cjson.null or {}
 end
 
-local sub, lower = string.sub, string.lower
+local lower = string.lower
 
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
@@ -46,34 +47,12 @@ local function spec_error(src, key, msg, fix)
     suggest = fix or (src and FILE_FIX) or nil }, 0)
 end
 
--- Levenshtein distance, for "did you mean".
-local function distance(a, b)
-  a, b = lower(a), lower(b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = sub(a, i, i) == sub(b, j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
 local function did_you_mean(word, candidates)
-  local best, bd
-  for _, c in ipairs(candidates) do
-    local d = distance(word, c)
-    if d <= math.max(2, math.floor(#c / 3)) and (not bd or d < bd) then best, bd = c, d end
-  end
+  local best = errors.closest(word, candidates)
   return best and (" (did you mean '%s'?)"):format(best) or ""
 end
 
-local function guard(fn, what, ...)
-  return require("scimrun.policy").guard(fn, what, ...)
-end
+local guard = require("scimrun.sandboxed_load").guard
 
 M.NULL = NULL
 M.trim, M.norm, M.is_empty, M.is_scalar = trim, norm, is_empty, is_scalar

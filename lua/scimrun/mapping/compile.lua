@@ -109,21 +109,36 @@ function M.compile(spec)
   return compiled
 end
 
--- Marks attributes as required (a copy; the spec is not changed). Each must have an entry.
-function M.with_required(spec, attrs)
+-- The compiled spec and its entries for attrs (lower-cased path -> entry); a missing one raises.
+local function wanted(spec, attrs)
   local compiled = M.compile(spec)
   local by = {}
   for _, e in ipairs(compiled.entries) do by[lower(e.path)] = e end
-  local entries = {}
   local want = {}
   for _, a in ipairs(attrs or {}) do
-    if not by[lower(a)] then
+    local e = by[lower(a)]
+    if not e then
       spec_error(compiled.file, nil, ("it gives no value for %s, which this workflow requires"):format(a),
         ("add an entry for %s%s"):format(a, compiled.file and ' (or start from the default: extends = "default")'
           or ""))
     end
-    want[lower(a)] = true
+    want[lower(a)] = e
   end
+  return compiled, want
+end
+
+-- A compiled spec like `compiled` with other entries (cached as compiled).
+local function derived(compiled, entries)
+  local out = setmetatable({ entries = entries, source = compiled.source, file = compiled.file,
+    ignore = compiled.ignore }, COMPILED)
+  compiled_cache[out] = out
+  return out
+end
+
+-- Marks attributes as required (a copy; the spec is not changed). Each must have an entry.
+function M.with_required(spec, attrs)
+  local compiled, want = wanted(spec, attrs)
+  local entries = {}
   for i, e in ipairs(compiled.entries) do
     if want[lower(e.path)] and not e.required then
       local c = {}
@@ -134,32 +149,17 @@ function M.with_required(spec, attrs)
       entries[i] = e
     end
   end
-  local out = setmetatable({ entries = entries, source = compiled.source, file = compiled.file,
-    ignore = compiled.ignore }, COMPILED)
-  compiled_cache[out] = out
-  return out
+  return derived(compiled, entries)
 end
 
 -- The spec restricted to some attributes (a copy), for a workflow that reads only those (an
 -- offboarding list needs the userName, not the rest of an HR export). Each must have an entry.
 function M.select(spec, attrs)
-  local compiled = M.compile(spec)
-  local by = {}
-  for _, e in ipairs(compiled.entries) do by[lower(e.path)] = e end
+  local compiled, want = wanted(spec, attrs)
   local entries = {}
-  for _, a in ipairs(attrs) do
-    local e = by[lower(a)]
-    if not e then
-      spec_error(compiled.file, nil, ("it gives no value for %s, which this workflow requires"):format(a),
-        ("add an entry for %s"):format(a))
-    end
-    entries[#entries + 1] = e
-  end
+  for _, e in pairs(want) do entries[#entries + 1] = e end
   table.sort(entries, function(a, b) return a.path < b.path end)
-  local out = setmetatable({ entries = entries, source = compiled.source, file = compiled.file,
-    ignore = compiled.ignore }, COMPILED)
-  compiled_cache[out] = out
-  return out
+  return derived(compiled, entries)
 end
 
 M.COMPILED, M.PLAN, M.cache = COMPILED, PLAN, compiled_cache

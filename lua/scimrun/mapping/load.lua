@@ -1,5 +1,5 @@
--- Loading mapping files: Lua (run in the policy files' restricted environment) or JSON, the
--- `extends` chain down to the default mapping (lua/scimrun/mappings/default.lua), merged.
+-- Loading mapping files: Lua (run in the policy files' restricted environment, scimrun.sandboxed_load)
+-- or JSON, the `extends` chain down to the default mapping (lua/scimrun/mappings/default.lua), merged.
 -- Contract:
 --   load(path, opts) -> compiled spec (scimrun.mapping.compile)
 --       path: a .lua or .json file; nil, "" or "default": the default mapping (compiled once).
@@ -9,11 +9,12 @@
 --       invalid JSON, unknown key, wrong type, a path that is no SCIM User attribute, an extends
 --       cycle) raises a "config" error (exit 2) naming the file and the key.
 --   A Lua mapping file gets no io, no require and no global writes: math, string, table,
---   os.time/date/getenv and a few base functions; its functions run guarded (policy.guard).
+--   os.time/date/getenv and a few base functions; its functions run guarded (sandboxed_load.guard).
 local errors = require "scimrun.errors"
 local common = require "scimrun.mapping.common"
 local transforms = require "scimrun.mapping.transforms"
 local compile = require "scimrun.mapping.compile"
+local sandboxed_load = require "scimrun.sandboxed_load"
 
 local NULL, spec_error, did_you_mean, guard = common.NULL, common.spec_error, common.did_you_mean, common.guard
 local IS_NODE_KEY = transforms.IS_NODE_KEY
@@ -24,38 +25,6 @@ local concat = table.concat
 local M = {}
 
 local TOP_KEYS = { "extends", "attributes", "ignore" }
-
-local ALLOWED = { "pairs", "ipairs", "tostring", "tonumber", "type", "select", "unpack", "error" }
-
-local function copy_lib(lib, skip)
-  local t = {}
-  for k, v in pairs(lib) do
-    if not (skip and skip[k]) then t[k] = v end
-  end
-  return t
-end
-
--- The environment of a Lua mapping file: the one policy files get (no io, no require, no global
--- writes; math, string, table, os.time/date/getenv and a few base functions).
-local function make_env()
-  local env = {
-    math = copy_lib(math),
-    string = copy_lib(string, { dump = true }),
-    table = copy_lib(table),
-    os = { time = os.time, date = os.date, getenv = os.getenv },
-  }
-  for _, name in ipairs(ALLOWED) do env[name] = _G[name] end
-  return setmetatable(env, {
-    __index = function(_, k)
-      error(("'%s' is not available in a mapping file (allowed: math, string, table, os.time, os.date, "
-        .. "os.getenv, %s)"):format(tostring(k), concat(ALLOWED, ", ")), 2)
-    end,
-    __newindex = function(_, k)
-      error(("mapping files may not set globals (tried to set '%s'); use `local %s = ...`")
-        :format(tostring(k), tostring(k)), 2)
-    end,
-  })
-end
 
 local function read_text(path)
   local f, err = io.open(path, "rb")
@@ -114,10 +83,8 @@ local function read_mapping_file(path)
     end
     raw = res
   else
-    local chunk, err = loadstring(text, "@" .. path)
+    local chunk, err = sandboxed_load.load(text, path, "mapping")
     if not chunk then spec_error(path, nil, "syntax error: " .. at_line(err, path)) end
-    setfenv(chunk, make_env())
-    if jit and jit.off then jit.off(chunk, true) end
     local ok, res = guard(chunk, "mapping file " .. path)
     if not ok then spec_error(path, nil, at_line(res, path)) end
     raw = res
