@@ -267,11 +267,14 @@ local function find_or_create_run(r)
   end
   r.run = run
   r.db:run_set_status(run.id, "running")
+  -- the run carries its policy (the snapshot): the command that resumes it need not name one
+  r.resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = r.o }), run.id)
   return true
 end
 
 -- A failure while starting a part: the run is recorded failed (exit 2), one line.
 local function fail_start(r, fmt, ...)
+  require("scimrun.signals").unwatch_all()
   r.db:run_set_status(r.run.id, "failed", 2)
   r.db:close()
   if r.mx then r.mx:close() end
@@ -371,29 +374,31 @@ local function wire(r)
     check_command = runfiles.check_command(o),
     emit = function(ev) stream:emit(ev) end,
   }
-  -- the run carries its policy (the snapshot): the command that resumes it need not name one
-  r.resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = o }), run.id)
   require("scimrun.core").at_turn_end(function() r.engine:flush() end)
 end
 
 -- SIGINT/SIGTERM: finish the steps in flight (a second signal, or the grace period, stops at
 -- once, resumable); SIGHUP: re-read the policy's file, which becomes the run's snapshot.
+-- Watched as soon as the run is recorded: a signal while the run is still starting (before
+-- any step) stops it at once, resumable, with the same message.
 local function watch_signals(r)
   local signals = require "scimrun.signals"
   local snapshots = require "scimrun.policy_snapshot"
   local interrupts = 0
   local function hard_stop()
-    r.progress:stop()
-    r.engine:flush()
+    if r.progress then r.progress:stop() end
+    if r.engine then r.engine:flush() end
     r.db:apply { { op = "run_status", run_id = r.run.id, status = "interrupted", exit_code = 130 } }
-    r.stream:emit { type = "run_finished", run_id = r.run.id, workflow = r.def.name, status = "interrupted",
-                    exit_code = 130, t = scimrun.wall() }
+    if r.stream then
+      r.stream:emit { type = "run_finished", run_id = r.run.id, workflow = r.def.name, status = "interrupted",
+                      exit_code = 130, t = scimrun.wall() }
+    end
     io.stderr:write("scimrun: stopped; nothing is lost. Resume with:\n  " .. r.resume_cmd .. "\n")
     os.exit(130, true) -- close the state: the store and handles are released cleanly
   end
   local function on_stop(name)
     interrupts = interrupts + 1
-    if interrupts > 1 then return hard_stop() end
+    if interrupts > 1 or not r.engine then return hard_stop() end -- nothing in flight yet
     r.engine.stopping = true
     r.progress:stop() -- the status area is cleared before anything is said
     io.stderr:write(("\nscimrun: %s: finishing in-flight steps (signal again to stop at once)\n"):format(name))
@@ -410,6 +415,10 @@ local function watch_signals(r)
     local ok, newpol = pcall(require("scimrun.policy").load, reload_spec, { overrides = r.snap and r.snap.overrides })
     if not ok then
       scimrun.log.emit("error", "policy reload refused; keeping the old one", { error = policy_message(newpol) })
+      return
+    end
+    if not r.ex then -- still starting: the policy loaded at the start is the file's
+      scimrun.log.emit("info", "policy reload ignored: the run is still starting")
       return
     end
     r.ex:set_policy(newpol)
@@ -513,9 +522,9 @@ function M.main(argv, cli)
   check_configuration(r)
   open_state(r)
   if not find_or_create_run(r) then return 0 end -- --resume of a completed run
+  watch_signals(r)
   start_services(r)
   wire(r)
-  watch_signals(r)
   execute(r)
   settle(r)
   return report_outcome(r)
