@@ -1,7 +1,7 @@
--- Rewrites the generated OPTIONS lists of man/scimrun.1 from lua/scimrun/cli_flags.lua.
+-- Rewrites the generated OPTIONS lists of man/scimrun.1 from lua/scimrun/cli/flags.lua.
 -- Run from the source tree:  ./build/scimrun -l scripts/gen-man.lua [--check]
 -- --check: change nothing, exit 1 when the page is out of date.
-local flags = require "scimrun.cli_flags"
+local flags = require "scimrun.cli.flags"
 local path = "man/scimrun.1"
 local f = assert(io.open(path, "rb"))
 local text = f:read("*a")

@@ -2,7 +2,7 @@
 -- with cli.fail(msg) and end the process with exit code 2 and a one-line reason.
 local M = {}
 
-local flags = require "scimrun.cli_flags"
+local flags = require "scimrun.cli.flags"
 
 local USAGE_ERROR = {}
 
@@ -44,12 +44,12 @@ local function run_script(argv, first)
 end
 
 local SUBCOMMANDS = {
-  runs = "scimrun.cli_runs",
-  dlq = "scimrun.cli_dlq",
-  audit = "scimrun.cli_audit",
-  ui = "scimrun.cli_ui",
-  policy = "scimrun.cli_policy",
-  sandbox = "scimrun.cli_sandbox",
+  runs = "scimrun.cli.runs",
+  dlq = "scimrun.cli.dlq",
+  audit = "scimrun.cli.audit",
+  ui = "scimrun.cli.ui",
+  policy = "scimrun.cli.policy",
+  sandbox = "scimrun.cli.sandbox",
 }
 
 -- `scimrun help [COMMAND]`: the overview, or every flag of COMMAND with its default and an example.
@@ -96,7 +96,7 @@ local function dispatch(argv)
     M.fail("unknown option %s before the workflow file (see: scimrun help)", first)
   end
   if asks_help(argv, 2) then return help("run") end
-  return require("scimrun.runner").main(argv, M)
+  return require("scimrun.cli.runner").main(argv, M)
 end
 
 function M.main(argv)

@@ -21,7 +21,7 @@
 -- the record started on.
 -- Whole-file problems (missing file, no header, duplicate or missing required column) raise.
 local sha256 = require "scimrun.sha256"
-local utf8_check = require "scimrun.utf8_check"
+local utf8_check = require "scimrun.input.utf8_check"
 
 local byte, find, sub, gsub = string.byte, string.find, string.sub, string.gsub
 local concat = table.concat
@@ -345,7 +345,7 @@ end
 -- has no header row), required (column names that must be non-empty), chunk_size, max_record_bytes.
 function M.rows(path, opts)
   local header = (opts and opts.header == false) and 0 or 1
-  return require("scimrun.input_size").register(M.open(path, opts).next, path, header,
+  return require("scimrun.input.size").register(M.open(path, opts).next, path, header,
     function() return M.open(path, opts).next end)
 end
 

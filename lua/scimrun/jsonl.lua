@@ -12,7 +12,7 @@
 -- Read line by line through stdio: memory does not grow with the file. A plain closure, not a
 -- coroutine, so a scimrun task may yield inside the loop. A missing file raises.
 local csv = require "scimrun.csv"
-local utf8_check = require "scimrun.utf8_check"
+local utf8_check = require "scimrun.input.utf8_check"
 local cjson = require("cjson").new() -- private instance: other modules' settings do not leak in
 
 local find, sub, byte = string.find, string.sub, string.byte
@@ -83,7 +83,7 @@ end
 
 -- Iterator: for row, info in jsonl.rows(path, opts). opts: required (keys that must be non-empty).
 function M.rows(path, opts)
-  return require("scimrun.input_size").register(M.open(path, opts).next, path, 0,
+  return require("scimrun.input.size").register(M.open(path, opts).next, path, 0,
     function() return M.open(path, opts).next end)
 end
 

@@ -8,7 +8,7 @@
 --     differ are sent, and an unchanged user gets no write at all
 --   sp.groups:add_members(group_id, { user_id, ... })   concurrent calls for one group share one
 --     PATCH (scimrun.scim.member_batch; option member_batch_window, seconds, 0 = off)
--- Every request goes through one executor (the retry layer, scimrun.retry) under an operation
+-- Every request goes through one executor (the retry layer, scimrun.resilience.retry) under an operation
 -- name such as "users.create"; without one, each operation is attempted once. The bearer token
 -- is registered with the log redactor and never copied into an error, a plan or a log line.
 -- Operations live in scimrun.scim.resource; one HTTP attempt in scimrun.scim.request.
@@ -144,7 +144,7 @@ function M.connect(o)
     end
   end
   if o.events ~= nil and (type(o.events) ~= "table" or type(o.events.emit) ~= "function") then
-    fail("events must be an event stream (scimrun.events.new())", 2)
+    fail("events must be an event stream (scimrun.engine.events.new())", 2)
   end
   local chunk = o.max_members_per_patch or run.max_members_per_patch or 100
   if type(chunk) ~= "number" or chunk < 1 or chunk % 1 ~= 0 then
@@ -395,7 +395,7 @@ function SP:call(req, extra)
   if err and err.op == nil then err.op = req.op end
   if err and err.class == nil then
     -- no retry layer classified it (a connection made outside a run): the same built-in rules
-    local class, rule, suggest = require("scimrun.classify").classify(nil, err, req.op)
+    local class, rule, suggest = require("scimrun.resilience.classify").classify(nil, err, req.op)
     err.class, err.rule = class, rule
     if err.suggest == nil then err.suggest = suggest end
   end

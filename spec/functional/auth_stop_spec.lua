@@ -147,8 +147,8 @@ return scimrun.workflow {
 end)
 
 describe("the retry layer after an auth failure", function()
-  local retry = require "scimrun.retry"
-  local policy = require "scimrun.policy"
+  local retry = require "scimrun.resilience.retry"
+  local policy = require "scimrun.resilience.policy"
 
   it("sends nothing more to that target, announces it once, and names the credential", function()
     local ex = retry.executor { policy = policy.load("fast-test"), log = false, seed = 1 }

@@ -88,7 +88,7 @@ describe("input that is not UTF-8", function()
 end)
 
 describe("utf8_check", function()
-  local u = require "scimrun.utf8_check"
+  local u = require "scimrun.input.utf8_check"
   it("accepts RFC 3629 UTF-8 and finds the first bad byte of anything else", function()
     for _, s in ipairs { "", "ascii", "Jos\195\169", "\226\130\172", "\240\159\152\128", "\244\143\191\191" } do
       assert.is_nil(u.invalid_at(s), s)

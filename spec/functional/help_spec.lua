@@ -1,8 +1,8 @@
 -- Help worth reading (issue 13, item 2): `scimrun help [COMMAND]`, `COMMAND --help`, and the
 -- man pages scimrun(1) and scimrun-policy(5). One table declares every flag
--- (lua/scimrun/cli_flags.lua); these specs fail when the help, a parser or the man page
+-- (lua/scimrun/cli/flags.lua); these specs fail when the help, a parser or the man page
 -- disagrees with it, or the policy page with the policy schema and policies/default.lua.
-local flags = require "scimrun.cli_flags"
+local flags = require "scimrun.cli.flags"
 local proc = require "helpers.proc"
 
 local function read(path)
@@ -79,7 +79,7 @@ describe("one declaration of the flags", function()
   local cli = { fail = function(fmt, ...) error(fmt:format(...), 0) end }
 
   it("the parsers accept every declared flag as its example shows it, and nothing else", function()
-    local runner = require "scimrun.runner"
+    local runner = require "scimrun.cli.runner"
     for _, cmd in ipairs(flags.ORDER) do
       for _, f in ipairs(flags.commands[cmd].flags) do
         local words = { cmd == "run" and "wf.lua" or nil }
@@ -114,16 +114,16 @@ describe("one declaration of the flags", function()
     -- fields the modules set themselves, not from a flag
     local derived = { file = true, params = true, overrides = true, resume_id = true, server_spec = true,
                       outcomes = true }
-    local modules = { run = "lua/scimrun/runner.lua", runs = "lua/scimrun/cli_runs.lua",
-                      dlq = "lua/scimrun/cli_dlq.lua", policy = "lua/scimrun/cli_policy.lua",
-                      sandbox = "lua/scimrun/cli_sandbox.lua", audit = "lua/scimrun/cli_audit.lua",
-                      ui = "lua/scimrun/cli_ui.lua" }
+    local modules = { run = "lua/scimrun/cli/runner.lua", runs = "lua/scimrun/cli/runs.lua",
+                      dlq = "lua/scimrun/cli/dlq.lua", policy = "lua/scimrun/cli/policy.lua",
+                      sandbox = "lua/scimrun/cli/sandbox.lua", audit = "lua/scimrun/cli/audit.lua",
+                      ui = "lua/scimrun/cli/ui.lua" }
     for cmd, path in pairs(modules) do
       local keys = {}
       for _, f in ipairs(flags.commands[cmd].flags) do keys[flags.key_of(f)] = true end
       for field in read(path):gmatch("%f[%w_]o%.([%a_][%w_]*)") do
         assert.is_true(keys[field] or derived[field] or false, path .. " reads o." .. field
-          .. ", which no flag of '" .. cmd .. "' in lua/scimrun/cli_flags.lua sets")
+          .. ", which no flag of '" .. cmd .. "' in lua/scimrun/cli/flags.lua sets")
       end
     end
   end)
@@ -152,8 +152,8 @@ describe("one declaration of the flags", function()
 end)
 
 describe("man pages", function()
-  local schema = require "scimrun._policy_schema"
-  local policy = require "scimrun.policy"
+  local schema = require "scimrun.resilience.policy_schema"
+  local policy = require "scimrun.resilience.policy"
 
   -- the page's `.It Cm KEY` items of the subsection `.Ss SECTION`, with their Default: lines
   local function documented(page, section)

@@ -1,4 +1,4 @@
--- The policy's on_event hooks (lua/scimrun/hooks.lua): dead_letter, breaker_open and
+-- The policy's on_event hooks (lua/scimrun/observe/hooks.lua): dead_letter, breaker_open and
 -- run_finished, each called under the policy guard with `tools`, whose post() reaches a webhook
 -- (here a server in this process, so the run goes in the background while it answers). The
 -- older dead_letter.on_dead_letter keeps being called beside them.

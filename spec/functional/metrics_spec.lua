@@ -1,4 +1,4 @@
--- Metrics (lua/scimrun/run_metrics.lua, docs/metrics.md): the textfile written by a sandbox run
+-- Metrics (lua/scimrun/observe/run_metrics.lua, docs/metrics.md): the textfile written by a sandbox run
 -- with faults holds the same numbers as the run's own --report summary, promtool accepts it, the
 -- shipped alert rules pass their unit tests, and /metrics answers while a run goes on.
 -- promtool comes from Debian's `prometheus` package, which scripts/install-deps.sh installs.

@@ -133,8 +133,8 @@ describe("progress without a terminal", function()
 end)
 
 describe("progress events", function()
-  local progress = require "scimrun.progress"
-  local events = require "scimrun.events"
+  local progress = require "scimrun.observe.progress"
+  local events = require "scimrun.engine.events"
 
   it("counts items, retries by class, dead letters, breaker and rate limit per target", function()
     local now = 100

@@ -41,7 +41,7 @@ describe("--resume of a workflow whose newest run completed", function()
 
   it("the newest run decides: an older unfinished run it superseded is not picked up", function()
     local state = dir .. "/superseded.db"
-    local wf_path = require("scimrun.runfiles").absolute(HELLO)
+    local wf_path = require("scimrun.cli.runfiles").absolute(HELLO)
     local db = assert(require("scimrun.store").open(state))
     assert(db:run_create { id = "r-old-interrupted", workflow_name = "hello", workflow_path = wf_path,
       workflow_hash = "sha256:old" })

@@ -2,8 +2,8 @@
 -- server sees (request counts and arrival times) is the evidence, not the executor's own word.
 local http = require "scimrun.http"
 local cjson = require "cjson"
-local policy = require "scimrun.policy"
-local retry = require "scimrun.retry"
+local policy = require "scimrun.resilience.policy"
+local retry = require "scimrun.resilience.retry"
 local ts = require "helpers.test_server"
 local proc = require "helpers.proc"
 

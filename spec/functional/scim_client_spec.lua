@@ -185,8 +185,8 @@ describe("SCIM client", function()
   end)
 
   it("adopts through the real retry executor without a second POST", function()
-    local retry = require "scimrun.retry"
-    local policy = require "scimrun.policy"
+    local retry = require "scimrun.resilience.retry"
+    local policy = require "scimrun.resilience.policy"
     local ex = retry.executor { policy = policy.load("policies/fast-test.lua") }
     counter = counter + 1
     local name = "scim" .. counter
@@ -444,7 +444,7 @@ describe("SCIM client", function()
     local old = user("u1", "ada.old", { externalId = "E1", title = "Engineer" })
     local renamed = user("u1", "ada.new", { externalId = "E1", title = "Engineer" })
     local sp, name, ex = scenario { list {}, list { old }, { status = 200, body = renamed } }
-    local events = require("scimrun.events").new()
+    local events = require("scimrun.engine.events").new()
     sp.events = events
     local seen = {}
     events:subscribe(function(ev) if ev.type == "write" then seen[#seen + 1] = ev end end)
@@ -542,7 +542,7 @@ describe("SCIM client", function()
 
   it("makes a write event of a request the workflow sends itself through sp:call", function()
     local sp = scenario { { status = 200, body = user("u10", "jo", { title = "X" }) } }
-    local events = require("scimrun.events").new()
+    local events = require("scimrun.engine.events").new()
     sp.events = events
     local seen = {}
     events:subscribe(function(ev) seen[#seen + 1] = ev end)

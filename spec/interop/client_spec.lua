@@ -277,8 +277,8 @@ describe("SCIM client against " .. S.name, function()
   end)
 
   it("runs the same flow through the retry executor (policies/fast-test.lua)", function()
-    local retry = require "scimrun.retry"
-    local policy = require "scimrun.policy"
+    local retry = require "scimrun.resilience.retry"
+    local policy = require "scimrun.resilience.policy"
     local ex = retry.executor { policy = policy.load("policies/fast-test.lua") }
     local rsp = scim.connect { base_url = srv.base_url, token = TOKEN, executor = ex }
     local ids = {}

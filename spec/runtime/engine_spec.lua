@@ -5,8 +5,8 @@
 local store = require "scimrun.store"
 local workflow = require "scimrun.workflow"
 local core = require "scimrun.core"
-local retry = require "scimrun.retry"
-local policy = require "scimrun.policy"
+local retry = require "scimrun.resilience.retry"
+local policy = require "scimrun.resilience.policy"
 
 local dir = (os.getenv("SCIMRUN_TEST_TMP") or "/tmp") .. "/engine-spec-" .. os.time() .. "-" .. math.random(1e9)
 os.execute("mkdir -p '" .. dir .. "'")

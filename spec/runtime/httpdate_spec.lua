@@ -1,7 +1,7 @@
 -- scimrun.httpdate: HTTP dates through libcurl's curl_getdate, and the two places that read
 -- them (Retry-After in the retry layer and in one SCIM attempt).
 local httpdate = require "scimrun.httpdate"
-local retry = require "scimrun.retry"
+local retry = require "scimrun.resilience.retry"
 local request = require "scimrun.scim.request"
 
 local WANT = 784111777 -- Sun, 06 Nov 1994 08:49:37 GMT

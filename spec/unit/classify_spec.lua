@@ -1,6 +1,6 @@
--- scimrun.classify: ordered rules from the policy, then the built-in defaults.
-local policy = require "scimrun.policy"
-local classify = require "scimrun.classify"
+-- scimrun.resilience.classify: ordered rules from the policy, then the built-in defaults.
+local policy = require "scimrun.resilience.policy"
+local classify = require "scimrun.resilience.classify"
 local proc = require "helpers.proc"
 
 local dir = proc.tmpdir("classify-spec")

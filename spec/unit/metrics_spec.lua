@@ -1,5 +1,5 @@
--- The registry and the Prometheus text exposition (lua/scimrun/metrics.lua).
-local metrics = require "scimrun.metrics"
+-- The registry and the Prometheus text exposition (lua/scimrun/observe/metrics.lua).
+local metrics = require "scimrun.observe.metrics"
 
 describe("metrics registry", function()
   it("writes counters and gauges with HELP and TYPE, series sorted, values as the format wants", function()

@@ -1,9 +1,9 @@
--- The run's policy snapshot (lua/scimrun/policy_snapshot.lua) without the binary: values
+-- The run's policy snapshot (lua/scimrun/resilience/policy_snapshot.lua) without the binary: values
 -- survive JSON exactly, functions come back from the stored source text, equal policies have
 -- equal hashes, and a snapshot without functions carries no source.
 local cjson = require "cjson"
-local policy = require "scimrun.policy"
-local S = require "scimrun.policy_snapshot"
+local policy = require "scimrun.resilience.policy"
+local S = require "scimrun.resilience.policy_snapshot"
 local proc = require "helpers.proc"
 
 local write = proc.write
@@ -73,7 +73,7 @@ describe("policy snapshot", function()
     assert.is_false(r.classify[1].when { status = 503 })
     assert.are.equal("user:x", r.dead_letter.on_dead_letter { step_key = "user:x" })
     assert.are.equal(4, r.profiles.paced.attempts)
-    local ex = require("scimrun.retry").executor { policy = r, log = false }
+    local ex = require("scimrun.resilience.retry").executor { policy = r, log = false }
     assert.is_table(ex)
   end)
 

@@ -1,6 +1,6 @@
--- scimrun.policy: loading, sandboxing, validation with operator-readable errors, extends
+-- scimrun.resilience.policy: loading, sandboxing, validation with operator-readable errors, extends
 -- merging and operation -> profile resolution.
-local policy = require "scimrun.policy"
+local policy = require "scimrun.resilience.policy"
 local proc = require "helpers.proc"
 
 local dir = proc.tmpdir("policy-spec")

@@ -1,9 +1,9 @@
 -- Provider presets (policies/slack.lua, github.lua, atlassian.lua, zoom.lua, group_sync.lua): each
 -- loads, passes `scimrun policy check`, stays under the provider's published limits and
 -- applies its quirks through the real classifier and retry executor.
-local policy = require "scimrun.policy"
-local classify = require "scimrun.classify"
-local retry = require "scimrun.retry"
+local policy = require "scimrun.resilience.policy"
+local classify = require "scimrun.resilience.classify"
+local retry = require "scimrun.resilience.retry"
 local proc = require "helpers.proc"
 
 local PRESETS = { "slack", "github", "atlassian", "zoom" }

@@ -1,7 +1,7 @@
--- scimrun.retry's pure parts: the retry decision and the server-requested delay.
+-- scimrun.resilience.retry's pure parts: the retry decision and the server-requested delay.
 local R = require "scimrun.resilience"
-local policy = require "scimrun.policy"
-local retry = require "scimrun.retry"
+local policy = require "scimrun.resilience.policy"
+local retry = require "scimrun.resilience.retry"
 
 describe("retry.parse_http_date", function()
   it("reads the three HTTP-date forms", function()

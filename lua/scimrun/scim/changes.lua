@@ -1,5 +1,5 @@
--- What one write changes, as plain data for the change diff (--diff, scimrun.diff) and the
--- audit trail (scimrun.audit): an array of
+-- What one write changes, as plain data for the change diff (--diff, scimrun.observe.diff) and the
+-- audit trail (scimrun.observe.audit): an array of
 --   { attribute = PATH, before = V, after = V }     an attribute set, replaced or removed
 --   { attribute = "members", added = { ids } }      group membership (or removed = { ids })
 -- `before` is JSON null when the resource did not hold the attribute and absent when it was not

@@ -1,5 +1,5 @@
 -- One SCIM HTTP attempt: headers, JSON body, 307/308 redirects, response parsing and the error
--- table (DESIGN.md error contract). No retries here: the executor (scimrun.retry) owns them.
+-- table (DESIGN.md error contract). No retries here: the executor (scimrun.resilience.retry) owns them.
 --   request.send(conn, req) -> res {status, headers, json, body, etag} | nil, err
 --   conn: {base_url, token, headers, timeout, connect_timeout, insecure, ca_file, user_agent}
 --   req.timeout (optional) shortens this attempt's timeout (the running step's deadline)
@@ -7,7 +7,7 @@
 -- err.headers never holds Authorization (request headers are never copied into an error) and
 -- err.detail is passed through the log redactor, so a server echoing the token cannot leak it.
 local http = require "scimrun.http"
-local utf8_check = require "scimrun.utf8_check"
+local utf8_check = require "scimrun.input.utf8_check"
 local httpdate = require "scimrun.httpdate"
 local cjson = require "cjson"
 
@@ -53,7 +53,7 @@ end
 -- Builds an error table; `f` supplies status/detail/kind/...; ctx supplies op/url/method.
 function M.error(ctx, f)
   local err = {
-    -- no class here: scimrun.classify with the policy's rules is the one classifier (the
+    -- no class here: scimrun.resilience.classify with the policy's rules is the one classifier (the
     -- executor, or SP:call without one); only what this layer knows for sure comes preset
     class = f.class,
     status = f.status, scim_type = f.scim_type, detail = redact(f.detail), kind = f.kind,

@@ -593,7 +593,7 @@ function R:delete(id, opts)
 end
 
 -- One write this client made (or, in a dry run, would make), as a `write` event on the run's
--- stream (scimrun.events): the change diff (--diff) and the audit trail in the state file are
+-- stream (scimrun.engine.events): the change diff (--diff) and the audit trail in the state file are
 -- written from it. ev: op, method, id, name, changes (scimrun.scim.changes: never a secret),
 -- result, error; the resource kind, the target, the step (item) and dry_run are added here.
 function R:_written(ev)

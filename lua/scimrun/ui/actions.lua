@@ -1,5 +1,5 @@
 -- The actions of `scimrun ui`: Replay and Drop of dead letters. Each is what the CLI does, by
--- the same functions (cli_dlq.replay_entries, cli_dlq.drop_entry), under the same lock: the
+-- the same functions (scimrun.cli.dlq: replay_entries, drop_entry), under the same lock: the
 -- state file is opened for writing for the action and closed after it, so while a run writes
 -- the file an action is refused (409, naming the pid), exactly as `scimrun dlq replay` would be.
 -- One action at a time.
@@ -124,7 +124,7 @@ function X:replay(body, actor)
     if #entries > 0 then
       local cli = require "scimrun._cli"
       local o = { state = self.state, policy = policy, sandbox = self.sandbox, token_env = self.token_env }
-      local ok, res = pcall(require("scimrun.cli_dlq").replay_entries, db, entries, o, cli,
+      local ok, res = pcall(require("scimrun.cli.dlq").replay_entries, db, entries, o, cli,
         function(text) lines[#lines + 1] = text end)
       if not ok then
         local msg = cli.is_usage_error(res) and res.message or tostring(res)
@@ -167,7 +167,7 @@ function X:drop(body, actor)
   return self:with_store(function(db)
     local results, rows, dropped = json.array {}, {}, 0
     for _, id in ipairs(ids) do
-      local e, why = require("scimrun.cli_dlq").drop_entry(db, id)
+      local e, why = require("scimrun.cli.dlq").drop_entry(db, id)
       if e then
         dropped = dropped + 1
         results[#results + 1] = { id = id, ok = true }

@@ -1,6 +1,6 @@
 -- The JSON API of `scimrun ui` (under /api/), which the page uses and nothing else; scripts can
 -- use it too. Where the CLI has a --json output the API answers the same document, built by the
--- same function (cli_runs.list_data/show_data, dlq_list/dlq_get, cli_audit.rows), with fields
+-- same function (scimrun.cli.runs list_data/show_data, dlq_list/dlq_get, scimrun.cli.audit rows), with fields
 -- added for the page; the rest (items of a run, one item, dead letters grouped) has no CLI twin.
 --
 --   GET  /api/info                        the console: state file, read-only, version, the CLI options
@@ -136,13 +136,13 @@ function A:runs(q)
   local keep = (status or workflow) and function(r)
     return (not status or r.status == status) and (not workflow or r.workflow_name == workflow)
   end or nil
-  local runs = require("scimrun.cli_runs").list_data(self.db, { state = self.state, limit = limit }, keep)
+  local runs = require("scimrun.cli.runs").list_data(self.db, { state = self.state, limit = limit }, keep)
   for _, r in ipairs(runs) do self:run_extras(r) end
   return array(runs)
 end
 
 function A:run(id)
-  local r, snap = require("scimrun.cli_runs").show_data(self.db, id, { state = self.state })
+  local r, snap = require("scimrun.cli.runs").show_data(self.db, id, { state = self.state })
   if not r then fail(404, "no run %s", id) end
   self:run_extras(r)
   r.has_snapshot = snap ~= nil
@@ -224,7 +224,7 @@ end
 
 local function decorate(self, e)
   e.todo = todo(e)
-  e.replayable = require("scimrun.cli_dlq").not_replayable(e) == nil
+  e.replayable = require("scimrun.cli.dlq").not_replayable(e) == nil
   e.commands = self:dlq_commands(e)
   return e
 end
@@ -311,7 +311,7 @@ function A:dlq_groups(q)
       g.ids[#g.ids + 1] = e.id
       g.operations[e.operation or "?"] = (g.operations[e.operation or "?"] or 0) + 1
       g.runs[e.run_id] = true
-      if require("scimrun.cli_dlq").not_replayable(e) == nil then g.replayable = g.replayable + 1 end
+      if require("scimrun.cli.dlq").not_replayable(e) == nil then g.replayable = g.replayable + 1 end
     end
   end
   for _, g in ipairs(order) do
@@ -341,7 +341,7 @@ end
 
 function A:audit(q)
   local limit = int(q.limit, "limit", 1, 100000, 500)
-  local rows, err = require("scimrun.cli_audit").rows(self.db, { run = q.run ~= "" and q.run or nil,
+  local rows, err = require("scimrun.cli.audit").rows(self.db, { run = q.run ~= "" and q.run or nil,
     user = q.user ~= "" and q.user or nil, limit = limit })
   if not rows then
     if tostring(err):find("no such table", 1, true) then return array() end

@@ -1,11 +1,11 @@
 -- /metrics of `scimrun ui`: the state file's gauges, per workflow, under the names and help
--- texts of the run's metrics (scimrun.run_metrics declares them; served by its `handle`). A run
+-- texts of the run's metrics (scimrun.observe.run_metrics declares them; served by its `handle`). A run
 -- serves its own counters with --metrics-port while it goes on; the console, which lives
 -- between runs, serves what the state file says: the status, start and duration of each
 -- workflow's newest run, its last successful run, and the dead letters waiting (and when the
 -- oldest failed). Read at each scrape through the console's read-only connection.
-local metrics = require "scimrun.metrics"
-local run_metrics = require "scimrun.run_metrics"
+local metrics = require "scimrun.observe.metrics"
+local run_metrics = require "scimrun.observe.run_metrics"
 
 local M = {}
 

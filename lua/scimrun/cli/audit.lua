@@ -1,8 +1,8 @@
 -- `scimrun audit [--run ID] [--user NAME] [--limit N] [--json] [--state FILE]`: the audit
--- trail (scimrun.audit), every write made at a service provider, oldest first.
+-- trail (scimrun.observe.audit), every write made at a service provider, oldest first.
 local cjson = require "cjson"
-local common = require "scimrun.cli_common"
-local flags = require "scimrun.cli_flags"
+local common = require "scimrun.cli.common"
+local flags = require "scimrun.cli.flags"
 local changes = require "scimrun.scim.changes"
 
 local M = {}

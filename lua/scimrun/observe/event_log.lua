@@ -1,4 +1,4 @@
--- The log as a reader of the event stream (scimrun.events): the retry layer emits facts, this
+-- The log as a reader of the event stream (scimrun.engine.events): the retry layer emits facts, this
 -- turns the ones an operator reads into log lines. Nothing else writes those lines, so the log,
 -- the summary, the report and the progress display cannot tell different stories.
 --

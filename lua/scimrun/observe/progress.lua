@@ -1,4 +1,4 @@
--- Live progress of a run, read from the event stream (scimrun.events) like the log and the
+-- Live progress of a run, read from the event stream (scimrun.engine.events) like the log and the
 -- report. Two forms:
 --   "tty":   a status area at the bottom of the terminal (stderr), redrawn at most 10 times a
 --            second, with log lines printed above it (scimrun.log.status);

@@ -1,9 +1,9 @@
 -- `scimrun runs [list | show ID] [--json] [--state FILE]`: what ran, how far it got, and the
 -- command that resumes it.
 local cjson = require "cjson"
-local common = require "scimrun.cli_common"
-local flags = require "scimrun.cli_flags"
-local snapshots = require "scimrun.policy_snapshot"
+local common = require "scimrun.cli.common"
+local flags = require "scimrun.cli.flags"
+local snapshots = require "scimrun.resilience.policy_snapshot"
 
 local M = {}
 

@@ -1,9 +1,9 @@
 -- scimrun sandbox [--port N] [--host H] [--faults SPEC] [--seed N] [--persist FILE] [--quiet]
--- scimrun sandbox --help     the options (scimrun.cli_flags) and the fault kinds (sandbox.faults.HELP)
+-- scimrun sandbox --help     the options (scimrun.cli.flags) and the fault kinds (sandbox.faults.HELP)
 -- Serves the embedded SCIM 2.0 service provider until SIGINT or SIGTERM, then exits 0.
 -- The token is $SCIM_TOKEN, or a random one printed at start. Each request is logged on
 -- stderr (unless --quiet) with the fault injected into it, if any.
-local flags = require "scimrun.cli_flags"
+local flags = require "scimrun.cli.flags"
 local sandbox = require "scimrun.sandbox"
 local signals = require "scimrun.signals"
 

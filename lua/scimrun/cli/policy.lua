@@ -5,9 +5,9 @@
 -- the executor itself on a simulated clock (so the decisions are the real ones).
 -- `scimrun policy simulate [FILE] --server bucket:30/s|random429:0.03|none [--concurrency N]
 -- [--latency S] [--seconds S] [--seed N]`: what the policy's rate limit does against such a
--- server, window by window (scimrun.rate_sim), also offline.
-local policy = require "scimrun.policy"
-local flags = require "scimrun.cli_flags"
+-- server, window by window (scimrun.resilience.rate_sim), also offline.
+local policy = require "scimrun.resilience.policy"
+local flags = require "scimrun.cli.flags"
 
 local M = {}
 
@@ -87,7 +87,7 @@ end
 local function fmt_s(s) return ("%.3fs"):format(s) end
 
 function M.simulate(pol, o)
-  local retry = require "scimrun.retry"
+  local retry = require "scimrun.resilience.retry"
   local t = 0
   local clock = { now = function() return t end, sleep = function(s) t = t + s end,
                   wall = function() return 1700000000 + t end }
@@ -156,7 +156,7 @@ function M.main(args, cli)
   elseif sub == "simulate" then
     local o = parse_args(rest, cli)
     if o.server then
-      local rate_sim = require "scimrun.rate_sim"
+      local rate_sim = require "scimrun.resilience.rate_sim"
       local server, msg = rate_sim.parse_server(o.server)
       if not server then cli.fail("--server %s %s", msg, SEE) end
       o.server_spec, o.server = o.server, server

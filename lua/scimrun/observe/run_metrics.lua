@@ -1,4 +1,4 @@
--- The run's metrics, read from its event stream (scimrun.events) like the log, the progress
+-- The run's metrics, read from its event stream (scimrun.engine.events) like the log, the progress
 -- display and the report: every counter here is a tally of events, never a second count kept
 -- beside them. Two gauges describe the state file rather than the stream (the dead letters
 -- pending and the oldest of them, the last successful run of the workflow): they are read from
@@ -11,13 +11,13 @@
 --                                      run_started / run_finished events frame the run
 --   mx:start()                         writes DIR/scimrun_<workflow>.prom now and every `interval` s
 --   mx:close()                         stops the writer and the server (after run_finished)
---   mx:text() -> the exposition text   mx.reg: the registry (scimrun.metrics)
+--   mx:text() -> the exposition text   mx.reg: the registry (scimrun.observe.metrics)
 --
 -- Names follow Prometheus practice: one `scimrun_` prefix, base units (seconds), `_total` on
 -- counters. Labels: workflow, target (host[:port] of the provider), op (users.create, ...),
 -- class, rule, outcome, state, status: all bounded sets; never a userName or any value of a
 -- person. docs/metrics.md lists every series and its meaning.
-local metrics = require "scimrun.metrics"
+local metrics = require "scimrun.observe.metrics"
 
 local M = {}
 

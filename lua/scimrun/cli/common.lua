@@ -1,5 +1,5 @@
 -- Helpers shared by the inspection subcommands (runs, dlq): the state file and times. Their
--- options are parsed by scimrun.cli_flags.
+-- options are parsed by scimrun.cli.flags.
 local M = {}
 
 function M.state_path(o) return o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db" end

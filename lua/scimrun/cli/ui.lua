@@ -7,8 +7,8 @@
 -- read-only connection to the state file), scimrun.ui.actions (Replay and Drop, by the CLI's
 -- functions under the CLI's lock, audited), scimrun.ui.metrics (/metrics), scimrun.ui.assets
 -- (the page), scimrun.ui.record (what a run writes for the console).
-local common = require "scimrun.cli_common"
-local flags = require "scimrun.cli_flags"
+local common = require "scimrun.cli.common"
+local flags = require "scimrun.cli.flags"
 local signals = require "scimrun.signals"
 
 local M = {}
@@ -81,7 +81,7 @@ function M.main(args, cli)
   local token = o.token_file and read_token(o.token_file, cli) or require("scimrun.sandbox").random_token()
   scimrun.log.add_secret(token)
 
-  local runfiles = require "scimrun.runfiles"
+  local runfiles = require "scimrun.cli.runfiles"
   local db = common.open_store(o, cli, true) -- a WAL reader: runs may write the file meanwhile
   local state = runfiles.absolute(common.state_path(o))
   local user = M.os_user()

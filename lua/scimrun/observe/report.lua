@@ -10,7 +10,7 @@
 --   error = {class, status, scim_type, detail, rule, suggest, op, url, method, step, ...}}.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
-local utf8_check = require "scimrun.utf8_check"
+local utf8_check = require "scimrun.input.utf8_check"
 
 -- JSON is UTF-8: a server's error text or an input value in another encoding is written with
 -- U+FFFD in place of each invalid byte, so the report always parses.

@@ -11,8 +11,8 @@
 --   kind (an error the caller classified itself) keeps it, with rule_id "caller".
 -- classify.retryable(class) -> bool     (transient and rate_limited only)
 -- Class auth does more than not retrying: the retry layer stops sending to that target for the
--- rest of the run and the engine stops dispatching (scimrun.retry, scimrun.workflow).
-local policy = require "scimrun.policy"
+-- rest of the run and the engine stops dispatching (scimrun.resilience.retry, scimrun.workflow).
+local policy = require "scimrun.resilience.policy"
 
 local M = {}
 

@@ -4,14 +4,14 @@
 local cjson = require "cjson"
 local workflow = require "scimrun.workflow"
 local errors = require "scimrun.errors"
-local runfiles = require "scimrun.runfiles"
-local report = require "scimrun.report"
+local runfiles = require "scimrun.cli.runfiles"
+local report = require "scimrun.observe.report"
 
 local M = {}
 
--- Every flag is declared once, in scimrun.cli_flags (help, man page and this parser share it).
+-- Every flag is declared once, in scimrun.cli.flags (help, man page and this parser share it).
 function M.parse(argv, cli)
-  local o, extra = require("scimrun.cli_flags").parse("run", argv, cli, 2)
+  local o, extra = require("scimrun.cli.flags").parse("run", argv, cli, 2)
   o.file = argv[1]
   if extra[1] then cli.fail("unexpected argument %s (see: scimrun help run)", extra[1]) end
   -- A whole number within [min, max), or nil: nan, inf and fractions are refused alike.
@@ -38,7 +38,7 @@ function M.parse(argv, cli)
         tostring(given))
     end
   end
-  require("scimrun.run_metrics").check_options(o, cli) -- --metrics-port N
+  require("scimrun.observe.run_metrics").check_options(o, cli) -- --metrics-port N
   return o
 end
 
@@ -79,14 +79,14 @@ local function with_flags(db, pol, cli, ...)
   for _, list in ipairs { ... } do
     for _, ov in ipairs(list) do all[#all + 1] = ov end
   end
-  local ok, res = pcall(require("scimrun.policy").apply_overrides, pol, all)
+  local ok, res = pcall(require("scimrun.resilience.policy").apply_overrides, pol, all)
   if ok then return res end
   db:close()
   cli.fail("%s", policy_message(res))
 end
 
 local function resumed_policy(db, run, o, given, load_policy, cli)
-  local snapshots = require "scimrun.policy_snapshot"
+  local snapshots = require "scimrun.resilience.policy_snapshot"
   local snap = snapshots.of_run(db, run)
   if given or not snap then
     local pol = given or load_policy(db)
@@ -156,7 +156,7 @@ local function check_configuration(r)
   local o, cli = r.o, r.cli
   r.pol_spec = o.policy or r.def.options.policy or "default"
   function r.load_policy(db)
-    local pol_ok, p = pcall(require("scimrun.policy").load, r.pol_spec, { overrides = o.overrides })
+    local pol_ok, p = pcall(require("scimrun.resilience.policy").load, r.pol_spec, { overrides = o.overrides })
     if pol_ok then return p end -- flags over the file
     if db then db:close() end
     cli.fail("%s", policy_message(p))
@@ -249,7 +249,7 @@ end
 -- The run: resumed (with its snapshot's policy) or created (with a snapshot of this one).
 -- Returns false when there is nothing to resume.
 local function find_or_create_run(r)
-  local snapshots = require "scimrun.policy_snapshot"
+  local snapshots = require "scimrun.resilience.policy_snapshot"
   local run = run_to_resume(r)
   if run == "done" then return false end
   r.resumed = run ~= nil
@@ -285,7 +285,7 @@ end
 -- report a run that did nothing as a success) and the embedded sandbox (--sandbox).
 local function start_services(r)
   local o = r.o
-  r.mx = require("scimrun.run_metrics").new { workflow = r.def.name, db = r.db, run_id = r.run.id,
+  r.mx = require("scimrun.observe.run_metrics").new { workflow = r.def.name, db = r.db, run_id = r.run.id,
     workflow_path = r.wf_path, textfile = not o.dry_run and o.metrics_textfile or nil, port = o.metrics_port }
   local mok, merr = r.mx:listen()
   if not mok then fail_start(r, "%s", merr) end
@@ -305,12 +305,12 @@ local function start_services(r)
   end
 end
 
--- One stream of the run's facts (scimrun.events): the retry layer and the engine emit; the
+-- One stream of the run's facts (scimrun.engine.events): the retry layer and the engine emit; the
 -- log, progress, metrics, console row, hooks, audit trail, diff, report and step history read
 -- it. Then the retry layer, the run context every task inherits, and the engine.
 local function wire(r)
   local o, db, run = r.o, r.db, r.run
-  local stream = require("scimrun.events").new()
+  local stream = require("scimrun.engine.events").new()
   r.stream = stream
   local function enqueue(op) r.engine:enqueue(op) end -- the engine's group commit
   -- Progress: a status area on a terminal, a `progress` record every 10 s elsewhere (CI, cron,
@@ -321,11 +321,11 @@ local function wire(r)
   if pmode == "never" or (r.verbosity < 0 and pmode ~= "always") then pmode = "off"
   elseif pmode == "always" or on_tty then pmode = "tty"
   else pmode = "lines" end
-  r.progress = require("scimrun.progress").new { stream = stream, mode = pmode, name = r.def.name,
+  r.progress = require("scimrun.observe.progress").new { stream = stream, mode = pmode, name = r.def.name,
     interval = tonumber(os.getenv("SCIMRUN_PROGRESS_INTERVAL")) or 10 }
-  require("scimrun.event_log").attach(stream, { answers = r.verbosity >= 2,
+  require("scimrun.observe.event_log").attach(stream, { answers = r.verbosity >= 2,
     retries = (pmode ~= "tty" or r.verbosity >= 1) and "info" or "debug" })
-  r.ex = require("scimrun.retry").executor {
+  r.ex = require("scimrun.resilience.retry").executor {
     policy = r.pol, seed = o.seed, events = stream, log = false,
     state = {
       load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
@@ -341,25 +341,25 @@ local function wire(r)
   require("scimrun.ui.record").attach(stream, { enqueue = enqueue, db = db, run_id = run.id,
                                                 resumed = r.resumed, dry_run = o.dry_run })
   -- the policy's on_event hooks (the policy in force: a SIGHUP reload applies to them too)
-  r.hooks = require("scimrun.hooks").attach(stream, function() return r.ex.policy end)
+  r.hooks = require("scimrun.observe.hooks").attach(stream, function() return r.ex.policy end)
   local pol = r.pol
   scimrun.ctx().run = { executor = r.ex, dry_run = o.dry_run or nil, offline = o.check or nil,
                         timeouts = pol.timeouts, events = stream, -- the SCIM client's `write` events
                         max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil }
-  -- Every write at a provider is kept in the state file's audit trail (scimrun.audit, rows
+  -- Every write at a provider is kept in the state file's audit trail (scimrun.observe.audit, rows
   -- older than audit.retention_days pruned now) and, with --diff FILE, written as a JSON line
-  -- with the attributes it changes, before -> after (scimrun.diff; in a dry run: would change).
-  require("scimrun.audit").attach(stream, { dry_run = o.dry_run, enqueue = enqueue })
+  -- with the attributes it changes, before -> after (scimrun.observe.diff; in a dry run: would change).
+  require("scimrun.observe.audit").attach(stream, { dry_run = o.dry_run, enqueue = enqueue })
   if not o.dry_run then
-    local pruned, perr = require("scimrun.audit").prune(db, pol.audit and pol.audit.retention_days)
+    local pruned, perr = require("scimrun.observe.audit").prune(db, pol.audit and pol.audit.retention_days)
     if not pruned then scimrun.log.emit("warn", "could not prune the audit trail", { error = perr }) end
   end
   local derr
-  r.diff, derr = require("scimrun.diff").open(stream, { path = o.diff, run_id = run.id })
+  r.diff, derr = require("scimrun.observe.diff").open(stream, { path = o.diff, run_id = run.id })
   if derr then fail_start(r, "%s", derr) end
   r.rep = report.new { path = o.report, run_id = run.id, workflow = r.def.name }
   stream:subscribe(function(ev) if ev.type == "item" then r.rep:item(ev.record) end end)
-  require("scimrun.step_history").attach(stream, enqueue)
+  require("scimrun.engine.step_history").attach(stream, enqueue)
   local def = r.def
   r.engine = workflow.engine {
     db = db, run_id = run.id, params = r.params,
@@ -383,7 +383,7 @@ end
 -- any step) stops it at once, resumable, with the same message.
 local function watch_signals(r)
   local signals = require "scimrun.signals"
-  local snapshots = require "scimrun.policy_snapshot"
+  local snapshots = require "scimrun.resilience.policy_snapshot"
   local interrupts = 0
   local function hard_stop()
     if r.progress then r.progress:stop() end
@@ -412,7 +412,8 @@ local function watch_signals(r)
   -- a resumed run's snapshot names the file its policy came from
   local reload_spec = (r.resumed and not r.o.policy and r.snap and r.snap.file) or r.pol_spec
   signals.watch("SIGHUP", function()
-    local ok, newpol = pcall(require("scimrun.policy").load, reload_spec, { overrides = r.snap and r.snap.overrides })
+    local load_policy = require("scimrun.resilience.policy").load
+    local ok, newpol = pcall(load_policy, reload_spec, { overrides = r.snap and r.snap.overrides })
     if not ok then
       scimrun.log.emit("error", "policy reload refused; keeping the old one", { error = policy_message(newpol) })
       return
@@ -516,7 +517,7 @@ end
 
 function M.main(argv, cli)
   local r = { o = M.parse(argv, cli), cli = cli }
-  require("scimrun.run_metrics").check_textfile(r.o, cli) -- its directory exists
+  require("scimrun.observe.run_metrics").check_textfile(r.o, cli) -- its directory exists
   configure_output(r)
   load_definition(r)
   check_configuration(r)

@@ -27,10 +27,10 @@
 -- retry.decide{...} -> decision   the pure retry decision, shared with `scimrun policy simulate`
 -- retry.server_delay(err, wall, class) -> seconds, source   (Retry-After and RateLimit headers)
 local R = require "scimrun.resilience"
-local policy = require "scimrun.policy"
-local classify = require "scimrun.classify"
-local bulkhead = require "scimrun._bulkhead"
-local events = require "scimrun.events"
+local policy = require "scimrun.resilience.policy"
+local classify = require "scimrun.resilience.classify"
+local bulkhead = require "scimrun.resilience.bulkhead"
+local events = require "scimrun.engine.events"
 local httpdate = require "scimrun.httpdate"
 
 local M = {}
@@ -242,11 +242,11 @@ function M.executor(o)
   local self = setmetatable({}, Executor)
   self.clock = o.clock or { now = scimrun.now, sleep = scimrun.sleep, wall = scimrun.wall }
   -- Every fact of this layer is an event on one stream (the run's, or its own); its counters
-  -- are a tally of that stream (scimrun.events), never kept on the side, and its log lines
-  -- are written by a reader of the stream (scimrun.event_log). log = false: no log lines
+  -- are a tally of that stream (scimrun.engine.events), never kept on the side, and its log lines
+  -- are written by a reader of the stream (scimrun.observe.event_log). log = false: no log lines
   -- (the runner attaches its own reader, which knows the terminal and the verbosity).
   self.events = o.events or events.new()
-  if o.log ~= false then require("scimrun.event_log").attach(self.events, { log = o.log }) end
+  if o.log ~= false then require("scimrun.observe.event_log").attach(self.events, { log = o.log }) end
   if o.on_event then self.events:subscribe(o.on_event) end
   self.tally = events.tally(self.events)
   self.state = o.state
@@ -428,7 +428,7 @@ function Executor:_profile(op, opts)
     return prof, p
   elseif type(p) == "table" then
     local filled = {}
-    for k, v in pairs(require("scimrun._policy_schema").PROFILE_DEFAULTS) do filled[k] = v end
+    for k, v in pairs(require("scimrun.resilience.policy_schema").PROFILE_DEFAULTS) do filled[k] = v end
     for k, v in pairs(p) do filled[k] = v end
     return filled, "(given)"
   end
@@ -631,7 +631,7 @@ function Executor:run(op, target, attempt_fn, opts)
   end
 end
 
--- The tally of this layer's events (scimrun.events: what each counter counts), the retry
+-- The tally of this layer's events (scimrun.engine.events: what each counter counts), the retry
 -- budget left and the rate limit in force per target.
 function Executor:counters()
   local out = events.snapshot(self.tally)

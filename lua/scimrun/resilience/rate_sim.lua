@@ -6,7 +6,7 @@
 -- Clients loop: wait for the bucket, send, get the answer `latency` later (jittered 0.5-1.5x),
 -- and after a 429 wait the server's Retry-After before sending again.
 local R = require "scimrun.resilience"
-local retry = require "scimrun.retry"
+local retry = require "scimrun.resilience.retry"
 
 local M = {}
 

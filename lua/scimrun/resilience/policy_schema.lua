@@ -1,4 +1,4 @@
--- The policy schema (private to scimrun.policy): which keys a policy file may hold, their
+-- The policy schema (private to scimrun.resilience.policy): which keys a policy file may hold, their
 -- types and allowed values, the built-in values under every policy, and the checks that only
 -- make sense on the merged result (operations naming a defined profile, min_delay <= max_delay).
 -- check_file(t) / check_effective(t) -> { { key = "a.b", msg = "...", fix = "..." }, ... }
@@ -38,7 +38,7 @@ M.BUILTIN = {
   audit = { retention_days = 365 },
   -- SCIM client settings the runner hands to scimrun.scim (scim.default_max_members_per_patch)
   scim = { max_members_per_patch = 100 },
-  -- functions called on events of the run (scimrun.hooks); none by default
+  -- functions called on events of the run (scimrun.observe.hooks); none by default
   on_event = {},
 }
 

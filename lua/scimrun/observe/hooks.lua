@@ -59,7 +59,7 @@ function H:post(url, body, headers)
 end
 
 function H:call(name, fn, arg)
-  local guard = require("scimrun.policy").guard
+  local guard = require("scimrun.resilience.policy").guard
   local ok, err = guard(fn, "on_event." .. name, arg, self.tools)
   if not ok then self.log.emit("warn", "on_event." .. name .. " hook failed", { error = tostring(err) }) end
   return ok

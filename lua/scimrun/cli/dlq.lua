@@ -4,8 +4,8 @@
 -- success the entry is marked replayed and the response becomes the step's result, so a later
 -- `--resume` continues that item from its next step.
 local cjson = require "cjson"
-local common = require "scimrun.cli_common"
-local flags = require "scimrun.cli_flags"
+local common = require "scimrun.cli.common"
+local flags = require "scimrun.cli.flags"
 local errors = require "scimrun.errors"
 
 local M = {}
@@ -133,8 +133,8 @@ local function replay_one(db, e, ex, token, base_rewrite)
       scim_type = type(body) == "table" and body.scimType or nil,
       detail = type(body) == "table" and body.detail or r.body:sub(1, 200) }
   end, {})
-  -- the audit trail (scimrun.audit) records the replayed write too, under the entry's run
-  local audit = require "scimrun.audit"
+  -- the audit trail (scimrun.observe.audit) records the replayed write too, under the entry's run
+  local audit = require "scimrun.observe.audit"
   local write = { run_id = e.run_id, item = e.step_key, operation = e.operation or "dlq.replay", method = e.method,
                   url = url, body = e.request_body }
   if not res then
@@ -174,15 +174,15 @@ local function policy_message(e) return tostring(type(e) == "table" and (e.messa
 -- (what the run used, whatever happened to the files since); otherwise the named policy
 -- (default: "default") for all. Everything is resolved before the first request is sent.
 local function policy_executors(db, entries, o, cli, say)
-  local retry = require "scimrun.retry"
+  local retry = require "scimrun.resilience.retry"
   local out = {}
   if o.policy ~= "original" then
-    local ok, pol = pcall(require("scimrun.policy").load, o.policy or "default")
+    local ok, pol = pcall(require("scimrun.resilience.policy").load, o.policy or "default")
     if not ok then cli.fail("%s", policy_message(pol)) end
     local ex = retry.executor { policy = pol }
     return setmetatable(out, { __index = function() return ex end })
   end
-  local snapshots = require "scimrun.policy_snapshot"
+  local snapshots = require "scimrun.resilience.policy_snapshot"
   for _, e in ipairs(entries) do
     if not out[e.run_id] then
       local run = db:run_get(e.run_id)

@@ -19,7 +19,7 @@
 -- snap.overrides: the command-line layer of the policy (--retry-attempts N, --set K=V, ...) as
 -- { flag, arg, key, value } records, in order; the values already hold their effect
 local cjson = require "cjson"
-local policy = require "scimrun.policy"
+local policy = require "scimrun.resilience.policy"
 
 local S = {}
 
@@ -34,7 +34,7 @@ local restored_sources = setmetatable({}, { __mode = "k" })
 
 local function absolute(path)
   if type(path) ~= "string" or path:sub(1, 1) == "/" then return path end
-  return require("scimrun.runfiles").absolute(path)
+  return require("scimrun.cli.runfiles").absolute(path)
 end
 
 local function copy_path(path, k)

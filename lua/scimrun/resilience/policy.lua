@@ -20,7 +20,7 @@
 --   --backoff-*, --jitter, --set KEY=VALUE) over the policy, in order; validated by the same
 --   schema, a bad value raises a policy error naming the flag. pol.overrides keeps the list.
 --   policy.load(spec, { overrides = list }) loads and applies in one go.
-local schema = require "scimrun._policy_schema"
+local schema = require "scimrun.resilience.policy_schema"
 local sandboxed_load = require "scimrun.sandboxed_load"
 
 local M = {}
@@ -508,7 +508,7 @@ end
 M.describe_profile = describe_profile
 
 function M.describe(pol)
-  local classify = require "scimrun.classify"
+  local classify = require "scimrun.resilience.classify"
   local out = {}
   local function add(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
   add("policy %s", tostring(pol.file))

@@ -1,4 +1,4 @@
--- A counting semaphore per target (private to scimrun.retry): at most `max` calls in flight;
+-- A counting semaphore per target (private to scimrun.resilience.retry): at most `max` calls in flight;
 -- further callers park in FIFO order and are handed a slot by release().
 -- local b = bulkhead.new(max); b:acquire(ex, op, target); ...; b:release(); b:resize(n)
 local M = {}

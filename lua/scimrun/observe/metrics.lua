@@ -1,6 +1,6 @@
 -- A small metrics registry and the Prometheus text exposition format (version 0.0.4), written
 -- by hand: the format is a few lines of text, and no C client library is packaged in Debian.
--- It knows nothing about scimrun's events: lua/scimrun/run_metrics.lua fills it from the stream.
+-- It knows nothing about scimrun's events: lua/scimrun/observe/run_metrics.lua fills it from the stream.
 --
 --   local reg = metrics.registry()
 --   local c = reg:counter("x_requests_total", "Requests sent.", { "target", "op" })

@@ -1,0 +1,48 @@
+-- Group commit: every write of every task queued during a loop turn goes in one transaction
+-- at the end of the turn (the scheduler calls Engine:flush), then the waiting tasks are woken.
+local errors = require "scimrun.errors"
+
+local Engine = {} -- methods, mixed into the engine by scimrun.engine
+
+-- Called by the scheduler after every loop turn: commits everything queued in one transaction
+-- and wakes the waiting tasks with the outcome.
+function Engine:flush()
+  if #self.pending == 0 then return end
+  local batch, waiters = self.pending, self.waiters
+  self.pending, self.waiters = {}, {}
+  local ok, ids_or_err = self.db:apply(batch)
+  self.stats.commits = self.stats.commits + 1
+  if not ok then
+    self.fatal = self.fatal or errors.new {
+      class = "store", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
+        " (everything committed before is kept; free space or fix permissions, then --resume)",
+    }
+    self.stopping = true
+  end
+  for _, w in ipairs(waiters) do
+    local id = ok and type(ids_or_err) == "table" and ids_or_err[w.index] or nil
+    scimrun.wake(w.co, ok, ok and id or ids_or_err)
+  end
+end
+
+-- Queues one write for the next group commit without waiting for it: for state whose loss in
+-- a crash costs nothing but a repeat (the retry budget, backoff deadlines, breaker state), so
+-- a retry adds no transaction of its own.
+function Engine:enqueue(op)
+  if self.fatal then return end
+  op.run_id = self.run_id
+  self.pending[#self.pending + 1] = op
+end
+
+-- Queues one write and parks until it is durable. Raises when the store failed.
+function Engine:commit(op)
+  if self.fatal then error(self.fatal, 0) end
+  op.run_id = self.run_id
+  self.pending[#self.pending + 1] = op
+  self.waiters[#self.waiters + 1] = { co = coroutine.running(), index = #self.pending }
+  local ok, id_or_err = scimrun.park()
+  if not ok then error(self.fatal or errors.new { class = "store", detail = tostring(id_or_err) }, 0) end
+  return id_or_err
+end
+
+return Engine
