@@ -444,6 +444,10 @@ end
 
 -- Waits until this target may be sent to: a server's "nothing left until the reset" first,
 -- then the token bucket at the rate in force (learned, from headers, or the fixed rps).
+-- A cut of the rate voids the places booked at the old one: with hundreds of items waiting
+-- (the workflow's concurrency is items, not requests), a queue booked at a rate the server
+-- has just refused would go out too fast for seconds. The bucket starts again at the new
+-- rate and every caller that was waiting books again (tg.rate_gen tells it).
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
   while true do
@@ -451,20 +455,30 @@ function Executor:_pace(tg, op)
     local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
     if rate >= 0 then
       local burst = M.limiter_burst(rate, rl)
-      if rate ~= tg.limiter:rate() or burst ~= tg.burst then
-        tg.limiter:set_rate(now, rate, burst)
+      local old = tg.limiter:rate()
+      if rate ~= old or burst ~= tg.burst then
+        if rate > 0 and (old <= 0 or rate < old) then
+          tg.limiter = R.limiter { rps = rate, burst = burst }
+          tg.rate_gen = (tg.rate_gen or 0) + 1
+        else
+          tg.limiter:set_rate(now, rate, burst)
+        end
         tg.burst = burst
         self:_rate_changed(tg, op, rate, now)
       end
+      local gen = tg.rate_gen
       local w = rate > 0 and tg.limiter:reserve(now) or 0
-      if w > 0 then
-        self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
-        clock.sleep(w)
-      end
-      return
+      if w <= 0 then return end
+      self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
+      clock.sleep(w)
+      -- booked before a cut (seen by another caller, or due now): book again at the new rate
+      local later = clock.now()
+      local r2 = tg.adapt and tg.adapt:limit(later) or rate
+      if tg.rate_gen == gen and not (r2 >= 0 and r2 < rate) then return end
+    else
+      self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = -rate, t = now })
+      clock.sleep(-rate)
     end
-    self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = -rate, t = now })
-    clock.sleep(-rate)
   end
 end
 
