@@ -1,0 +1,73 @@
+-- The retry layer's pacing of one target (Executor:_pace) on a simulated clock: callers queue
+-- on the token bucket at the learned rate; a cut of that rate while they wait voids the places
+-- they booked at the old rate, so the queue goes out at the new rate, not the refused one.
+local retry = require "scimrun.resilience.retry"
+local policy = require "scimrun.resilience.policy"
+
+-- A discrete-event clock for tasks: sleep parks the task until the driver moves time past its
+-- wake-up; run() moves time to the next wake-up until every task is done.
+local function sim_clock()
+  local c = { t = 0, sleepers = {} }
+  function c.now() return c.t end
+  function c.wall() return 1700000000 + c.t end
+  function c.sleep(s)
+    c.sleepers[#c.sleepers + 1] = { at = c.t + s, co = coroutine.running() }
+    scimrun.park()
+  end
+  function c.run(until_done)
+    while not until_done() do
+      scimrun.sleep(0) -- let the woken tasks run up to their next sleep
+      if #c.sleepers > 0 then
+        table.sort(c.sleepers, function(a, b) return a.at < b.at end)
+        local first = table.remove(c.sleepers, 1)
+        if first.at > c.t then c.t = first.at end
+        scimrun.wake(first.co)
+      end
+    end
+  end
+  return c
+end
+
+local function paced_sends(cut_at, n)
+  local clock = sim_clock()
+  local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false, clock = clock }
+  local tg = ex:_target("t")
+  local rate = 200
+  tg.adapt = { limit = function() return rate end, answered = function() end }
+  local sent, done = {}, 0
+  for _ = 1, n do
+    scimrun.spawn(function()
+      ex:_pace(tg, "users.create")
+      sent[#sent + 1] = clock.now()
+      done = done + 1
+    end)
+  end
+  scimrun.spawn(function()
+    clock.sleep(cut_at)
+    rate = 20 -- the server refused the learned rate: it is cut tenfold
+    done = done + 1
+  end)
+  clock.run(function() return done == n + 1 end)
+  table.sort(sent)
+  return sent
+end
+
+describe("pacing a target", function()
+  it("a queue booked at a rate that is then cut goes out at the new rate", function()
+    local sent = paced_sends(0.01, 40)
+    assert.are.equal(40, #sent)
+    -- before the cut: about 0.01 s x 200/s = 2-3 requests; after it, 20/s
+    local early = 0
+    for _, t in ipairs(sent) do if t < 0.5 then early = early + 1 end end
+    assert.is_true(early <= 13, ("%d of 40 went out in the first 0.5 s"):format(early))
+    assert.is_true(sent[#sent] >= 1.8, ("the last went out at %.2f s, not at 20/s"):format(sent[#sent]))
+    for i = 2, #sent do -- never faster than the new rate after the cut (a small burst aside)
+      if sent[i - 1] > 0.05 then assert.is_true(sent[i] - sent[i - 1] >= 0.049, ("send %d"):format(i)) end
+    end
+  end)
+
+  it("without a cut the queue goes out at the learned rate", function()
+    local sent = paced_sends(100, 40)
+    assert.is_true(sent[#sent] < 0.25, ("the last went out at %.2f s"):format(sent[#sent]))
+  end)
+end)
