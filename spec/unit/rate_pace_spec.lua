@@ -71,3 +71,15 @@ describe("pacing a target", function()
     assert.is_true(sent[#sent] < 0.25, ("the last went out at %.2f s"):format(sent[#sent]))
   end)
 end)
+
+describe("policy simulate against a hidden token bucket", function()
+  local rate_sim = require "scimrun.resilience.rate_sim"
+  it("256 clients settle at the server's rate, without stalling on places booked before a cut", function()
+    local pol = policy.load("default")
+    local rows = rate_sim.run(pol, { server = rate_sim.parse_server("bucket:30/s"), concurrency = 256,
+                                     latency = 0.005, seconds = 30, every = 10, seed = 1 })
+    local last = rows[#rows]
+    assert.is_true(last.ok >= 28, ("%.1f accepted/s in the last 10 s"):format(last.ok))
+    assert.is_true(last.share < 0.05, ("%.1f%% answered 429 in the last 10 s"):format(last.share * 100))
+  end)
+end)

@@ -49,11 +49,11 @@ function M.run(pol, o)
   local rl = pol.rate_limit
   local acfg = retry.adapt_cfg(rl) -- the executor's own settings and pacing, not a copy
   local adapt = acfg and R.rate_adapt(acfg)
-  local limiter = R.limiter { rps = 0 }
+  local tg = { adapt = adapt, limiter = R.limiter { rps = 0 } } -- the target, as the executor keeps it
   local rng = R.rng(o.seed or 1)
   local sv, n = o.server, o.concurrency or 16
   local latency, seconds, every = o.latency or 0.05, o.seconds or 120, o.every or 10
-  local next_at, state, window, wait = {}, {}, {}, {}
+  local next_at, state, window, wait, booked = {}, {}, {}, {}, {}
   for i = 1, n do next_at[i], state[i] = (i - 1) * 0.001, "ready" end
   local rows, bucket = {}, { sent = 0, ok = 0, limited = 0 }
   local totals = { sent = 0, ok = 0, limited = 0, seconds = seconds }
@@ -73,16 +73,18 @@ function M.run(pol, o)
       mark = mark + every
     end
     if now >= seconds then break end
-    if state[c] == "ready" then
-      local limit = adapt and adapt:limit(now) or (rl.rps or 0)
-      if limit < 0 then
-        next_at[c] = now - limit
+    if state[c] == "ready" or (state[c] == "booked"
+        and retry.booking_void(tg, booked[c].rate, booked[c].gen, now)) then
+      local w, reset = retry.book(tg, now, rl) -- the executor's own booking (Executor:_pace)
+      if not w then
+        next_at[c] = now + reset
       else
-        local burst = retry.limiter_burst(limit, rl)
-        if limit ~= limiter:rate() then limiter:set_rate(now, limit, burst) end
-        next_at[c] = now + (limit > 0 and limiter:reserve(now) or 0)
-        state[c] = "sending"
+        booked[c] = { rate = tg.booked_rate, gen = tg.booked_gen }
+        next_at[c] = now + w
+        state[c] = w > 0 and "booked" or "sending"
       end
+    elseif state[c] == "booked" then
+      state[c] = "sending" -- its place came and is still good: send now
     elseif state[c] == "sending" then
       window[c] = adapt and adapt:sent(now)
       wait[c] = serve(sv, now, rng)

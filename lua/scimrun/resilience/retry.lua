@@ -442,42 +442,57 @@ function M.limiter_burst(rate, rl)
   return math.max(1, rate * 0.002)
 end
 
--- Waits until this target may be sent to: a server's "nothing left until the reset" first,
--- then the token bucket at the rate in force (learned, from headers, or the fixed rps).
+-- Books the next send to a target on its token bucket at the rate in force (learned, from
+-- headers, or the fixed rps). Returns wait (seconds until the booked place; 0: now), or nil and
+-- the seconds until a server's "nothing left" resets. on_change(rate) hears of a new rate.
 -- A cut of the rate voids the places booked at the old one: with hundreds of items waiting
--- (the workflow's concurrency is items, not requests), a queue booked at a rate the server
--- has just refused would go out too fast for seconds. The bucket starts again at the new
--- rate and every caller that was waiting books again (tg.rate_gen tells it).
+-- (the workflow's concurrency is items, not requests), a queue booked at a rate the server has
+-- just refused would go out too fast for seconds, and its debt would then stall the bucket. The
+-- bucket starts again at the new rate, and every caller that was waiting books again (see
+-- M.booking_void). Shared by the executor and `policy simulate` (rate_sim.lua).
+function M.book(tg, now, rl, on_change)
+  local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
+  if rate < 0 then return nil, -rate end
+  local burst = M.limiter_burst(rate, rl)
+  local old = tg.limiter:rate()
+  if rate ~= old or burst ~= tg.burst then
+    if rate > 0 and (old <= 0 or rate < old) then
+      tg.limiter = R.limiter { rps = rate, burst = burst }
+      tg.rate_gen = (tg.rate_gen or 0) + 1
+    else
+      tg.limiter:set_rate(now, rate, burst)
+    end
+    tg.burst = burst
+    if on_change then on_change(rate) end
+  end
+  tg.booked_rate, tg.booked_gen = rate, tg.rate_gen
+  return rate > 0 and tg.limiter:reserve(now) or 0
+end
+
+-- Is a place booked at (rate, gen) void at `now` (the rate was cut since)? Then book again.
+function M.booking_void(tg, rate, gen, now)
+  if tg.rate_gen ~= gen then return true end
+  local r2 = tg.adapt and tg.adapt:limit(now) or rate
+  return r2 >= 0 and r2 < rate
+end
+
+-- Waits until this target may be sent to: a server's "nothing left until the reset" first,
+-- then the place booked on the bucket (M.book), booked again if a cut voided it.
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
   while true do
     local now = clock.now()
-    local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
-    if rate >= 0 then
-      local burst = M.limiter_burst(rate, rl)
-      local old = tg.limiter:rate()
-      if rate ~= old or burst ~= tg.burst then
-        if rate > 0 and (old <= 0 or rate < old) then
-          tg.limiter = R.limiter { rps = rate, burst = burst }
-          tg.rate_gen = (tg.rate_gen or 0) + 1
-        else
-          tg.limiter:set_rate(now, rate, burst)
-        end
-        tg.burst = burst
-        self:_rate_changed(tg, op, rate, now)
-      end
-      local gen = tg.rate_gen
-      local w = rate > 0 and tg.limiter:reserve(now) or 0
-      if w <= 0 then return end
+    local w, reset = M.book(tg, now, rl, function(rate) self:_rate_changed(tg, op, rate, now) end)
+    if not w then
+      self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = reset, t = now })
+      clock.sleep(reset)
+    elseif w <= 0 then
+      return
+    else
+      local rate, gen = tg.booked_rate, tg.booked_gen
       self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
       clock.sleep(w)
-      -- booked before a cut (seen by another caller, or due now): book again at the new rate
-      local later = clock.now()
-      local r2 = tg.adapt and tg.adapt:limit(later) or rate
-      if tg.rate_gen == gen and not (r2 >= 0 and r2 < rate) then return end
-    else
-      self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = -rate, t = now })
-      clock.sleep(-rate)
+      if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
   end
 end
