@@ -35,10 +35,11 @@ local function records(list)
   end
 end
 
--- (value, outcome) on success; raises the error table of a (nil, err) answer.
-local function must(v, second)
-  if v == nil and second ~= nil then error(second, 0) end
-  return v, second
+-- The value of a (value | nil, err) answer and what the call did (the SCIM client's third
+-- value, which it has also noted as the item's outcome); raises the error of a (nil, err) answer.
+local function must(v, err, how)
+  if v == nil and err ~= nil then error(err, 0) end
+  return v, how
 end
 
 local function usage(detail, suggest)
@@ -179,8 +180,8 @@ return scimrun.workflow {
     wf:each(records(missing), { concurrency = limit }, function(item)
       local m = wanted[item.userName:lower()]
       local u = wf:step("user:" .. m.key, function()
-        local r, outcome = must(sp.users:create(m.attrs))
-        return { id = r.id }, outcome
+        local r = must(sp.users:create(m.attrs)) -- notes created (or adopted, skipped)
+        return { id = r.id }
       end, {
         -- in doubt after a crash: did the create reach the provider? look before re-sending
         recover = function()
@@ -201,9 +202,12 @@ return scimrun.workflow {
     wf:each(records(list), { concurrency = limit }, function(item)
       local g = by_key[item.displayName:lower()]
       local group = wf:step("group:" .. g.key, function()
-        if g.id then return { id = g.id }, "skipped" end -- found by the read above
-        local r, outcome = must(sp.groups:ensure { displayName = g.name })
-        return { id = r.id }, outcome
+        if g.id then -- found by the read above
+          wf:outcome("skipped")
+          return { id = g.id }
+        end
+        local r = must(sp.groups:ensure { displayName = g.name }) -- notes created (or adopted)
+        return { id = r.id }
       end)
       local want = {}
       for _, m in ipairs(g.members) do
@@ -227,13 +231,13 @@ return scimrun.workflow {
           if #add > 0 then
             changed = true
             wf:step("add:" .. g.key .. tag, function()
-              return must(sp.groups:add_members(group.id, add)), "updated"
+              return must(sp.groups:add_members(group.id, add)) -- notes updated
             end)
           end
           if #rm > 0 then
             changed = true
             wf:step("remove:" .. g.key .. tag, function()
-              return must(sp.groups:remove_members(group.id, rm)), "updated"
+              return must(sp.groups:remove_members(group.id, rm)) -- notes updated
             end)
           end
         end)

@@ -25,9 +25,11 @@ local csv = require "scimrun.csv"
 local errors = require "scimrun.errors"
 local mapping = require "scimrun.mapping"
 
-local function must(v, second)
-  if v == nil and second ~= nil then error(second, 0) end
-  return v, second
+-- The value of a (value | nil, err) answer and what the call did (the SCIM client's third
+-- value, which it has also noted as the item's outcome); raises the error of a (nil, err) answer.
+local function must(v, err, how)
+  if v == nil and err ~= nil then error(err, 0) end
+  return v, how
 end
 
 local function usage(detail, suggest)
@@ -231,24 +233,25 @@ return scimrun.workflow {
         wf:outcome("skipped") -- no such account, or one scimrun does not manage: nothing to de-provision
         return
       end
+      -- each SCIM call notes the item's outcome: updated, or skipped for an account already gone
       local changed = false
       if r.deactivate then
         wf:step("deactivate:" .. r.key, function()
-          local res, outcome = must(sp.users:deactivate(u.id))
-          return { id = res.id, active = false, was = outcome }, "updated"
+          local res, how = must(sp.users:deactivate(u.id)) -- "deactivated" or "absent"
+          return { id = res.id, active = false, was = how }
         end)
         changed = true
       end
       for _, g in ipairs(r.groups) do
         wf:step("ungroup:" .. r.key .. ":" .. g.value, function()
-          return must(sp.groups:remove_member(g.value, u.id)), "updated"
+          return must(sp.groups:remove_member(g.value, u.id))
         end)
         changed = true
       end
       if r.delete then
         wf:step("delete:" .. r.key, function()
-          local _, outcome = must(sp.users:delete(u.id))
-          return { id = u.id, deleted = outcome }, "updated"
+          local _, how = must(sp.users:delete(u.id)) -- "deleted" or "absent"
+          return { id = u.id, deleted = how }
         end)
         changed = true
       end

@@ -27,9 +27,9 @@ return scimrun.workflow {
     local plan = mapping.prepare(spec, header.columns, { file = p.csv, log = wf.log })
     local rows = csv.rows(p.csv)
     local group = wf:step("group:" .. p.group, function()
-      local g, outcome = sp.groups:ensure { displayName = p.group }
-      if not g then return nil, outcome end
-      return { id = g.id, displayName = g.displayName }, outcome
+      local g, err = sp.groups:ensure { displayName = p.group }
+      if not g then return nil, err end -- fails the step with the SCIM error
+      return { id = g.id, displayName = g.displayName }
     end)
     -- The group's members, read once: a rerun sends no PATCH for someone already in it (some
     -- providers append a value that a repeated PATCH "add" repeats). A dry-run group has none.
@@ -57,10 +57,12 @@ return scimrun.workflow {
       -- steps are all new anyway; its ensure finds the account by externalId and renames it.
       local key = user_name:lower()
       wf:saga(function()
+        -- ensure notes the item's outcome itself (created, updated, skipped or adopted); its
+        -- third value says which, kept here so the compensation undoes only a creation
         local user = wf:step("user:" .. key, function()
-          local u, outcome = sp.users:ensure(attrs)
-          if not u then return nil, outcome end -- fails the step with the SCIM error
-          return { id = u.id, created = outcome == "created" }, outcome
+          local u, err, how = sp.users:ensure(attrs)
+          if not u then return nil, err end -- fails the step with the SCIM error
+          return { id = u.id, created = how == "created" }
         end, {
           -- in doubt after a crash: did the create reach the provider? look before re-sending
           -- (by externalId, then userName); an account found under another userName (a rename
@@ -82,8 +84,8 @@ return scimrun.workflow {
         -- was read at the start) is skipped, and answers the in-doubt check too.
         local already = members[user.id] and { group_id = group.id, count = 0 } or nil
         wf:step("member:" .. p.group .. ":" .. key, function()
-          if already then return already, "skipped" end
-          return sp.groups:add_members(group.id, { user.id })
+          if already then return already end
+          return sp.groups:add_members(group.id, { user.id }) -- notes updated
         end, { recover = function() return already end })
       end)
     end)

@@ -1,7 +1,9 @@
 -- SCIM 2.0 client (RFC 7643/7644) for workflows.
 --   local scim = require "scimrun.scim"
 --   local sp = scim.connect { base_url = ..., token_env = "SCIM_TOKEN" }
---   sp.users:ensure { userName = "alice", ... }      -> resource, "created"|"skipped"|"updated"|"adopted"
+--   sp.users:ensure { userName = "alice", ... }      -> resource (or nil, err)
+--     what it did ("created"|"skipped"|"updated"|"adopted") is noted as the running item's outcome
+--     (scimrun.engine.outcome; outside a run, nothing) and returned third: `local u, err, how =`
 --     the existing user is found by externalId, then by userName ignoring case (connect option
 --     match = { "externalId", "userName" }, or ensure(attrs, { match = ... })): a user renamed
 --     at the source is renamed (PATCH userName), not created again; only the attributes that

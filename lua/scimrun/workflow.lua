@@ -12,6 +12,10 @@
 -- finished is in doubt: on resume opts.recover() decides whether its effect happened.
 -- A step function fails by raising an error table or by returning `nil, err` (the SCIM
 -- client's convention), so `wf:step(k, function() return sp.users:create(row) end)` works.
+-- The second return slot is the error's only. What an item did (created, updated, skipped,
+-- adopted) is noted, never returned: the SCIM client's operations note theirs on the running
+-- step (scimrun.engine.outcome), other work calls wf:outcome(name); a step's notes count for
+-- its item once the step is recorded completed.
 --
 -- Failure handling:
 --   - saga: the compensations of the scope's completed steps run in reverse, each a checkpointed

@@ -111,9 +111,9 @@ return scimrun.workflow {
     local i = 0
     wf:each(function() i = i + 1; if i <= p.n then return i end end, { concurrency = 1 }, function(k)
       wf:step(("user:%03d"):format(k), function()
-        local u, how = sp.users:ensure { userName = ("p%03d"):format(k) }
-        if not u then return nil, how end
-        return { id = u.id }, how
+        local u, err = sp.users:ensure { userName = ("p%03d"):format(k) }
+        if not u then return nil, err end
+        return { id = u.id }
       end)
     end)
   end,

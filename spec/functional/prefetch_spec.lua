@@ -31,7 +31,7 @@ describe("sp.users:prefetch", function()
     assert.are.equal(30, again.users:prefetch { max = 100 })
     local outcomes = {}
     for i = 1, 30 do
-      local _, how = again.users:ensure { userName = ("PRE%02d"):format(i) } -- userName is case-insensitive
+      local _, _, how = again.users:ensure { userName = ("PRE%02d"):format(i) } -- userName is case-insensitive
       outcomes[how] = (outcomes[how] or 0) + 1
     end
     assert.are.same({ skipped = 30 }, outcomes)
@@ -39,7 +39,7 @@ describe("sp.users:prefetch", function()
     -- a create is remembered: looking it up again costs nothing
     assert(again.users:ensure { userName = "pre31" })
     local after = gets()
-    local _, how = again.users:ensure { userName = "pre31" }
+    local _, _, how = again.users:ensure { userName = "pre31" }
     assert.are.equal("skipped", how)
     assert.are.equal(after, gets())
   end)
@@ -49,7 +49,7 @@ describe("sp.users:prefetch", function()
     assert.are.equal(0, sp.users:prefetch { max = 100 })
     local other = connect()
     assert(other.users:ensure { userName = "late" })
-    local u, how = sp.users:ensure { userName = "late" }
+    local u, _, how = sp.users:ensure { userName = "late" }
     assert.are.equal("adopted", how) -- the create's 409 is resolved by a fresh lookup
     assert.is_string(u.id)
     local n = 0
@@ -63,7 +63,7 @@ describe("sp.users:prefetch", function()
     local again = connect()
     assert.is_nil((again.users:prefetch { max = 3 }))
     local before = gets()
-    assert.are.equal("skipped", select(2, again.users:ensure { userName = "big1" }))
+    assert.are.equal("skipped", select(3, again.users:ensure { userName = "big1" }))
     assert.are.equal(before + 1, gets())
   end)
 end)

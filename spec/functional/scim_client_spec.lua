@@ -63,7 +63,7 @@ describe("SCIM client", function()
 
   it("sends SCIM headers, looks up before creating, and names each operation", function()
     local sp, name, ex = scenario { list {}, { status = 201, body = user("u1", 'al"ice') } }
-    local u, outcome = sp.users:create { userName = 'al"ice', active = true }
+    local u, _, outcome = sp.users:create { userName = 'al"ice', active = true }
     assert.equal("u1", u.id)
     assert.equal("created", outcome)
     local st = stats(name)
@@ -141,7 +141,7 @@ describe("SCIM client", function()
       { status = 409, body = { status = "409", scimType = "uniqueness", detail = "taken" } },
       list { user("u7", "Bob", { externalId = "e-7" }) }, -- by userName, agreeing on externalId
     }
-    local u, outcome = sp.users:create { userName = "bob", externalId = "e-7" }
+    local u, _, outcome = sp.users:create { userName = "bob", externalId = "e-7" }
     assert.equal("u7", u.id)
     assert.equal("adopted", outcome)
     assert.equal(4, stats(name).count)
@@ -177,7 +177,7 @@ describe("SCIM client", function()
     end }
     local sp = scim.connect { base_url = srv.url .. "/seq/" .. name .. "?route=", token = TOKEN,
                               discover = false, executor = ex }
-    local u, outcome = sp.users:create { userName = "carol" }
+    local u, _, outcome = sp.users:create { userName = "carol" }
     assert.equal("u9", u.id)
     assert.equal("adopted", outcome)
     assert.truthy(adopted_by_hook)
@@ -193,7 +193,7 @@ describe("SCIM client", function()
     script(name, { list {}, { status = 503, body = { detail = "busy" } }, list { user("u10", "dave") } })
     local sp = scim.connect { base_url = srv.url .. "/seq/" .. name .. "?route=", token = TOKEN,
                               discover = false, executor = ex }
-    local u, outcome = sp.users:create { userName = "dave" }
+    local u, _, outcome = sp.users:create { userName = "dave" }
     assert.equal("u10", u.id)
     assert.equal("adopted", outcome)
     local st = stats(name)
@@ -291,7 +291,7 @@ describe("SCIM client", function()
 
   it("deactivates with a JSON boolean and verifies by reading back", function()
     local sp, name = scenario { { status = 204 }, { status = 200, body = user("u1", "a", { active = false }) } }
-    local u, outcome = sp.users:deactivate("u1")
+    local u, _, outcome = sp.users:deactivate("u1")
     assert.equal("deactivated", outcome)
     assert.is_false(u.active)
     local st = stats(name)
@@ -400,7 +400,7 @@ describe("SCIM client", function()
 
   it("records writes instead of sending them in a dry run", function()
     local sp, name = scenario({ list {} }, { dry_run = true })
-    local u, outcome = sp.users:ensure { userName = "dry" }
+    local u, _, outcome = sp.users:ensure { userName = "dry" }
     assert.equal("dry-run:1", u.id)
     assert.equal("created", outcome)
     assert(sp.groups:add_members("g", { u.id }))
@@ -448,7 +448,7 @@ describe("SCIM client", function()
     sp.events = events
     local seen = {}
     events:subscribe(function(ev) if ev.type == "write" then seen[#seen + 1] = ev end end)
-    local u, outcome = sp.users:ensure { userName = "ada.new", externalId = "E1", title = "Engineer",
+    local u, _, outcome = sp.users:ensure { userName = "ada.new", externalId = "E1", title = "Engineer",
                                          password = "hunter2-secret" }
     assert.equal("updated", outcome)
     assert.equal("u1", u.id)
@@ -472,7 +472,7 @@ describe("SCIM client", function()
   it("leaves an unchanged user alone: one lookup, no write", function()
     local have = user("u2", "Bob", { externalId = "E2", title = "Engineer", name = { givenName = "Bob" } })
     local sp, name = scenario { list { have } }
-    local u, outcome = sp.users:ensure { userName = "bob", externalId = "E2", title = "Engineer",
+    local u, _, outcome = sp.users:ensure { userName = "bob", externalId = "E2", title = "Engineer",
                                          name = { givenName = "Bob" } }
     assert.equal("skipped", outcome)
     assert.equal("u2", u.id)
@@ -483,7 +483,7 @@ describe("SCIM client", function()
     local have = user("u3", "carol", { title = "Engineer", name = { givenName = "Carol", familyName = "King" },
                                        [ENTERPRISE] = { department = "R&D", costCenter = "42" } })
     local sp, name = scenario { list { have }, { status = 204 } }
-    local u, outcome = sp.users:ensure { userName = "carol", title = "Lead",
+    local u, _, outcome = sp.users:ensure { userName = "carol", title = "Lead",
       name = { givenName = "Caroline", familyName = "King" }, [ENTERPRISE] = { department = "Research" } }
     assert.equal("updated", outcome)
     assert.equal("Caroline", u.name.givenName) -- 204: the answer is computed from the read
@@ -506,7 +506,7 @@ describe("SCIM client", function()
     assert.equal(1, stats(name).count)
     -- the same per call: userName first, so externalId is updated
     local sp2, name2 = scenario({ list { user("u5", "erin", { externalId = "OLD" }) }, { status = 204 } })
-    local u2, outcome = sp2.users:ensure({ userName = "erin", externalId = "E5" },
+    local u2, _, outcome = sp2.users:ensure({ userName = "erin", externalId = "E5" },
                                          { match = { "userName", "externalId" } })
     assert.equal("updated", outcome)
     assert.equal("E5", u2.externalId)
@@ -519,7 +519,7 @@ describe("SCIM client", function()
     local all = { user("u6", "fay.old", { externalId = "E6" }), user("u7", "gus", { externalId = "E7" }) }
     local sp, name = scenario { list(all, { totalResults = 2 }), list(all), { status = 204 } }
     assert.equal(2, sp.users:prefetch())
-    local u, outcome = sp.users:ensure { userName = "fay.new", externalId = "E6" }
+    local u, _, outcome = sp.users:ensure { userName = "fay.new", externalId = "E6" }
     assert.equal("updated", outcome)
     assert.equal("fay.new", u.userName)
     assert.equal(3, stats(name).count) -- count, one page, the PATCH: no lookup
@@ -533,7 +533,7 @@ describe("SCIM client", function()
       list {}, { status = 400, body = { status = "400", scimType = "invalidFilter", detail = "no such attribute" } },
       { status = 201, body = user("u8", "hal", { externalId = "E8" }) },
     }
-    local u, outcome = sp.users:ensure { userName = "hal", externalId = "E8" }
+    local u, _, outcome = sp.users:ensure { userName = "hal", externalId = "E8" }
     assert.equal("created", outcome)
     assert.equal("u8", u.id)
     assert.equal(3, stats(name).count)
@@ -558,7 +558,7 @@ describe("SCIM client", function()
   it("plans a dry run's changes with what each attribute holds now", function()
     local have = user("u9", "ivy", { title = "Engineer" })
     local sp, name = scenario({ list { have } }, { dry_run = true })
-    local _, outcome = sp.users:ensure { userName = "ivy", title = "Lead" }
+    local _, _, outcome = sp.users:ensure { userName = "ivy", title = "Lead" }
     assert.equal("updated", outcome)
     assert.equal(1, stats(name).count) -- the lookup only
     local planned = scim.planned_all()

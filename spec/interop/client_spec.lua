@@ -69,13 +69,13 @@ describe("SCIM client against " .. S.name, function()
 
   it("creates once; a second ensure over the same data sends no write", function()
     for _, p in ipairs(people) do
-      local u, outcome = sp.users:ensure(p)
+      local u, _, outcome = sp.users:ensure(p)
       assert.truthy(u and u.id, "ensure failed")
       assert.equal("created", outcome)
     end
     local before = srv.dump().writes
     for _, p in ipairs(people) do
-      local u, outcome = sp.users:ensure(p)
+      local u, _, outcome = sp.users:ensure(p)
       assert.truthy(u and u.id)
       assert.equal("skipped", outcome)
     end
@@ -91,7 +91,7 @@ describe("SCIM client against " .. S.name, function()
     local found = assert(sp.users:find("ALICE@example.com"))
     assert.equal(alice.id, found.id)
     assert.equal(alice.id, assert(sp.users:find('userName eq "alice@example.com"')).id)
-    local again, outcome = sp.users:create { userName = "Alice@Example.com", externalId = "e-1" }
+    local again, _, outcome = sp.users:create { userName = "Alice@Example.com", externalId = "e-1" }
     assert.equal(alice.id, again.id)
     assert.equal("skipped", outcome)
     assert.is_nil((sp.users:find("nobody@example.com")))
@@ -103,12 +103,12 @@ describe("SCIM client against " .. S.name, function()
   it("keeps a mixed-case address idempotent whether or not the provider lower-cases emails", function()
     local dana = { userName = "Dana.Mixed@Example.com", active = true,
       emails = { { value = "Dana.Mixed@Example.com", type = "work", primary = true } } }
-    assert.equal("created", select(2, sp.users:ensure(dana)))
+    assert.equal("created", select(3, sp.users:ensure(dana)))
     local u = dump_users()["dana.mixed@example.com"]
     assert.equal("Dana.Mixed@Example.com", u.userName)
     assert.equal(S.lowercases_emails and "dana.mixed@example.com" or "Dana.Mixed@Example.com", u.emails[1].value)
     local before = srv.dump().writes
-    assert.equal("skipped", select(2, sp.users:ensure(dana)))
+    assert.equal("skipped", select(3, sp.users:ensure(dana)))
     assert.same(before, srv.dump().writes)
   end)
 
@@ -153,7 +153,7 @@ describe("SCIM client against " .. S.name, function()
   it("updates only what differs, with PATCH", function()
     assert(sp.users:ensure(people[3]))
     local changed = { userName = "carol@example.com", externalId = "e-3", title = "Staff Engineer", active = true }
-    local u, outcome = sp.users:ensure(changed)
+    local u, _, outcome = sp.users:ensure(changed)
     assert.equal("updated", outcome)
     assert.equal("Staff Engineer", u.title)
     assert.equal("Staff Engineer", dump_users()["carol@example.com"].title)
@@ -162,15 +162,15 @@ describe("SCIM client against " .. S.name, function()
 
   it("deactivates (active=false read back), idempotently; 404 counts as done", function()
     local bob = assert(sp.users:ensure(people[2]))
-    local u, outcome = sp.users:deactivate(bob.id)
+    local u, _, outcome = sp.users:deactivate(bob.id)
     assert.equal("deactivated", outcome)
     assert.is_false(u.active)
     assert.is_false(dump_users()["bob@example.com"].active)
-    assert.equal("deactivated", select(2, sp.users:deactivate(bob.id)))
-    assert.equal("absent", select(2, sp.users:deactivate("no-such-id")))
+    assert.equal("deactivated", select(3, sp.users:deactivate(bob.id)))
+    assert.equal("absent", select(3, sp.users:deactivate("no-such-id")))
     assert.is_true((sp.users:delete(bob.id)))
     assert.is_nil(dump_users()["bob@example.com"])
-    assert.equal("absent", select(2, sp.users:delete(bob.id)))
+    assert.equal("absent", select(3, sp.users:delete(bob.id)))
   end)
 
   it("provisions a deleted user again (better-auth: only with the externalId it had)", function()
@@ -178,7 +178,7 @@ describe("SCIM client against " .. S.name, function()
     local eve = assert(sp.users:ensure { userName = "eve@example.com", active = true })
     assert.is_true((sp.users:delete(bob.id)))
     assert.is_true((sp.users:delete(eve.id)))
-    assert.equal("created", select(2, sp.users:ensure(people[2])))
+    assert.equal("created", select(3, sp.users:ensure(people[2])))
     local u, err = sp.users:ensure { userName = "eve@example.com", active = true }
     if not S.keeps_deleted_identity then
       assert.truthy(u and u.id, err and err.detail)
@@ -197,9 +197,9 @@ describe("SCIM client against " .. S.name, function()
   it("manages group membership in chunks and removes by filter path", function()
     local ids = {}
     for i, p in ipairs(people) do ids[i] = assert(sp.users:ensure(p)).id end
-    local g, outcome = sp.groups:ensure { displayName = "Engineering" }
+    local g, _, outcome = sp.groups:ensure { displayName = "Engineering" }
     assert.equal("created", outcome)
-    assert.equal("skipped", select(2, sp.groups:ensure { displayName = "engineering" }))
+    assert.equal("skipped", select(3, sp.groups:ensure { displayName = "engineering" }))
     local summary = assert(sp.groups:add_members(g.id, ids))
     assert.equal(2, summary.requests)  -- 3 members, max_members_per_patch = 2
     local members = {}
@@ -283,11 +283,11 @@ describe("SCIM client against " .. S.name, function()
     local rsp = scim.connect { base_url = srv.base_url, token = TOKEN, executor = ex }
     local ids = {}
     for i, p in ipairs(people) do
-      local u, outcome = rsp.users:ensure(p)
+      local u, _, outcome = rsp.users:ensure(p)
       assert.equal("created", outcome)
       ids[i] = u.id
     end
-    for _, p in ipairs(people) do assert.equal("skipped", select(2, rsp.users:ensure(p))) end
+    for _, p in ipairs(people) do assert.equal("skipped", select(3, rsp.users:ensure(p))) end
     local g = assert(rsp.groups:ensure { displayName = "Ops" })
     assert(rsp.groups:add_members(g.id, ids))
     assert.equal(3, #srv.dump().groups[1].members)

@@ -1,12 +1,14 @@
--- The workflow engine in process, on a real store, without the binary: steps and their group
--- commit, sagas, and the task context that tasks a task spawns inherit (scimrun.ctx):
--- wf:map workers and wf:each items keep the saga scope, the item outcome and the step (its
--- checkpoint keys and its timeouts.step deadline) of the task that started them.
+-- The workflow engine in process, on a real store, without the binary: steps (replayed on a
+-- resume, failed, recovered in doubt) and their group commit, sagas, item outcomes, and the
+-- task context that tasks a task spawns inherit (scimrun.ctx): wf:map workers and wf:each
+-- items keep the run context, the saga scope, the item and the step (its checkpoint keys, its
+-- timeouts.step deadline and the outcome noted during it) of the task that started them.
 local store = require "scimrun.store"
 local workflow = require "scimrun.workflow"
 local core = require "scimrun.core"
 local retry = require "scimrun.resilience.retry"
 local policy = require "scimrun.resilience.policy"
+local outcome = require "scimrun.engine.outcome"
 
 local dir = (os.getenv("SCIMRUN_TEST_TMP") or "/tmp") .. "/engine-spec-" .. os.time() .. "-" .. math.random(1e9)
 os.execute("mkdir -p '" .. dir .. "'")
@@ -29,6 +31,39 @@ end
 local function done(db)
   core.at_turn_end(nil)
   db:close()
+end
+
+-- Another engine on the same state file and run id: what `--resume ID` builds.
+local function resume(engine, opts)
+  scimrun.sleep(0.01) -- a later session: steps of the first are not duplicates
+  opts = opts or {}
+  opts.db, opts.run_id = engine.db, engine.run_id
+  opts.log = opts.log or function() end
+  local again = workflow.engine(opts)
+  core.at_turn_end(function() again:flush() end)
+  return again, again:context { name = "spec" }
+end
+
+-- Runs fn(x) for each x of list as the items of a wf:each.
+local function items(wf, list, fn, opts)
+  local i = 0
+  wf:each(function() i = i + 1; return list[i] end, opts or { concurrency = #list }, fn)
+end
+
+-- The sizes of the batches the engine hands db:apply (one per transaction).
+local function count_applies(engine)
+  local db, batches = engine.db, {}
+  engine.db = setmetatable({
+    apply = function(_, batch)
+      batches[#batches + 1] = #batch
+      return db:apply(batch)
+    end,
+  }, { __index = function(_, k)
+    local f = db[k]
+    if type(f) ~= "function" then return f end
+    return function(_, ...) return f(db, ...) end
+  end })
+  return batches
 end
 
 local function states(db, run_id)
@@ -95,7 +130,7 @@ describe("the engine", function()
     local engine, wf, db = new_engine()
     wf:each(function() if not engine._given then engine._given = true; return "x" end end, {}, function()
       wf:map({ 1 }, {}, function()
-        wf:step("created-in-worker", function() return true, "created" end)
+        wf:step("created-in-worker", function() wf:outcome("created"); return true end)
       end)
     end)
     assert.are.equal(1, engine.stats.created)
@@ -150,6 +185,239 @@ describe("the engine", function()
     assert.are.equal("transient", err.class)
     assert.is_true(calls >= 2 and calls <= 4, calls .. " attempts in a 0.3 s step") -- not 100
     assert.matches("^deadline:slow#1:users.get$", engine._saved) -- the step's key, not a guess
+    done(db)
+  end)
+end)
+
+describe("a step", function()
+  it("replays on a resume: a completed step returns its recorded result without running", function()
+    local engine, wf, db = new_engine()
+    assert.are.same({ n = 1 }, wf:step("a", function() return { n = 1 } end))
+    local again, wf2 = resume(engine)
+    local ran = false
+    assert.are.same({ n = 1 }, wf2:step("a", function() ran = true; return { n = 2 } end))
+    assert.is_false(ran)
+    assert.are.same({ 1, 0 }, { again.stats.steps_replayed, again.stats.steps_run })
+    done(db)
+  end)
+
+  it("that fails is recorded failed; a resume fails it again unrun, --retry-failed runs it", function()
+    local engine, wf, db = new_engine()
+    local ok, err = pcall(wf.step, wf, "b", function()
+      return nil, { class = "permanent", status = 400, detail = "bad value" }
+    end)
+    assert.is_false(ok)
+    assert.are.same({ "permanent", 400, "b" }, { err.class, err.status, err.step })
+    assert.are.equal("failed", states(db, engine.run_id).b)
+    assert.matches("bad value", db:step_get(engine.run_id, "b").error_json)
+
+    local _, wf2 = resume(engine)
+    local ran = false
+    ok, err = pcall(wf2.step, wf2, "b", function() ran = true; return 1 end)
+    assert.is_false(ok)
+    assert.is_false(ran)
+    assert.is_true(err.replayed)
+    assert.are.same({ "permanent", "bad value" }, { err.class, err.detail })
+
+    local _, wf3 = resume(engine, { retry_failed = true })
+    assert.are.equal(2, wf3:step("b", function() ran = true; return 2 end))
+    assert.is_true(ran)
+    assert.are.equal("completed", states(db, engine.run_id).b)
+    assert.are.equal(2, db:step_get(engine.run_id, "b").attempts)
+    done(db)
+  end)
+
+  it("left in doubt is recovered: recover's answer is recorded, nothing re-run; its item is adopted", function()
+    local engine, _, db = new_engine()
+    -- a previous process started these steps and died before recording how they ended
+    assert(db:apply { { op = "step_start", run_id = engine.run_id, key = "found" },
+                      { op = "step_start", run_id = engine.run_id, key = "absent" },
+                      { op = "step_start", run_id = engine.run_id, key = "unsure" } })
+    local again, wf2 = resume(engine)
+    local ran = {}
+    local function step(key, recover)
+      return wf2:step(key, function() ran[key] = true; return { id = "sent:" .. key } end, { recover = recover })
+    end
+    items(wf2, { "found" }, function()
+      assert.are.same({ id = "u1" }, step("found", function() return { id = "u1" } end))
+    end)
+    assert.is_nil(ran.found)
+    assert.are.same({ 1, 1 }, { again.stats.steps_recovered, again.stats.adopted })
+    assert.are.equal("completed", states(db, engine.run_id).found)
+    -- recover finds nothing: the effect did not happen, the step runs
+    assert.are.same({ id = "sent:absent" }, step("absent", function() return nil end))
+    assert.is_true(ran.absent)
+    -- recover cannot tell: the step fails and stays in doubt for a later resume to check again
+    local ok, err = pcall(step, "unsure", function() error({ class = "transient", detail = "timeout" }, 0) end)
+    assert.is_false(ok)
+    assert.is_nil(ran.unsure)
+    assert.matches("in doubt and the recover check failed: timeout", err.detail)
+    assert.are.equal("started", states(db, engine.run_id).unsure)
+    done(db)
+  end)
+end)
+
+describe("a saga", function()
+  it("compensates its completed steps newest first, each as a checkpointed step", function()
+    local engine, wf, db = new_engine()
+    local undone = {}
+    local function undo(r) undone[#undone + 1] = r end
+    local ok, err = pcall(wf.saga, wf, function()
+      for _, k in ipairs { "a", "b", "c" } do wf:step(k, function() return k end, { compensate = undo }) end
+      wf:step("d", function() error({ class = "permanent", detail = "d fails" }, 0) end, { compensate = undo })
+    end)
+    assert.is_false(ok)
+    assert.are.equal("d", err.step)
+    assert.is_true(err.compensated)
+    assert.are.same({ "c", "b", "a" }, undone) -- never the failed step's own
+    local st = states(db, engine.run_id)
+    assert.are.same({ "compensated", "compensated", "compensated", "failed" }, { st.a, st.b, st.c, st.d })
+    assert.are.same({ "completed", "completed", "completed" },
+                    { st["compensate:a"], st["compensate:b"], st["compensate:c"] })
+    assert.is_nil(st["compensate:d"])
+    assert.are.equal(3, engine.stats.compensated)
+    done(db)
+  end)
+end)
+
+describe("the task context", function()
+  it("is inherited: a spawned task sees its parent's run context and item; its own writes stay its own", function()
+    local _, wf, db = new_engine()
+    local ctx = scimrun.ctx()
+    local saved = ctx.run
+    local run = { marker = true }
+    ctx.run = run
+    local seen = {}
+    local ok, err = pcall(items, wf, { "x", "y" }, function(name)
+      local item = scimrun.ctx().item
+      seen[name] = { item = item }
+      wf:map({ 1, 2 }, { concurrency = 2 }, function(i)
+        local c = scimrun.ctx()
+        seen[name][i] = { run = c.run, item = c.item }
+        c.mine = i -- a worker's own field
+      end)
+      local done_spawn = false
+      scimrun.spawn(function()
+        seen[name].spawned = scimrun.ctx().item
+        done_spawn = true
+      end)
+      while not done_spawn do scimrun.sleep(0.001) end
+      seen[name].mine = scimrun.ctx().mine
+    end)
+    ctx.run = saved
+    assert(ok, tostring(err))
+    for _, name in ipairs { "x", "y" } do
+      local s = seen[name]
+      assert.is_table(s.item)
+      for i = 1, 2 do
+        assert.are.equal(run, s[i].run)
+        assert.are.equal(s.item, s[i].item) -- the item's own table: what a worker notes counts for it
+      end
+      assert.are.equal(s.item, s.spawned)
+      assert.is_nil(s.mine)
+    end
+    assert.are_not.equal(seen.x.item, seen.y.item)
+    done(db)
+  end)
+end)
+
+describe("the group commit", function()
+  it("puts every step finishing in one loop turn in one transaction", function()
+    local engine, wf, db = new_engine()
+    local batches = count_applies(engine)
+    local list = {}
+    for i = 1, 50 do list[i] = i end
+    wf:map(list, { concurrency = 50 }, function(x) wf:step("g:" .. x, function() return x end) end)
+    -- 50 starts in one transaction, 50 completions in the next
+    assert.are.same({ 50, 50 }, batches)
+    assert.are.equal(2, engine.stats.commits)
+    assert.are.equal("completed", states(db, engine.run_id)["g:50"])
+    done(db)
+  end)
+end)
+
+describe("an item's outcome", function()
+  it("is what its steps' work noted, counted once each step is recorded; a failed step's is dropped", function()
+    local engine, wf, db = new_engine()
+    items(wf, { 1, 2 }, function(x)
+      if x == 1 then
+        local ok = pcall(wf.step, wf, "fails:1", function()
+          outcome.note("created")
+          error({ class = "permanent", detail = "after the create" }, 0)
+        end)
+        assert.is_false(ok)
+        wf:step("then:1", function() outcome.note("skipped"); return true end)
+      else
+        wf:step("outer:2", function()
+          -- a step inside a step: its note goes to the outer one, which hands it to the item
+          wf:step("inner:2", function() outcome.note("updated"); return true end)
+          return true
+        end)
+      end
+    end)
+    assert.are.same({ 0, 1, 1 }, { engine.stats.created, engine.stats.skipped, engine.stats.updated })
+    done(db)
+  end)
+
+  it("never comes from a step's return values; `return nil, err` is a failure", function()
+    local warnings = {}
+    local engine, wf, db = new_engine { log = function(level, msg)
+      if level == "warn" then warnings[#warnings + 1] = msg end
+    end }
+    local failures = {}
+    items(wf, { "legacy", "legacy2", "nil-outcome", "nil-text" }, function(name)
+      local ok, err = pcall(wf.step, wf, name, function()
+        if name == "nil-outcome" then return nil, "created" end
+        if name == "nil-text" then return nil, "no such thing" end
+        return { ok = true }, "created"
+      end)
+      if not ok then failures[name] = err end
+    end)
+    assert.are.same({ 0, 0 }, { engine.stats.created, engine.stats.failed })
+    assert.are.equal(1, #warnings) -- said once per run
+    assert.matches('returned "created" as its second value', warnings[1])
+    assert.are.equal("usage", failures["nil-outcome"].class)
+    assert.matches("wf:outcome", failures["nil-outcome"].detail)
+    assert.are.equal("no such thing", failures["nil-text"].detail)
+    local st = states(db, engine.run_id)
+    assert.are.same({ "completed", "failed", "failed" }, { st.legacy, st["nil-outcome"], st["nil-text"] })
+    assert.has_error(function() wf:outcome("done") end,
+      'wf:outcome: "done" is no outcome; use "created", "updated", "skipped" or "adopted"')
+    done(db)
+  end)
+
+  it("comes from the SCIM client call inside the step; outside a run the client notes nothing", function()
+    local sbrun = require "helpers.sbrun"
+    local scim = require "scimrun.scim"
+    local srv = sbrun.sandbox()
+    local sp = scim.connect { base_url = srv.url, token = srv.token }
+    -- outside a run: the answer is the resource, the outcome its third value, nothing noted
+    local u, err, how = sp.users:ensure { userName = "ctx.old", title = "Engineer" }
+    assert.is_nil(err)
+    assert.are.same({ "ctx.old", "created" }, { u.userName, how })
+    assert.is_nil(scimrun.ctx().item)
+    assert(sp.users:ensure { userName = "ctx.same" })
+    local g = assert(sp.groups:ensure { displayName = "ctx" })
+
+    local engine, wf, db = new_engine()
+    items(wf, { "new", "same", "old", "member" }, function(name)
+      local r = wf:step("user:" .. name, function()
+        local r, e = sp.users:ensure { userName = "ctx." .. (name == "member" and "same" or name),
+                                       title = name == "old" and "Lead" or nil }
+        if not r then return nil, e end
+        return { id = r.id }
+      end)
+      if name == "member" then
+        -- from a wf:map worker inside the step: counts for the step, then the item
+        wf:step("member:" .. name, function()
+          wf:map({ r.id }, {}, function(id) assert(sp.groups:add_members(g.id, { id })) end)
+          return true
+        end)
+      end
+    end)
+    srv.close()
+    assert.are.same({ 1, 2, 1, 0 },
+      { engine.stats.created, engine.stats.updated, engine.stats.skipped, engine.stats.adopted })
     done(db)
   end)
 end)

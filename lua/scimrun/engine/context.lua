@@ -1,5 +1,6 @@
 -- The `wf` object a workflow's run function receives: its calls go to the engine.
 local errors = require "scimrun.errors"
+local outcome = require "scimrun.engine.outcome"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
@@ -22,7 +23,16 @@ function Engine:context(def)
   function wf.step(_, key, fn, opts) return engine:step(key, fn, opts) end
   function wf.each(_, iter, opts, fn) return engine:each(iter, opts, fn) end
   function wf.saga(_, fn) return engine:saga(fn) end
-  function wf.outcome(_, name) engine:note_outcome(name) end
+  -- wf:outcome(name): what the running item did, for work the SCIM client cannot tell (its own
+  -- operations note theirs): "created", "updated", "skipped" or "adopted". Inside a step it
+  -- counts once the step is recorded completed; see scimrun.engine.outcome.
+  function wf.outcome(_, name)
+    if not outcome.NAMES[name] then
+      error(("wf:outcome: %s is no outcome; use \"created\", \"updated\", \"skipped\" or \"adopted\"")
+        :format(type(name) == "string" and ("%q"):format(name) or tostring(name)), 2)
+    end
+    engine:note_outcome(name)
+  end
   -- wf:map(list, {concurrency = N}, fn): fn(x) for each element, at most N at once, for work
   -- that is not an item of the run (e.g. reading what a target holds before planning). Stops
   -- when the run is interrupted; the first error is raised once the running calls finish.

@@ -71,7 +71,7 @@ function Engine:rollback(scope, cause)
     self.log("info", "compensating step", { step = d.key })
     local cok, cerr = pcall(self.step, self, ckey, function()
       local r, e = d.compensate(d.result)
-      if r == nil and type(e) == "table" then return nil, e end
+      if r == nil and e ~= nil then return nil, e end -- `return nil, err`: it failed
       if r == nil then r = true end
       return r
     end)

@@ -3,6 +3,7 @@
 -- resume a recorded result is returned without running again, a step in doubt is recovered.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
+local outcome = require "scimrun.engine.outcome"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
@@ -32,8 +33,6 @@ local function error_json(err)
   return cjson.encode(errors.persistable(e))
 end
 
-local OUTCOMES = { created = true, skipped = true, updated = true, adopted = true }
-
 -- ctx.step:op_key(op): a key naming the n-th retried operation of the step, stable across a
 -- resume (the workflow re-executes in the same order): the retry layer checkpoints pending
 -- backoff deadlines under it, so a resumed run waits only for what is left.
@@ -44,18 +43,25 @@ end
 
 -- Task-local state lives in scimrun.ctx(), inherited by the tasks a task spawns (wf:map
 -- workers, wf:each items): ctx.item = { outcome } of the item being processed, ctx.saga = the
--- innermost saga scope, ctx.step = the step running (its key, retried operations so far and
--- deadline), ctx.rolling_back = compensations are running (a signal does not stop them).
+-- innermost saga scope, ctx.step = the step running (its key, retried operations so far,
+-- deadline and the outcome noted during it), ctx.rolling_back = compensations are running (a
+-- signal does not stop them).
 
-function Engine:note_outcome(outcome) -- luacheck: ignore 212 (a method, like its siblings)
-  if not OUTCOMES[outcome] then return end
-  local item = scimrun.ctx().item
-  if not item then return end
-  local prev = item.outcome
-  -- an item is "created" if any of its steps created something, else the strongest outcome
-  if prev == nil or outcome == "created" or (prev == "skipped" and outcome ~= "skipped") then
-    item.outcome = outcome
-  end
+-- wf:outcome(name) and the engine's own notes (an in-doubt step recovered: "adopted"); the SCIM
+-- client notes through scimrun.engine.outcome directly. See that module.
+function Engine:note_outcome(name) -- luacheck: ignore 212 (a method, like its siblings)
+  outcome.note(name)
+end
+
+-- A step's second return value is its error slot (`return nil, err`); a value there beside a
+-- result is ignored. An outcome name there is the convention before outcomes were noted by the
+-- client: said once per run, so a workflow written for it is noticed, never counted silently.
+function Engine:ignored_second(key, second)
+  if type(second) ~= "string" or not outcome.NAMES[second] or self.warned_second then return end
+  self.warned_second = true
+  self.log("warn", ("step %q returned %q as its second value; a step's outcome is no longer its return "
+    .. "value and this one was ignored: the SCIM client's operations note theirs, other work calls "
+    .. "wf:outcome(name)"):format(key, second), { step = key })
 end
 
 function Engine:step(key, fn, opts)
@@ -125,17 +131,26 @@ function Engine:run_step(key, fn, opts, rec, attempts)
   local ctx = scimrun.ctx()
   local outer_step = ctx.step
   local timeout = self.step_timeout
-  ctx.step = { key = key, n = 0, op_key = step_op_key,
-               deadline = timeout and timeout > 0 and scimrun.now() + timeout or nil }
-  local results = { pcall(fn) }
+  local this = { key = key, n = 0, op_key = step_op_key,
+                 deadline = timeout and timeout > 0 and scimrun.now() + timeout or nil }
+  ctx.step = this
+  local ok, value, second = pcall(fn)
   ctx.step = outer_step
-  -- The library's convention for operational failure is `return nil, err`: a step function
-  -- that passes such a result on (`return sp.users:ensure(attrs)`) has failed.
-  if results[1] and results[2] == nil and type(results[3]) == "table" then
-    results = { false, results[3] }
+  -- The convention for operational failure is `return nil, err`: a step function that passes
+  -- such a result on (`return sp.users:ensure(attrs)`) has failed. The second slot is the
+  -- error's only: an outcome is noted (scimrun.engine.outcome), never returned.
+  if ok and value == nil and second ~= nil then
+    ok = false
+    if type(second) == "string" and outcome.NAMES[second] then
+      value = errors.new { class = "usage", step = key,
+        detail = ("step %q returned nil, %q: a step's second return value is its error; report an outcome "
+          .. "with wf:outcome(%q) and return a result (or nothing)"):format(key, second, second) }
+    else
+      value = second
+    end
   end
-  if not results[1] then
-    local err = errors.explain(errors.normalize(results[2]))
+  if not ok then
+    local err = errors.explain(errors.normalize(value))
     err.step = key
     -- An auth failure is no verdict on the step: it stays started (in doubt, its recover check
     -- asked first) and a resume after the token is fixed runs it again.
@@ -144,14 +159,15 @@ function Engine:run_step(key, fn, opts, rec, attempts)
     end
     error(err, 0)
   end
-  local value, outcome = results[2], results[3]
-  if type(outcome) == "string" then self:note_outcome(outcome) end
+  if second ~= nil then self:ignored_second(key, second) end
   local eok, json = pcall(encode_result, key, value, self.db:max_value_bytes())
   if not eok then -- it ran, but its result cannot be stored: the step failed
     self:commit { op = "step_fail", key = key, error_json = error_json(json), attempts = attempts }
     error(json, 0)
   end
   self:commit { op = "step_complete", key = key, result_json = json, attempts = attempts }
+  -- what the step's work noted counts once the step is recorded: for the enclosing step, else the item
+  if this.outcome then outcome.note(this.outcome) end
   self:register_compensation(key, value, opts)
   return value
 end

@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local filter = require "scimrun.protocol.filter"
 local member_batch = require "scimrun.scim.member_batch"
 local changes = require "scimrun.scim.changes"
+local did = require("scimrun.scim.resource").did
 
 local G = {}
 
@@ -121,12 +122,13 @@ function G:_members(group_id, ids, mode)
   local op = mode == "add" and "groups.add_member" or "groups.remove_member"
   if type(group_id) ~= "string" or group_id == "" then error(op .. ": group id must be a non-empty string", 3) end
   ids = unique_ids(op, ids)
-  if #ids == 0 then return { group_id = group_id, count = 0, requests = 0 } end
+  if #ids == 0 then return did({ group_id = group_id, count = 0, requests = 0 }, "skipped") end
   local summary, err = self:_members_send(group_id, ids, mode, op)
   local done = mode == "add" and "added" or "removed"
   self:_written { op = op, method = "PATCH", id = group_id, changes = changes.members(mode, ids),
                   result = err and "failed" or (self.sp.dry_run and "planned" or done), error = err }
-  return summary, err
+  if not summary then return nil, err end
+  return did(summary, "updated")
 end
 
 function G:_members_send(group_id, ids, mode, op)
@@ -150,7 +152,9 @@ function G:_members_send(group_id, ids, mode, op)
   return summary
 end
 
--- Returns {group_id, count, requests} or nil, err.
+-- Returns {group_id, count, requests}, nil, "updated" ("skipped" for no ids; noted as the item
+-- outcome), or nil, err. Each caller notes its own outcome, in its own task, whichever caller's
+-- request carried its members.
 function G:add_members(group_id, ids) return self:_members(group_id, ids, "add") end
 function G:remove_members(group_id, ids) return self:_members(group_id, ids, "remove") end
 function G:add_member(group_id, id) return self:_members(group_id, { id }, "add") end

@@ -1,6 +1,14 @@
 -- Users and Groups operations of the SCIM client (one table of methods, two configurations).
 -- Each method names its operation ("users.create", "groups.add_member", ...): that name is the
 -- executor's op and err.op. Results are plain JSON-serialisable tables.
+-- One answer shape: `value` on success, `nil, err` on failure. An operation that writes, or
+-- decides not to, also says what it did: it notes the item outcome on the running task's
+-- context (scimrun.engine.outcome: the step running, else the item; nothing outside a run) and
+-- returns it as a third value, `value, nil, how`, for a caller that wants it (the second slot
+-- is the error's only): ensure "created" | "adopted" | "updated" | "skipped", create
+-- "created" | "adopted" | "skipped", patch and replace "updated", delete "deleted" | "absent"
+-- (noted as "updated" | "skipped"); users.lua's deactivate and groups.lua's add/remove_members
+-- likewise.
 local cjson = require "cjson"
 local filter = require "scimrun.protocol.filter"
 local url = require "scimrun.scim.url"
@@ -9,6 +17,7 @@ local patch = require "scimrun.scim.patch"
 local patch_op = require "scimrun.protocol.patch"
 local list = require "scimrun.scim.list"
 local changes = require "scimrun.scim.changes"
+local outcome = require "scimrun.engine.outcome"
 
 local M = {}
 local R = {}
@@ -26,6 +35,14 @@ local function perr(self, op, detail, f)
 end
 
 local function present(v) return v ~= nil and v ~= NULL end
+
+-- A successful operation's answer: its value, no error, and what it did (`how`), noted as the
+-- item outcome `noted` (default: `how`) on the running task's context.
+local function did(value, how, noted)
+  outcome.note(noted or how)
+  return value, nil, how
+end
+M.did = did
 
 local function same(a, b, ci)
   if ci and type(a) == "string" and type(b) == "string" then return a:lower() == b:lower() end
@@ -381,7 +398,8 @@ function R:_name_of(r)
 end
 
 -- POST unless the resource already exists (looked up by the match order, see R:match).
--- Returns resource, "created" | "adopted" | "skipped". opts: match, skip_lookup.
+-- Returns resource, nil, "created" | "adopted" | "skipped" (noted as the item outcome), or
+-- nil, err. opts: match, skip_lookup.
 function R:create(attrs, opts)
   opts = opts or {}
   local op = self:_op("create")
@@ -389,7 +407,7 @@ function R:create(attrs, opts)
   local mopts = { match = opts.match }
   if not opts.skip_lookup then
     local found, ferr = self:match(attrs, mopts)
-    if found then return found, "skipped" end
+    if found then return did(found, "skipped") end
     if ferr then return nil, ferr end
   end
   local fresh = { match = opts.match, fresh = true }
@@ -416,7 +434,7 @@ function R:create(attrs, opts)
       if found then
         self:_index_add(found)
         written("adopted", found)
-        return found, "adopted"
+        return did(found, "adopted")
       end
       if ferr then
         written("failed", nil, ferr)
@@ -434,7 +452,7 @@ function R:create(attrs, opts)
   if adopted or res.adopted then
     self:_index_add(res.json)
     written("adopted", res.json)
-    return res.json, "adopted"
+    return did(res.json, "adopted")
   end
   local r, rerr = request.need_resource(req, res)
   if not r then
@@ -443,13 +461,15 @@ function R:create(attrs, opts)
   end
   self:_index_add(r)
   written(res.dry_run and "planned" or "created", r)
-  return r, "created"
+  return did(r, "created")
 end
 
 -- Looks up by the match order (R:match: for users externalId, then userName ignoring case);
 -- creates, PATCHes only the attributes that differ (a renamed user: its userName), or leaves
 -- an unchanged resource alone without a write. opts: match (an order for this call).
--- Returns resource, "created" | "adopted" | "updated" | "skipped", or nil, err.
+-- Returns resource, nil, "created" | "adopted" | "updated" | "skipped" (noted as the item
+-- outcome: scimrun.engine.outcome), or nil, err. A caller that wants the outcome takes the
+-- third value: `local u, err, how = sp.users:ensure(attrs)`.
 function R:ensure(attrs, opts)
   opts = opts or {}
   local op = self:_op("ensure")
@@ -466,11 +486,11 @@ function R:ensure(attrs, opts)
   if not found and ferr then return nil, ferr end
   if not found then return self:create(attrs, { skip_lookup = true, match = opts.match }) end
   local ops = patch.diff(found, attrs, { case_insensitive = self.kind.ci, ignore = self.kind.ensure_ignore })
-  if #ops == 0 then return found, "skipped" end
+  if #ops == 0 then return did(found, "skipped") end
   local r, err = self:patch(found.id, ops, { current = found, op = self:_op("patch") })
   if not r then return nil, err end
   self:_index_add(r, found)
-  return r, "updated"
+  return did(r, "updated")
 end
 
 -- Read-modify-PUT for providers without PATCH; If-Match when ETags are supported; on 412 the
@@ -505,6 +525,7 @@ end
 -- opts: op (the operation's name), current (the resource as read: the answer of a provider
 -- that returns no body is computed from it, and the write event says what each attribute was),
 -- outcome (what the write event calls a success, default "updated").
+-- Returns resource, nil, "updated" (noted as the item outcome), or nil, err.
 function R:patch(id, ops, opts)
   opts = opts or {}
   local op = opts.op or self:_op("patch")
@@ -517,7 +538,8 @@ function R:patch(id, ops, opts)
   self:_written { op = op, method = method, id = id, name = self:_name_of(after or opts.current), changes = changed,
                   result = err and "failed" or (self.sp.dry_run and "planned" or opts.outcome or "updated"),
                   error = err }
-  return r, err
+  if not r then return nil, err end
+  return did(r, "updated")
 end
 
 function R:_patch(id, ops, op, opts, changed)
@@ -546,6 +568,7 @@ function R:_patch(id, ops, op, opts, changed)
 end
 
 -- PUT the whole resource. On 412 the current version is read and the PUT repeated (max 3).
+-- Returns resource, nil, "updated" (noted as the item outcome), or nil, err.
 function R:replace(id, attrs, opts)
   opts = opts or {}
   local op = self:_op("replace")
@@ -555,7 +578,8 @@ function R:replace(id, attrs, opts)
   local r, err = self:_replace(id, attrs, opts, op, set)
   self:_written { op = op, method = "PUT", id = id, name = self:_name_of(r or attrs), changes = set,
                   result = err and "failed" or (self.sp.dry_run and "planned" or "replaced"), error = err }
-  return r, err
+  if not r then return nil, err end
+  return did(r, "updated")
 end
 
 function R:_replace(id, attrs, opts, op, set)
@@ -579,16 +603,17 @@ function R:_replace(id, attrs, opts, op, set)
   return nil, err
 end
 
--- DELETE; 404 means already done. Returns true, "deleted" | "absent".
+-- DELETE; 404 means already done. Returns true, nil, "deleted" | "absent" (noted as the item
+-- outcome "updated" | "skipped"), or nil, err.
 function R:delete(id, opts)
   local op = self:_op("delete")
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
   local res, err = self:_call(op, "DELETE", self:_path(id))
-  local outcome = res and "deleted" or (err.status == 404 and "absent") or nil
+  local how = res and "deleted" or (err.status == 404 and "absent") or nil
   self:_written { op = op, method = "DELETE", id = id, name = opts and opts.name, changes = {},
-                  result = outcome and (self.sp.dry_run and "planned" or outcome) or "failed",
-                  error = not outcome and err or nil }
-  if outcome then return true, outcome end
+                  result = how and (self.sp.dry_run and "planned" or how) or "failed",
+                  error = not how and err or nil }
+  if how then return did(true, how, how == "deleted" and "updated" or "skipped") end
   return nil, err
 end
 

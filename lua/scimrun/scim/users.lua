@@ -1,23 +1,25 @@
 -- User-only operations: deactivation (the safe form of de-provisioning) and the deletion guard.
 local request = require "scimrun.scim.request"
+local did = require("scimrun.scim.resource").did
 
 local U = {}
 
 -- PATCH active=false (a JSON boolean), then read back and verify. 404 means already gone.
--- Returns resource, "deactivated" | "absent", or nil, err.
+-- Returns resource, nil, "deactivated" | "absent" (noted as the item outcome "updated" |
+-- "skipped"), or nil, err.
 function U:deactivate(id)
   local op = "users.deactivate"
   if type(id) ~= "string" or id == "" then error(op .. ": id must be a non-empty string", 2) end
   local _, err = self:patch(id, { { op = "replace", path = "active", value = false } },
                            { op = op, outcome = "deactivated" })
   if err then
-    if err.status == 404 then return { id = id, active = false }, "absent" end
+    if err.status == 404 then return did({ id = id, active = false }, "absent", "skipped") end
     return nil, err
   end
-  if self.sp.dry_run then return { id = id, active = false }, "deactivated" end
+  if self.sp.dry_run then return did({ id = id, active = false }, "deactivated", "updated") end
   local cur, gerr = self:get(id, { op = op })
   if not cur then
-    if gerr.status == 404 then return { id = id, active = false }, "absent" end
+    if gerr.status == 404 then return did({ id = id, active = false }, "absent", "skipped") end
     return nil, gerr
   end
   if cur.active ~= false then
@@ -27,7 +29,7 @@ function U:deactivate(id)
           :format(op, id, tostring(cur.active)),
         suggest = "this provider may not support deactivation; delete the user instead" })
   end
-  return cur, "deactivated"
+  return did(cur, "deactivated", "updated")
 end
 
 -- Total number of users the provider reports (one small page), or nil, err.
