@@ -36,7 +36,7 @@ M.BUILTIN = {
   dead_letter = { max_size = 10000, retention_days = 30 },
   -- the audit trail of writes in the state file (scimrun audit): rows older than this are pruned
   audit = { retention_days = 365 },
-  -- SCIM client settings the runner hands to scimrun.scim (scim.default_max_members_per_patch)
+  -- SCIM client settings, in the run context scim.connect reads (scimrun.ctx().run)
   scim = { max_members_per_patch = 100 },
   -- functions called on events of the run (scimrun.observe.hooks); none by default
   on_event = {},
