@@ -48,6 +48,23 @@ describe("--check", function()
     assert.matches("dups%.csv:4: duplicate userName 'ADA' %(first on line 2%)", out)
   end)
 
+  it("names a value longer than the policy's scim.max_lengths allows (characters, not bytes)", function()
+    local csv = write("long.csv", "userName,email,first_name\nada,ada@x.test,Ad\195\169le\n"
+      .. "a-very-long-user-name,b@x.test,Bo\nbob,bob@x.test,Roberta\n")
+    local pol = write("lengths.lua", 'return { extends = "default", scim = { max_lengths = '
+      .. '{ userName = 12, ["name.givenName"] = 5 } } }')
+    local code, out = proc.run(("examples/onboard.lua --check --policy %s --state %s/l.db --param csv=%s")
+      :format(pol, dir, csv), "env -u SCIM_BASE_URL -u SCIM_TOKEN")
+    assert.are.equal(2, code, out)
+    assert.is_nil(out:find("long%.csv:2:"), out) -- "Adèle" is 5 characters (6 bytes)
+    assert.matches("long%.csv:3: userName is 21 characters; the provider accepts at most 12", out)
+    assert.matches("long%.csv:4: name%.givenName is 7 characters; the provider accepts at most 5", out)
+    local bad = write("badlen.lua", 'return { extends = "default", scim = { max_lengths = { userName = 0 } } }')
+    code, out = proc.run(("examples/onboard.lua --check --policy %s --state %s/l2.db"):format(bad, dir),
+      "env -u SCIM_BASE_URL -u SCIM_TOKEN")
+    assert.are.equal(2, code, out)
+  end)
+
   it("a missing required column is still exit 2 before anything", function()
     local csv = write("nomail.csv", "userName,title\nada,dev\n")
     local code, out, err = proc.run(("examples/onboard.lua --check --state %s/m.db --param csv=%s"):format(dir, csv),

@@ -345,7 +345,8 @@ local function wire(r)
   local pol = r.pol
   scimrun.ctx().run = { executor = r.ex, dry_run = o.dry_run or nil, offline = o.check or nil,
                         timeouts = pol.timeouts, events = stream, -- the SCIM client's `write` events
-                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil }
+                        max_members_per_patch = pol.scim and pol.scim.max_members_per_patch or nil,
+                        max_lengths = pol.scim and pol.scim.max_lengths or nil } -- the preflight's limits
   -- Every write at a provider is kept in the state file's audit trail (scimrun.observe.audit, rows
   -- older than audit.retention_days pruned now) and, with --diff FILE, written as a JSON line
   -- with the attributes it changes, before -> after (scimrun.observe.diff; in a dry run: would change).

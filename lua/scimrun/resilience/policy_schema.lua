@@ -105,7 +105,10 @@ local SECTIONS = {
              min_retries = int(0) },
   dead_letter = { max_size = int(1), retention_days = num(nil, nil, { gt = 0 }), on_dead_letter = FUNC },
   audit = { retention_days = num(nil, nil, { gt = 0, fix = "days the audit trail is kept, e.g. 365" }) },
-  scim = { max_members_per_patch = int(1, nil, { fix = "members per group PATCH request, e.g. 100" }) },
+  scim = { max_members_per_patch = int(1, nil, { fix = "members per group PATCH request, e.g. 100" }),
+           -- attribute path -> characters the provider accepts (--check and the preflight)
+           max_lengths = { t = "table",
+                           entries = int(1, nil, { fix = "characters the provider accepts, e.g. 256" }) } },
   on_event = { dead_letter = FUNC, breaker_open = FUNC, run_finished = FUNC },
 }
 
@@ -186,6 +189,14 @@ function Checker:value(path, v, spec)
     end
   elseif type(v) == "string" and spec.enum then
     self:enum(path, v, spec.enum, (path:match("([%w_]+)$") or "value"))
+  elseif type(v) == "table" and spec.entries then -- a map: names to values of one spec
+    for k2, v2 in pairs(v) do
+      if type(k2) ~= "string" then
+        self:add(path, ("keys must be names, got %s"):format(show(k2)), spec.entries.fix)
+      else
+        self:value(keypath(path, k2), v2, spec.entries)
+      end
+    end
   end
 end
 
