@@ -14,6 +14,25 @@ function M.open_store(o, cli, readonly)
   return db, path
 end
 
+-- Serves until SIGINT or SIGTERM (a foreground server: scimrun sandbox, scimrun ui): then
+-- close() runs once and this returns.
+function M.serve_until_signal(close)
+  local signals = require "scimrun.signals"
+  local me = coroutine.running()
+  local stopping = false
+  local function stop(name)
+    if stopping then return end
+    stopping = true
+    signals.watch("SIGINT", nil)
+    signals.watch("SIGTERM", nil)
+    close(name or "stop")
+    scimrun.wake(me)
+  end
+  signals.watch("SIGINT", stop)
+  signals.watch("SIGTERM", stop)
+  scimrun.park()
+end
+
 function M.time(t)
   if not t then return "-" end
   return os.date("%Y-%m-%d %H:%M:%S", math.floor(t))

@@ -172,7 +172,7 @@ end
 -- data to plan against.
 local function open_state(r)
   local o, cli = r.o, r.cli
-  r.state_path = o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db"
+  r.state_path = require("scimrun.cli.common").state_path(o)
   r.sandbox_data = r.state_path .. ".sandbox.json"
   if o.dry_run then
     r.dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end

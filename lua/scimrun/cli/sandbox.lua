@@ -5,7 +5,6 @@
 -- stderr (unless --quiet) with the fault injected into it, if any.
 local flags = require "scimrun.cli.flags"
 local sandbox = require "scimrun.sandbox"
-local signals = require "scimrun.signals"
 
 local M = {}
 
@@ -47,21 +46,11 @@ function M.main(args, cli)
     "Stop with Ctrl-C.\n")
   io.stdout:flush()
 
-  local me = coroutine.running()
-  local stopping = false
-  local function stop(name)
-    if stopping then return end
-    stopping = true
-    signals.watch("SIGINT", nil)
-    signals.watch("SIGTERM", nil)
+  require("scimrun.cli.common").serve_until_signal(function(name)
     srv.close()
     io.stderr:write(("scimrun sandbox: %s, stopped after %d requests (%d faults injected)\n")
-      :format(name or "stop", srv.sb.stats_data.requests, srv.sb.stats_data.injected))
-    scimrun.wake(me)
-  end
-  signals.watch("SIGINT", stop)
-  signals.watch("SIGTERM", stop)
-  scimrun.park()
+      :format(name, srv.sb.stats_data.requests, srv.sb.stats_data.injected))
+  end)
   io.stdout:flush()
   return 0
 end

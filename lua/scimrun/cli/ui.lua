@@ -9,7 +9,6 @@
 -- (the page), scimrun.ui.record (what a run writes for the console).
 local common = require "scimrun.cli.common"
 local flags = require "scimrun.cli.flags"
-local signals = require "scimrun.signals"
 
 local M = {}
 
@@ -119,20 +118,10 @@ function M.main(args, cli)
     "Stop with Ctrl-C.\n")
   io.stdout:flush()
 
-  local me = coroutine.running()
-  local stopping = false
-  local function stop(name)
-    if stopping then return end
-    stopping = true
-    signals.watch("SIGINT", nil)
-    signals.watch("SIGTERM", nil)
+  require("scimrun.cli.common").serve_until_signal(function(name)
     srv:close()
-    io.stderr:write(("scimrun ui: %s, stopped\n"):format(name or "stop"))
-    scimrun.wake(me)
-  end
-  signals.watch("SIGINT", stop)
-  signals.watch("SIGTERM", stop)
-  scimrun.park()
+    io.stderr:write(("scimrun ui: %s, stopped\n"):format(name))
+  end)
   db:close()
   io.stdout:flush()
   return 0

@@ -17,6 +17,7 @@
 -- the group PATCHes clients sent, faulted ones included), faults, injected, patchcost_s (the
 -- seconds the patchcost fault charged), users, groups, fault_spec, seed.
 local json = require "scimrun.sandbox.json"
+local url = require "scimrun.scim.url"
 local store_mod = require "scimrun.sandbox.store"
 local faults_mod = require "scimrun.sandbox.faults"
 local endpoints = require "scimrun.sandbox.endpoints"
@@ -101,19 +102,7 @@ end
 
 -- request plumbing --------------------------------------------------------------------------
 
-local function url_decode(s)
-  return (s:gsub("%+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function parse_query(q)
-  local out = {}
-  if not q or q == "" then return out end
-  for pair in q:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    out[url_decode(k)] = url_decode(v)
-  end
-  return out
-end
+local url_decode, parse_query = url.decode, url.parse_query
 
 local function authorized(self, headers, want)
   want = want or self.token

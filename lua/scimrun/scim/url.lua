@@ -5,6 +5,8 @@
 --   query({ {name, value}, ... }) -> "?k=v&k2=v2" in the given order, nil values skipped, "" when
 --       none is left
 --   segment(s) -> one path segment (a resource id chosen by the server may contain anything)
+--   decode(s) -> s with %XX decoded and + read as a space (what a server receives)
+--   parse_query(q) -> { name = value } of a query string without its "?" ({} for nil or "")
 -- Filter text is built by scimrun.protocol.filter and then encoded here as one query parameter.
 local M = {}
 
@@ -23,6 +25,20 @@ end
 
 function M.segment(s)
   return M.urlencode(s)
+end
+
+function M.decode(s)
+  return (s:gsub("%+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+function M.parse_query(q)
+  local out = {}
+  if not q or q == "" then return out end
+  for pair in q:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    out[M.decode(k)] = M.decode(v)
+  end
+  return out
 end
 
 return M

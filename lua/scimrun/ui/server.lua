@@ -23,6 +23,7 @@
 -- response forbids framing and sniffing (Content-Security-Policy: scripts and styles from this
 -- origin only, no inline script).
 local json = require "scimrun.sandbox.json"
+local url = require "scimrun.scim.url"
 
 local M = {}
 
@@ -67,20 +68,8 @@ local function refuse(status, message, extra)
   return M.json(status, { error = message, status = status }, extra)
 end
 
-local function url_decode(s)
-  return (s:gsub("%+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local url_decode, parse_query = url.decode, url.parse_query
 M.url_decode = url_decode
-
-local function parse_query(q)
-  local out = {}
-  if not q or q == "" then return out end
-  for pair in q:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    out[url_decode(k)] = url_decode(v)
-  end
-  return out
-end
 
 -- Constant-time comparison of a presented token with the console's.
 local function same_token(given, want)
