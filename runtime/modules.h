@@ -11,6 +11,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "paths.h"
+#include "pg_lua.h"
 #include "resilience_lua.h"
 #include "scheduler.h"
 #include "sha256.h"
@@ -28,6 +29,7 @@
   X("scimrun.resilience", luaopen_scimrun_resilience)                                              \
   X("scimrun.fs", luaopen_scimrun_fs)                                                              \
   X("scimrun.sha256", luaopen_scimrun_sha256)                                                      \
-  X("scimrun.httpdate", luaopen_scimrun_httpdate)
+  X("scimrun.httpdate", luaopen_scimrun_httpdate)                                                  \
+  X("scimrun.pg", luaopen_scimrun_pg)
 
 #endif

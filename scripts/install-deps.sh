@@ -10,6 +10,7 @@ packages=(
   clang-format valgrind sqlite3 curl procps openssl tmux mandoc
   wrk nginx-light python3 python3-requests python3-tenacity
   prometheus # promtool: the metrics spec checks the textfile and unit-tests contrib/prometheus/ rules
+  postgresql libpq-dev # the PostgreSQL store (libpq) and the throwaway cluster its specs start
   chromium fonts-dejavu-core # spec/browser drives scimrun ui in headless Chromium (puppeteer-core)
 )
 
