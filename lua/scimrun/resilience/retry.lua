@@ -302,6 +302,7 @@ function Executor:_target(name)
   tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = R.limiter { rps = 0 },
          adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg,
          bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
+  tg.share = self.share
   self.targets[name] = tg
   if self.state then
     local snap = self.state.load("breaker:" .. name)
@@ -313,12 +314,29 @@ function Executor:_target(name)
   return tg
 end
 
-function Executor:_breaker_changed(tg, state, op)
+-- Worker mode (scimrun.worker): this process's share of a fixed rate limit, 1/N of the live
+-- workers of the run.
+function Executor:set_share(f)
+  self.share = f
+  for _, tg in pairs(self.targets) do tg.share = f end
+end
+
+-- Worker mode: another worker opened this target's breaker (its snapshot); a closed breaker
+-- here follows it, so the workers stop sending together. The event says `shared`.
+function Executor:adopt_breaker(target, snap)
+  local tg = self:_target(target)
+  if tg.breaker:state() ~= "closed" then return end
+  local now = self.clock.now()
+  if not pcall(tg.breaker.restore, tg.breaker, snap, now) then return end
+  if tg.breaker:state() ~= "closed" then self:_breaker_changed(tg, tg.breaker:state(), nil, true) end
+end
+
+function Executor:_breaker_changed(tg, state, op, shared)
   -- open_since: the start of the outage, kept through half-open probes that failed
   if state == "closed" then tg.open_since = nil
   elseif not tg.open_since then tg.open_since = self.clock.now() end
   self:_emit({ type = "breaker", target = tg.name, op = op, state = state, t = self.clock.now(),
-               cooldown = state == "open" and tg.breaker:cooldown() or nil })
+               cooldown = state == "open" and tg.breaker:cooldown() or nil, shared = shared })
   if self.state then self.state.save("breaker:" .. tg.name, tg.breaker:snapshot(self.clock.now())) end
 end
 
@@ -453,6 +471,12 @@ end
 function M.book(tg, now, rl, on_change)
   local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
   if rate < 0 then return nil, -rate end
+  -- a worker of N (scimrun.worker) sends at most its share of a fixed limit (rps): together the
+  -- workers stay within it
+  if tg.share and tg.share < 1 and (rl.rps or 0) > 0 then
+    local cap = rl.rps * tg.share
+    if rate == 0 or rate > cap then rate = cap end
+  end
   local burst = M.limiter_burst(rate, rl)
   local old = tg.limiter:rate()
   if rate ~= old or burst ~= tg.burst then
