@@ -24,11 +24,11 @@ local fail = server.fail
 M.MAX_IDS = 10000
 M.MAX_REASON = 500
 
--- o: state (path), sandbox, token_env, open (fn(path) -> db | nil, err, code; default: a
--- writable scimrun.store), log, cli_opts (" --state PATH").
+-- o: state (path or postgres:// URL), sandbox, token_env, open (fn(path) -> db | nil, err,
+-- code; default: a writable store by scimrun.state), log, cli_opts (" --state PATH").
 function M.new(o)
   return setmetatable({ state = o.state, sandbox = o.sandbox, token_env = o.token_env, cli_opts = o.cli_opts or "",
-    open = o.open or function(path) return require("scimrun.store").open(path, {}) end,
+    open = o.open or function(path) return require("scimrun.state").open(path, {}) end,
     log = o.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields or {}) end, busy = false }, X)
 end
 
