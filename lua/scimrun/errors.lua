@@ -3,6 +3,7 @@
 --   attempts, step } — a table, never a bare string.
 --
 --   errors.new(t) / errors.normalize(v) / errors.is_error(v) / errors.interrupted()
+--   errors.no_verdict(e)        -> true for interrupted, store, auth, lease_lost: no verdict on the item
 --   errors.persistable(e)       -> plain table of the safe fields, strings redacted
 --   errors.builtin_suggestion(e) -> text | nil   what to do, keyed by class / status / scimType
 --   errors.explain(e)           -> e, with e.suggest filled from builtin_suggestion when missing
@@ -81,6 +82,13 @@ end
 function M.interrupted()
   return M.new { class = "interrupted", detail = "run interrupted; resumable" }
 end
+
+-- An error that is no verdict on the step or the item: the run was interrupted, the store
+-- failed, a target rejected the token (fixed, a resume finishes the item), or (worker mode) the
+-- item's lease went to another worker. Such a step is not recorded failed, a saga is not
+-- compensated, the item is not dead-lettered.
+local NO_VERDICT = { interrupted = true, store = true, auth = true, lease_lost = true }
+function M.no_verdict(e) return type(e) == "table" and NO_VERDICT[e.class] == true end
 
 -- Fields safe and useful to store: never headers (they may echo credentials), never functions.
 local PERSISTED = { "class", "status", "scim_type", "detail", "suggest", "op", "url", "method", "kind", "rule",

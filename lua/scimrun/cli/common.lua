@@ -1,15 +1,27 @@
--- Helpers shared by the inspection subcommands (runs, dlq): the state file and times. Their
+-- Helpers shared by the inspection subcommands (runs, dlq): the state store and times. Their
 -- options are parsed by scimrun.cli.flags.
 local M = {}
 
 function M.state_path(o) return o.state or os.getenv("SCIMRUN_STATE") or ".scimrun/state.db" end
 
+-- Where the embedded sandbox (--sandbox) keeps its data: beside a state file, or in ./.scimrun
+-- when the state is in PostgreSQL (a URL has no "beside").
+function M.sandbox_data(state_path)
+  if require("scimrun.state").is_postgres(state_path) then return ".scimrun/sandbox.json" end
+  return state_path .. ".sandbox.json"
+end
+
+-- Opens the store of --state: a state file (which must exist: these commands only look at
+-- runs made before) or a postgres:// URL (scimrun.state decides).
 function M.open_store(o, cli, readonly)
+  local state = require "scimrun.state"
   local path = M.state_path(o)
-  local f = io.open(path, "r")
-  if not f then cli.fail("no state file at %s (run a workflow first, or pass --state FILE)", path) end
-  f:close()
-  local db, err = require("scimrun.store").open(path, { readonly = readonly })
+  if not state.is_postgres(path) then
+    local f = io.open(path, "r")
+    if not f then cli.fail("no state file at %s (run a workflow first, or pass --state FILE)", path) end
+    f:close()
+  end
+  local db, err = state.open(path, { readonly = readonly })
   if not db then cli.fail("%s", err) end
   return db, path
 end

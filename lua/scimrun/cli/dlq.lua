@@ -229,7 +229,7 @@ function M.replay_entries(db, entries, o, cli, say)
   local sandbox, base_rewrite
   local token = os.getenv(o.token_env or "SCIM_TOKEN")
   if o.sandbox then
-    local persist = common.state_path(o) .. ".sandbox.json"
+    local persist = common.sandbox_data(common.state_path(o))
     local f = io.open(persist, "r")
     if not f then
       cli.fail("--sandbox: no sandbox data at %s (it is written by `scimrun WORKFLOW --sandbox --state %s`)",

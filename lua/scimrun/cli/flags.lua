@@ -73,8 +73,18 @@ M.commands.run = {
     { section = "Input and state", name = "--state", arg = "FILE", kind = "value",
       default = "$SCIMRUN_STATE, else ./.scimrun/state.db",
       help = "The state file (SQLite, mode 0600) that records runs, steps and dead letters. One "
-        .. "scimrun at a time writes it.",
+        .. "scimrun at a time writes it. A postgres:// URL keeps the state in PostgreSQL instead "
+        .. "(the password from PGPASSWORD, ~/.pgpass or PGSERVICE, never the URL).",
       example = "--state /var/lib/scimrun/hr.db" },
+    { section = "Input and state", name = "--worker", kind = "switch", default = "off",
+      help = "With --state postgres://...: be one of several workers of one run. Joins the newest "
+        .. "unfinished run of this workflow (or run ID with --resume ID), or starts it; the items "
+        .. "are claimed from the database in batches, each under a lease.",
+      example = "--state postgres://scimrun@db/scimrun --worker" },
+    { section = "Input and state", name = "--lease", arg = "SECONDS", kind = "value", default = "30",
+      help = "Worker mode: how long a claim on items lives without the worker's heartbeat (sent every "
+        .. "third of it). The items of a worker that died are claimed again, in doubt, after that.",
+      example = "--worker --lease 10" },
     { section = "Input and state", name = "--resume", arg = "[ID]", kind = "optional", next = "^r%-",
       id_key = "resume_id", default = "off: a new run",
       help = "Continue the newest run of this workflow (or run ID) when it is unfinished or has "

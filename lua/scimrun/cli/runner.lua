@@ -39,6 +39,13 @@ function M.parse(argv, cli)
     end
   end
   require("scimrun.observe.run_metrics").check_options(o, cli) -- --metrics-port N
+  if o.lease then
+    local given = o.lease
+    o.lease = tonumber(given)
+    if not o.lease or o.lease ~= o.lease or o.lease < 1 or o.lease > 3600 then
+      cli.fail("--lease must be a number of seconds from 1 to 3600, got %s", tostring(given))
+    end
+  end
   return o
 end
 
@@ -59,9 +66,9 @@ function M.load_workflow(path, cli)
 end
 
 local function open_store(path, durability, cli)
-  local store = require "scimrun.store"
-  runfiles.ensure_parent_dir(path)
-  local db, err = store.open(path, { durability = durability or "full" })
+  local state = require "scimrun.state"
+  if not state.is_postgres(path) then runfiles.ensure_parent_dir(path) end
+  local db, err = state.open(path, { durability = durability or "full" })
   if not db then cli.fail("%s", err) end
   return db
 end
@@ -173,7 +180,13 @@ end
 local function open_state(r)
   local o, cli = r.o, r.cli
   r.state_path = require("scimrun.cli.common").state_path(o)
-  r.sandbox_data = r.state_path .. ".sandbox.json"
+  r.postgres = require("scimrun.state").is_postgres(r.state_path)
+  if o.worker and (not r.postgres or o.dry_run or o.check) then
+    cli.fail("--worker needs --state postgres://... (the workers of a run share its state there) and "
+      .. "cannot be combined with --dry-run or --check")
+  end
+  r.sandbox_data = require("scimrun.cli.common").sandbox_data(r.state_path)
+  if r.postgres and o.sandbox and not o.dry_run then runfiles.ensure_parent_dir(r.sandbox_data) end
   if o.dry_run then
     r.dry_base = os.tmpname() -- created empty (mkstemp): reserves the name, removed at the end
     r.state_path = r.dry_base .. ".db"
@@ -193,6 +206,13 @@ end
 -- newer one superseded is resumed by id only.
 local function run_to_resume(r)
   local o, db = r.o, r.db
+  if o.worker and not o.resume_id then
+    -- a worker joins the newest unfinished run of the workflow, or starts it; the join lock
+    -- (released once the run is recorded) makes workers starting together start one run
+    local id = require("scimrun.worker.claims").lock_join(db:conn(), r.def.name)
+    r.join_locked = true
+    return id and db:run_get(id) or nil
+  end
   if not o.resume then return nil end
   local run
   if o.resume_id then
@@ -266,6 +286,12 @@ local function find_or_create_run(r)
     if not ok then r.db:close(); r.cli.fail("cannot record the run in %s: %s", r.state_path, tostring(err)) end
   end
   r.run = run
+  if r.join_locked then require("scimrun.worker.claims").unlock_join(r.db:conn(), r.def.name) end
+  -- PostgreSQL without --worker: one process per run, as the state file's lock makes it for SQLite
+  if r.postgres and not r.o.worker and r.db.lock_run then
+    local locked, lerr = r.db:lock_run(run.id)
+    if not locked then r.db:close(); r.cli.fail("%s", tostring(lerr)) end
+  end
   r.db:run_set_status(run.id, "running")
   -- the run carries its policy (the snapshot): the command that resumes it need not name one
   r.resume_cmd = runfiles.resume_command(setmetatable({ policy = false }, { __index = r.o }), run.id)
@@ -375,6 +401,11 @@ local function wire(r)
     check_command = runfiles.check_command(o),
     emit = function(ev) stream:emit(ev) end,
   }
+  if o.worker then
+    r.worker = require("scimrun.worker").new { db = db, run_id = run.id, lease = o.lease, executor = r.ex,
+                                                retry_failed = o.retry_failed }
+    r.engine.worker = r.worker
+  end
   require("scimrun.core").at_turn_end(function() r.engine:flush() end)
 end
 
@@ -389,6 +420,7 @@ local function watch_signals(r)
   local function hard_stop()
     if r.progress then r.progress:stop() end
     if r.engine then r.engine:flush() end
+    if r.worker then r.worker:stop() end -- its claims go back to the other workers at once
     r.db:apply { { op = "run_status", run_id = r.run.id, status = "interrupted", exit_code = 130 } }
     if r.stream then
       r.stream:emit { type = "run_finished", run_id = r.run.id, workflow = r.def.name, status = "interrupted",
@@ -441,11 +473,12 @@ local function execute(r)
   r.mx:start()
   r.started = scimrun.now()
   r.progress:start()
+  if r.worker then r.worker:start() end
   local engine = r.engine
   local ok, err = pcall(r.def.run, engine:context(r.def), r.params)
   if not ok and engine.rollback_on_abort then
     local e = errors.normalize(err)
-    if e.class ~= "interrupted" and e.class ~= "store" and e.class ~= "auth" then
+    if not errors.no_verdict(e) then
       local rok, rerr = pcall(engine.rollback_completed, engine, e)
       if not rok then err = rerr end
     end
@@ -453,6 +486,7 @@ local function execute(r)
   r.finished = true
   r.progress:stop()
   engine:flush()
+  if r.worker then r.worker:stop() end
   r.err = not ok and errors.normalize(err) or nil
 end
 

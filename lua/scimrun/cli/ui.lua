@@ -82,7 +82,8 @@ function M.main(args, cli)
 
   local runfiles = require "scimrun.cli.runfiles"
   local db = common.open_store(o, cli, true) -- a WAL reader: runs may write the file meanwhile
-  local state = runfiles.absolute(common.state_path(o))
+  local state = common.state_path(o)
+  if not require("scimrun.state").is_postgres(state) then state = runfiles.absolute(state) end
   local user = M.os_user()
   local api_mod = require "scimrun.ui.api"
   local cli_opts = " --state " .. api_mod.shell_quote(state)

@@ -4,14 +4,23 @@ local errors = require "scimrun.errors"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
+local LEASE_LOST = "lease lost"
+
+-- Step writes of a claimed item (worker mode) carry its claim: the store makes them only while
+-- the item's fence is still the claim's.
+local CLAIMED = { step_start = true, step_complete = true, step_fail = true, step_compensated = true }
+
 -- Called by the scheduler after every loop turn: commits everything queued in one transaction
 -- and wakes the waiting tasks with the outcome.
 function Engine:flush()
   if #self.pending == 0 then return end
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
-  local ok, ids_or_err = self.db:apply(batch)
+  local ok, ids_or_err, lost = self.db:apply(batch)
   self.stats.commits = self.stats.commits + 1
+  -- worker mode: writes of an item whose lease another worker took were not made (fencing)
+  local lost_at = {}
+  for _, i in ipairs(ok and lost or {}) do lost_at[i] = true end
   if not ok then
     self.fatal = self.fatal or errors.new {
       class = "store", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
@@ -21,7 +30,19 @@ function Engine:flush()
   end
   for _, w in ipairs(waiters) do
     local id = ok and type(ids_or_err) == "table" and ids_or_err[w.index] or nil
-    scimrun.wake(w.co, ok, ok and id or ids_or_err)
+    if lost_at[w.index] then
+      scimrun.wake(w.co, false, LEASE_LOST)
+    else
+      scimrun.wake(w.co, ok, ok and id or ids_or_err)
+    end
+  end
+  -- the items whose steps are now durable are marked done for every worker
+  if ok and self.worker then
+    local fok, ferr = pcall(self.worker.flush, self.worker)
+    if not fok then
+      self.fatal = self.fatal or errors.normalize(ferr)
+      self.stopping = true
+    end
   end
 end
 
@@ -38,9 +59,17 @@ end
 function Engine:commit(op)
   if self.fatal then error(self.fatal, 0) end
   op.run_id = self.run_id
+  if self.worker and CLAIMED[op.op] then
+    local item = scimrun.ctx().item
+    op.claim = item and item.claim or nil
+  end
   self.pending[#self.pending + 1] = op
   self.waiters[#self.waiters + 1] = { co = coroutine.running(), index = #self.pending }
   local ok, id_or_err = scimrun.park()
+  if not ok and id_or_err == LEASE_LOST then
+    error(errors.new { class = "lease_lost", step = op.key,
+      detail = "the item's lease ran out and another worker claimed it; this write was discarded" }, 0)
+  end
   if not ok then error(self.fatal or errors.new { class = "store", detail = tostring(id_or_err) }, 0) end
   return id_or_err
 end

@@ -17,10 +17,18 @@ function Engine:each(iter, opts, fn)
   -- Preflight: an input that can be read again (a CSV or JSONL file) is read whole first,
   -- through opts.preflight (e.g. the mapping's check_rows), so its bad rows are listed before
   -- the first write; with --check that is all that happens.
-  local pre = self:preflight(iter, opts)
-  if self.check then return end
+  -- Worker mode (scimrun.worker): the items come from the run's shared queue in the database,
+  -- loaded once from this iterator by the first worker (after its preflight), claimed in batches.
+  local source, pre
+  if self.worker then
+    self.each_calls = (self.each_calls or 0) + 1
+    source = self.worker:source("each:" .. self.each_calls, iter, function() pre = self:preflight(iter, opts) end)
+  else
+    pre = self:preflight(iter, opts)
+    if self.check then return end
+  end
   -- the size of the input when it is known, for progress and an ETA
-  local total = pre and pre.rows or require("scimrun.input.size").of(iter)
+  local total = source and source.total or pre and pre.rows or require("scimrun.input.size").of(iter)
   if total then self.emit { type = "input", total = total } end
 
   local function item_done()
@@ -68,7 +76,9 @@ function Engine:each(iter, opts, fn)
   end
 
   local function run_item(item, info)
-    local item_state = {}
+    -- claim: the item's lease in worker mode; its step writes carry it (fencing)
+    local claim = info and info.claim
+    local item_state = { claim = claim }
     scimrun.ctx().item = item_state
     local ok, err
     if info and info.error then
@@ -85,7 +95,14 @@ function Engine:each(iter, opts, fn)
       self.on_item { item = item, info = info, status = "ok", outcome = outcome or "done" }
     else
       err = errors.normalize(err)
-      if err.class == "interrupted" then
+      if err.class == "lease_lost" then
+        -- another worker holds the item now: its result there stands, nothing is counted here
+        self.stats.lease_lost = (self.stats.lease_lost or 0) + 1
+        self.log("warn", "lease lost: another worker claimed this item; the result here is discarded",
+          { item = report.identity(item, info), step = err.step })
+        claim = nil
+        if info and info.claim then self.worker:item_dropped(info.claim) end
+      elseif err.class == "interrupted" then
         self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted" }
       elseif err.class == "auth" then
         -- not failed and not dead-lettered: the resume after the token is fixed redoes it
@@ -102,20 +119,45 @@ function Engine:each(iter, opts, fn)
         if not fok then first_err = first_err or errors.normalize(ferr); self:halt(first_err) end
       end
     end
+    -- worker mode: an item with a verdict (done, dead-lettered, failed) is finished for every
+    -- worker; one interrupted (or stopped by the token) is given back when this worker stops
+    if claim then
+      if ok then self.worker:item_finished(claim, outcome or "done")
+      elseif not errors.no_verdict(err) then
+        self.worker:item_finished(claim, "failed")
+      end
+    end
     item_done()
   end
 
-  for item, info in iter do
-    if self.stopping or self.draining or self.fatal then break end
-    while active >= limit do parked = true; scimrun.park() end
-    if self.stopping or self.draining or self.fatal then break end
+  local function stopped() return self.stopping or self.draining or self.fatal end
+  local function dispatch(item, info)
     active = active + 1
     seen = seen + 1
     self.emit { type = "item_start" }
     scimrun.spawn(run_item, item, info)
   end
+  if source then
+    while not stopped() do
+      while active >= limit do parked = true; scimrun.park() end
+      if stopped() then break end
+      local item, wait = source.next(limit - active)
+      if item ~= nil then dispatch(item, wait)
+      elseif wait ~= "wait" then break -- every item of the run is done
+      elseif active > 0 then parked = true; scimrun.park() -- woken when one of ours ends
+      else source.wait() end -- others hold the rest: a NOTIFY, or their lease running out
+    end
+    source.release()
+  else
+    for item, info in iter do
+      if stopped() then break end
+      while active >= limit do parked = true; scimrun.park() end
+      if stopped() then break end
+      dispatch(item, info)
+    end
+  end
   -- the input is read: its true size replaces the estimate (a quoted field with a line break)
-  if total and not (self.stopping or self.draining or self.fatal) then
+  if total and not source and not (self.stopping or self.draining or self.fatal) then
     self.emit { type = "input", total = seen - total, correction = true }
   end
   while active > 0 do parked = true; scimrun.park() end

@@ -31,7 +31,7 @@ function Engine:saga(fn)
   end
   err = errors.normalize(err)
   -- an auth failure is no reason to undo: the resume after the token is fixed finishes the item
-  if err.class == "interrupted" or err.class == "store" or err.class == "auth" or #scope.done == 0 then
+  if errors.no_verdict(err) or #scope.done == 0 then
     error(err, 0)
   end
   -- Each compensation is itself a checkpointed step, so a crash here resumes compensating.
@@ -81,7 +81,7 @@ function Engine:rollback(scope, cause)
       self.stats.compensated = self.stats.compensated + 1
     else
       cerr = errors.explain(errors.normalize(cerr))
-      if cerr.class == "interrupted" or cerr.class == "store" or cerr.class == "auth" then error(cerr, 0) end
+      if errors.no_verdict(cerr) then error(cerr, 0) end
       failed = failed + 1
       self.stats.compensation_failed = self.stats.compensation_failed + 1
       local id, full

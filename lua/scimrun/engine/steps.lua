@@ -64,7 +64,31 @@ function Engine:ignored_second(key, second)
     .. "wf:outcome(name)"):format(key, second), { step = key })
 end
 
+-- Was this record started by this process (a second step with the same key)? In worker mode
+-- other workers write the same run meanwhile: only a record written under the running item's
+-- own claim is this process's.
+function Engine:started_here(rec)
+  if not self.worker then return rec.started_at and rec.started_at >= self.session_started end
+  local item = scimrun.ctx().item
+  local claim = item and item.claim
+  return claim ~= nil and rec.fence == claim.fence and rec.started_at ~= nil
+    and rec.started_at >= self.session_started
+end
+
+-- In worker mode a step outside any claimed item (the workflow's setup, such as ensuring the
+-- group) runs in every worker: a lock on its key in the database lets one run it while the
+-- others wait, then find it recorded and replay its result.
 function Engine:step(key, fn, opts)
+  local item = self.worker and scimrun.ctx().item
+  if not self.worker or (item and item.claim) then return self:step_once(key, fn, opts) end
+  self.worker:lock_step(key)
+  local ok, res = pcall(self.step_once, self, key, fn, opts)
+  self.worker:unlock_step(key)
+  if not ok then error(res, 0) end
+  return res
+end
+
+function Engine:step_once(key, fn, opts)
   opts = opts or {}
   if type(key) ~= "string" or key == "" then error("wf:step: key must be a non-empty string", 2) end
   if type(fn) ~= "function" then error("wf:step: fn must be a function", 2) end
@@ -74,7 +98,7 @@ function Engine:step(key, fn, opts)
       detail = ("duplicate step key %q in this run: step keys must be unique (add the item's id)"):format(key) }, 0)
   end
   local rec = self.db:step_get(self.run_id, key)
-  if rec and rec.started_at and rec.started_at >= self.session_started then
+  if rec and self:started_here(rec) then
     error(errors.new { class = "usage", step = key,
       detail = ("duplicate step key %q in this run: step keys must be unique (add the item's id)"):format(key) }, 0)
   end
@@ -154,7 +178,7 @@ function Engine:run_step(key, fn, opts, rec, attempts)
     err.step = key
     -- An auth failure is no verdict on the step: it stays started (in doubt, its recover check
     -- asked first) and a resume after the token is fixed runs it again.
-    if err.class ~= "interrupted" and err.class ~= "store" and err.class ~= "auth" then
+    if not errors.no_verdict(err) then
       self:commit { op = "step_fail", key = key, error_json = error_json(err), attempts = attempts }
     end
     error(err, 0)
