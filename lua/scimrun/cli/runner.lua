@@ -209,7 +209,7 @@ local function run_to_resume(r)
   if o.worker and not o.resume_id then
     -- a worker joins the newest unfinished run of the workflow, or starts it; the join lock
     -- (released once the run is recorded) makes workers starting together start one run
-    local id = require("scimrun.worker.claims").lock_join(db:conn(), r.def.name)
+    local id = require("scimrun.worker.claims").lock_join(db, r.def.name)
     r.join_locked = true
     return id and db:run_get(id) or nil
   end
@@ -286,7 +286,7 @@ local function find_or_create_run(r)
     if not ok then r.db:close(); r.cli.fail("cannot record the run in %s: %s", r.state_path, tostring(err)) end
   end
   r.run = run
-  if r.join_locked then require("scimrun.worker.claims").unlock_join(r.db:conn(), r.def.name) end
+  if r.join_locked then require("scimrun.worker.claims").unlock_join(r.db, r.def.name) end
   -- PostgreSQL without --worker: one process per run, as the state file's lock makes it for SQLite
   if r.postgres and not r.o.worker and r.db.lock_run then
     local locked, lerr = r.db:lock_run(run.id)

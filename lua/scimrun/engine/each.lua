@@ -102,6 +102,7 @@ function Engine:each(iter, opts, fn)
           { item = report.identity(item, info), step = err.step })
         claim = nil
         if info and info.claim then self.worker:item_dropped(info.claim) end
+        self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted", error = err }
       elseif err.class == "interrupted" then
         self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted" }
       elseif err.class == "auth" then

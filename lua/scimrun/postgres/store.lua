@@ -211,6 +211,11 @@ end
 
 function DB:conn() return check_db(self).conn end
 
+-- query(what, sql, ...) -> rows, affected | nil, message, code: one statement outside a
+-- transaction, run once more after the connection is reset (worker mode's claims and leases:
+-- each is safe to run twice).
+function DB:query(what, sql, ...) return check_db(self):query(what, sql, ...) end
+
 -- lock_run(run_id) -> true | nil, msg, "LOCKED": held until close (taken again after a
 -- reconnect). hashtext() keys the lock: two run ids with one hash would exclude each other.
 function DB:lock_run(run_id)

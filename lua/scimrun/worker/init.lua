@@ -34,7 +34,7 @@ end
 function M.new(o)
   local pid = ffi.C.getpid()
   local self = setmetatable({
-    db = o.db, conn = o.db:conn(), run_id = o.run_id, lease = o.lease or M.DEFAULT_LEASE,
+    db = o.db, run_id = o.run_id, lease = o.lease or M.DEFAULT_LEASE,
     executor = o.executor, log = o.log or function(level, msg, fields) scimrun.log.emit(level, msg, fields) end,
     host = hostname(), pid = pid,
     held = {},     -- batch -> { [idx] = fence }: claims of this process not finished yet
@@ -43,9 +43,9 @@ function M.new(o)
   }, Worker)
   -- host:pid:random, so a pid reused on the host is another worker
   self.id = ("%s:%d:%s"):format(self.host, pid, require("scimrun.cli.runfiles").new_run_id():sub(-6))
-  claims.register(self.conn, self.run_id, self.id, self.host, pid)
+  claims.register(self.db, self.run_id, self.id, self.host, pid)
   if o.retry_failed then
-    local n = claims.reopen_failed(self.conn, self.run_id)
+    local n = claims.reopen_failed(self.db, self.run_id)
     if n > 0 then self.log("info", "--retry-failed: failed items are claimable again", { items = n }) end
   end
   -- LISTEN on a connection of its own: a wait parked on its socket is never raced by the
@@ -71,7 +71,7 @@ function Worker:start()
       local slept = 0
       while slept < period and not me.stopped do scimrun.sleep(0.1); slept = slept + 0.1 end
       if me.stopped then break end
-      local ok, live = pcall(claims.heartbeat, me.conn, me.run_id, me.id, me.lease)
+      local ok, live = pcall(claims.heartbeat, me.db, me.run_id, me.id, me.lease)
       if ok then
         me:set_live(live)
         me:follow_breakers()
@@ -81,7 +81,7 @@ function Worker:start()
       end
     end
   end)
-  self:set_live(select(1, claims.heartbeat(self.conn, self.run_id, self.id, self.lease)))
+  self:set_live(select(1, claims.heartbeat(self.db, self.run_id, self.id, self.lease)))
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
       if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
@@ -104,12 +104,12 @@ function Worker:share_breaker(ev)
   local now = scimrun.now()
   local snap = tg.breaker:snapshot(now)
   snap.cooldown = ev.cooldown or 1
-  pcall(claims.publish_breaker, self.conn, self.run_id, ev.target, ev.cooldown or 1, cjson.encode(snap))
+  pcall(claims.publish_breaker, self.db, self.run_id, ev.target, ev.cooldown or 1, cjson.encode(snap))
 end
 
 function Worker:follow_breakers()
   if not self.executor then return end
-  local ok, rows = pcall(claims.open_breakers, self.conn, self.run_id)
+  local ok, rows = pcall(claims.open_breakers, self.db, self.run_id)
   if not ok then return end
   for _, r in ipairs(rows) do
     local snap_ok, snap = pcall(cjson.decode, r.snapshot_json or "")
@@ -125,11 +125,11 @@ end
 -- A step outside any item: one worker at a time runs it (scimrun.engine.steps). The lock is
 -- tried without blocking the loop, so this worker's heartbeat goes on while it waits.
 function Worker:lock_step(key)
-  while not claims.try_lock_step(self.conn, self.run_id, key) do scimrun.sleep(0.05) end
+  while not claims.try_lock_step(self.db, self.run_id, key) do scimrun.sleep(0.05) end
 end
 
 function Worker:unlock_step(key)
-  pcall(claims.unlock_step, self.conn, self.run_id, key)
+  pcall(claims.unlock_step, self.db, self.run_id, key)
 end
 
 -- ---- items ---------------------------------------------------------------------------------
@@ -138,10 +138,10 @@ end
 -- whichever worker comes first, through the workflow's iterator), then claimed in batches.
 -- Returns { total, next(free) -> item, info | nil, "wait" | nil (all done), wait() }.
 function Worker:source(batch, iter, preflight)
-  local total = claims.loaded(self.conn, self.run_id, batch)
+  local total = claims.loaded(self.db, self.run_id, batch)
   if not total then
     if preflight then preflight() end
-    total = claims.load_once(self.conn, self.run_id, batch, self.id, iter)
+    total = claims.load_once(self.db, self.run_id, batch, self.id, iter)
   end
   self.held[batch] = self.held[batch] or {}
   self.finished[batch] = self.finished[batch] or {}
@@ -153,7 +153,7 @@ function Worker:source(batch, iter, preflight)
     if me.stopped then return nil end
     if #queue == 0 then
       me:flush()
-      local got = claims.claim(me.conn, me.run_id, batch, me.id, math.max(1, free), me.lease)
+      local got = claims.claim(me.db, me.run_id, batch, me.id, math.max(1, free), me.lease)
       for _, c in ipairs(got) do
         me.held[batch][c.idx] = c.fence
         queue[#queue + 1] = c
@@ -169,14 +169,14 @@ function Worker:source(batch, iter, preflight)
       info.claim = { batch = batch, idx = c.idx, fence = c.fence, in_doubt = c.in_doubt }
       return c.item, info
     end
-    local left = claims.remaining(me.conn, me.run_id, batch, me.id)
+    local left = claims.remaining(me.db, me.run_id, batch, me.id)
     if left == 0 then return nil end
     return nil, "wait"
   end
   -- Nothing to claim and nothing running here: wait for a NOTIFY (items finished or given
   -- back) or until the first lease of another worker runs out.
   function src.wait()
-    local _, expires = claims.remaining(me.conn, me.run_id, batch, me.id)
+    local _, expires = claims.remaining(me.db, me.run_id, batch, me.id)
     local t = math.min(5, math.max(0.05, (tonumber(expires) or 5) + 0.05))
     me.listen:wait(t)
   end
@@ -185,7 +185,7 @@ function Worker:source(batch, iter, preflight)
     local idxs = {}
     for _, c in ipairs(queue) do idxs[#idxs + 1] = c.idx; me.held[batch][c.idx] = nil end
     queue = {}
-    if #idxs > 0 then pcall(claims.release, me.conn, me.run_id, me.id, { [batch] = idxs }) end
+    if #idxs > 0 then pcall(claims.release, me.db, me.run_id, me.id, { [batch] = idxs }) end
   end
   return src
 end
@@ -209,7 +209,7 @@ function Worker:flush()
   for batch, list in pairs(self.finished) do
     if #list > 0 then
       self.finished[batch] = {}
-      local n = claims.finish(self.conn, self.run_id, batch, list)
+      local n = claims.finish(self.db, self.run_id, batch, list)
       if n < #list then
         self.lost = self.lost + (#list - n)
         self.log("warn", "lease lost: another worker claimed items this worker was finishing; their results "
@@ -231,8 +231,8 @@ function Worker:stop()
     for idx in pairs(held) do idxs[#idxs + 1] = idx end
     give_back[batch] = idxs
   end
-  pcall(claims.release, self.conn, self.run_id, self.id, give_back)
-  pcall(claims.unregister, self.conn, self.id)
+  pcall(claims.release, self.db, self.run_id, self.id, give_back)
+  pcall(claims.unregister, self.db, self.id)
   if self.listen then self.listen:close(); self.listen = nil end
 end
 
