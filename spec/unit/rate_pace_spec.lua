@@ -83,3 +83,54 @@ describe("policy simulate against a hidden token bucket", function()
     assert.is_true(last.share < 0.05, ("%.1f%% answered 429 in the last 10 s"):format(last.share * 100))
   end)
 end)
+
+-- Worker mode (scimrun.worker): N workers of one run each send at most 1/N of a fixed limit, and
+-- a breaker another worker opened is followed here.
+describe("a worker's share of the target's protection", function()
+  local function sends_in(share, seconds)
+    local clock = sim_clock()
+    local pol = policy.load("default")
+    pol.rate_limit.rps, pol.rate_limit.adaptive = 40, false
+    local ex = retry.executor { policy = pol, seed = 1, log = false, clock = clock }
+    if share then ex:set_share(share) end
+    local tg = ex:_target("t")
+    local sent, stop = 0, false
+    for _ = 1, 8 do
+      scimrun.spawn(function()
+        while not stop do
+          ex:_pace(tg, "users.create")
+          if clock.now() <= seconds then sent = sent + 1 end
+          clock.sleep(0.001)
+        end
+      end)
+    end
+    local done = false
+    scimrun.spawn(function() clock.sleep(seconds); stop = true; clock.sleep(1); done = true end)
+    clock.run(function() return done end)
+    return sent
+  end
+
+  it("sends at most its share of a fixed rps: two workers of 40/s send 20/s each", function()
+    local alone, half = sends_in(nil, 10), sends_in(0.5, 10)
+    assert.is_true(alone >= 380 and alone <= 520, ("alone: %d in 10 s at 40/s"):format(alone))
+    assert.is_true(half >= 190 and half <= 215, ("half: %d in 10 s, not about 200 (20/s)"):format(half))
+  end)
+
+  it("follows a breaker another worker opened, and says where it came from", function()
+    local pol = policy.load("default")
+    local seen = {}
+    local ex = retry.executor { policy = pol, seed = 1, log = false, on_event = function(ev)
+      if ev.type == "breaker" then seen[#seen + 1] = ev end
+    end }
+    assert.are.equal("closed", ex:breaker_state("t"))
+    ex:adopt_breaker("t", { state = "open", opened_ago = 0, consecutive_failures = 5, consecutive_successes = 0,
+                            open_count = 1 })
+    assert.are.equal("open", ex:breaker_state("t"))
+    assert.are.equal(1, #seen)
+    assert.is_true(seen[1].shared)
+    -- an open breaker here is left as it is
+    ex:adopt_breaker("t", { state = "open", opened_ago = 0, consecutive_failures = 5, consecutive_successes = 0,
+                            open_count = 1 })
+    assert.are.equal(1, #seen)
+  end)
+end)

@@ -29,7 +29,8 @@ function M.attach(stream, opts)
       log.emit(retries, "retrying", { op = ev.op, target = ev.target, attempt = ev.attempt, class = ev.class,
                                       rule = ev.rule, status = ev.status, kind = ev.kind, delay = ev.delay })
     elseif t == "breaker" then
-      log.emit(ev.state == "open" and "warn" or "info", "circuit breaker " .. ev.state,
+      log.emit(ev.state == "open" and "warn" or "info", "circuit breaker " .. ev.state
+                 .. (ev.shared and " (opened by another worker of the run)" or ""),
                { target = ev.target, op = ev.op, cooldown = ev.cooldown })
     elseif t == "rate" then
       -- when a limit appears or goes, or moves by a quarter since it was last logged
