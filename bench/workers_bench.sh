@@ -26,9 +26,10 @@ SRV_PID=
 cleanup() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
   as_pg "$pgbin/pg_ctl" -D "$tmp/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$tmp"
+  if [ -n "$KEEP_LOGS" ]; then echo "logs kept in $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
+KEEP_LOGS=${KEEP_LOGS:-}
 as_pg "$pgbin/initdb" -D "$tmp/data" -A trust -U postgres --no-sync >/dev/null
 port=$((20000 + RANDOM % 30000))
 as_pg "$pgbin/pg_ctl" -D "$tmp/data" -l "$tmp/pg.log" \
@@ -36,6 +37,9 @@ as_pg "$pgbin/pg_ctl" -D "$tmp/data" -l "$tmp/pg.log" \
 pgurl() { echo "postgres://postgres@/$1?host=$tmp&port=$port"; }
 
 "$BIN" -l examples/data/generate.lua --rows "$ROWS" --out "$tmp/users.csv" >/dev/null
+# one token for every sandbox this script starts (each reads $SCIM_TOKEN)
+SCIM_TOKEN=bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
+export SCIM_TOKEN
 
 start_server() {
   "$BIN" sandbox --port 0 --quiet --faults "latency:$LATENCY,ratelimit:$RATE/s" --seed 1 >"$tmp/server.out" 2>&1 &
@@ -48,8 +52,7 @@ start_server() {
   done
   [ -n "$BASE" ] || { echo "the sandbox did not start: $(cat "$tmp/server.out")" >&2; exit 1; }
   ROOT=${BASE%/scim/v2}
-  SCIM_TOKEN=$(awk '/token:/ { print $2 }' "$tmp/server.out")
-  export SCIM_BASE_URL=$BASE SCIM_TOKEN
+  export SCIM_BASE_URL=$BASE
 }
 stop_server() { kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=; }
 users_at_server() {
