@@ -7,6 +7,8 @@
 --   c.url                                   -- postgres://postgres@/postgres?host=SOCKDIR&port=PORT
 --   local url = c.createdb("store_a")       -- a fresh database, its URL
 --   c.stop()                                -- immediate shutdown, directories removed (idempotent)
+--   c.stop_server()                         -- the database goes away (pg_ctl -m fast), data kept
+--   c.start_server()                        -- back on the same socket and port (c.url stays valid)
 --
 -- Also c.dir, c.socket_dir, c.port, c.bin. initdb refuses to run as root: as root the cluster
 -- runs as the `postgres` OS user (runuser), which owns both directories. A cluster a spec forgot
@@ -95,14 +97,15 @@ function M.start()
     error("initdb failed:\n" .. out, 2)
   end
 
+  local function start_cmd(try)
+    local opts = ("-k %s -c listen_addresses='' -p %d -c fsync=off -c synchronous_commit=off "
+      .. "-c full_page_writes=off"):format(sockdir, try)
+    return ("%s/pg_ctl -D %s -l %s -o %s -w -t 30 start >/dev/null 2>&1"):format(q(bin), q(data), q(log), q(opts))
+  end
   local port
   for _ = 1, 5 do
     local try = math.random(20000, 60000)
-    local opts = ("-k %s -c listen_addresses='' -p %d -c fsync=off -c synchronous_commit=off "
-      .. "-c full_page_writes=off"):format(sockdir, try)
-    local start = ("%s/pg_ctl -D %s -l %s -o %s -w -t 30 start >/dev/null 2>&1")
-      :format(q(bin), q(data), q(log), q(opts))
-    if run(root, dir, start) then
+    if run(root, dir, start_cmd(try)) then
       port = try
       break
     end
@@ -123,6 +126,20 @@ function M.start()
     stopped = true
     run(root, dir, ("%s/pg_ctl -D %s -m immediate stop >/dev/null 2>&1"):format(q(bin), q(data)))
     remove_dirs()
+  end
+
+  -- The server stops as a DBA's `pg_ctl -m fast stop` stops it (sessions are closed, the
+  -- socket goes away); the data stays for start_server(), on the same socket and port.
+  function c.stop_server()
+    assert(not stopped, "stop_server: the cluster was removed")
+    if not run(root, dir, ("%s/pg_ctl -D %s -m fast -w -t 60 stop >/dev/null 2>&1"):format(q(bin), q(data))) then
+      error("pg_ctl stop failed:\n" .. tail(log), 2)
+    end
+  end
+
+  function c.start_server()
+    assert(not stopped, "start_server: the cluster was removed")
+    if not run(root, dir, start_cmd(port)) then error("pg_ctl start failed:\n" .. tail(log), 2) end
   end
 
   -- A fresh database named `name` (letters, digits, _); returns its URL.

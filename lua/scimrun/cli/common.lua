@@ -45,6 +45,15 @@ function M.serve_until_signal(close)
   scimrun.park()
 end
 
+-- A word for a command printed to be pasted into a shell: a postgres:// state URL holds '?'
+-- and '&' (`--state postgres://u@/db?host=/run/pg&port=5433` unquoted runs in the background,
+-- without its port), so anything but plain path characters is single-quoted.
+function M.shell_quote(s)
+  s = tostring(s)
+  if s:match("^[%w%./_%-=:,]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
 function M.time(t)
   if not t then return "-" end
   return os.date("%Y-%m-%d %H:%M:%S", math.floor(t))

@@ -14,9 +14,11 @@ local function is_comp(e) return e.is_compensation == 1 or e.is_compensation == 
 
 local ROLLED_BACK = "(item rolled back) "
 
+-- quoted: the printed commands are pasted into a shell, and a postgres:// URL's '&' would end
+-- the command there (it ran in the background against the default port)
 local function state_opt(o)
   local p = common.state_path(o)
-  return p ~= ".scimrun/state.db" and (" --state " .. p) or ""
+  return p ~= ".scimrun/state.db" and (" --state " .. common.shell_quote(p)) or ""
 end
 
 local function show_line(e)
@@ -267,7 +269,8 @@ function M.replay_entries(db, entries, o, cli, say)
   say(("%d replayed, %d still failing\n"):format(done, failed))
   for _, run_id in ipairs(runs) do
     local run = db:run_get(run_id)
-    local cmd = ("scimrun %s --resume %s%s%s"):format(run and run.workflow_path or "WORKFLOW.lua", run_id,
+    local wf = common.shell_quote(run and run.workflow_path or "WORKFLOW.lua")
+    local cmd = ("scimrun %s --resume %s%s%s"):format(wf, run_id,
       state_opt(o), o.sandbox and " --sandbox" or "")
     resume[#resume + 1] = cmd
     say(("continue run %s from the replayed steps with: %s\n"):format(run_id, cmd))

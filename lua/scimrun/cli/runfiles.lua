@@ -99,15 +99,15 @@ function M.ensure_parent_dir(path)
   return fs.mkdir_p(dir, tonumber("700", 8))
 end
 
-local function shell_quote(s)
-  if s:match("^[%w%./_%-=:,]+$") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = require("scimrun.cli.common").shell_quote
 
 -- The exact command that continues this run, with the options that change its meaning.
 function M.resume_command(o, run_id)
   local parts = { "scimrun", shell_quote(o.file), "--resume", run_id }
   if o.state then parts[#parts + 1] = "--state " .. shell_quote(o.state) end
+  -- a worker's run goes on as a worker (a plain resume would run beside the others, unfenced)
+  if o.worker then parts[#parts + 1] = "--worker" end
+  if o.worker and o.lease then parts[#parts + 1] = "--lease " .. o.lease end
   if o.policy then parts[#parts + 1] = "--policy " .. shell_quote(o.policy) end
   if o.sandbox then parts[#parts + 1] = o.sandbox ~= "" and ("--sandbox=" .. shell_quote(o.sandbox)) or "--sandbox" end
   if o.continue_on_error then parts[#parts + 1] = "--continue-on-error" end

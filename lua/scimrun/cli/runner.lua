@@ -181,6 +181,12 @@ local function open_state(r)
   local o, cli = r.o, r.cli
   r.state_path = require("scimrun.cli.common").state_path(o)
   r.postgres = require("scimrun.state").is_postgres(r.state_path)
+  if r.postgres then -- refused even when --dry-run or --check opens no database: no password in a URL
+    local field = require("scimrun.postgres.url").password_field(r.state_path)
+    if field then
+      cli.fail("--state: the URL holds a password (%s); give it in PGPASSWORD, ~/.pgpass or PGSERVICE instead", field)
+    end
+  end
   if o.worker and (not r.postgres or o.dry_run or o.check) then
     cli.fail("--worker needs --state postgres://... (the workers of a run share its state there) and "
       .. "cannot be combined with --dry-run or --check")
@@ -492,14 +498,29 @@ end
 
 -- The run's status and exit code, recorded; the end of the run as a fact of the stream (the
 -- textfile's last write, the on_event hook).
+-- A worker's verdict is the run's, not only its own items': an item another worker failed
+-- (without --continue-on-error) fails the run here too, as replaying its failure would.
+local function worker_failures(r)
+  local failed = r.worker and not r.err and r.worker:failed_items() or 0
+  if failed > 0 and not (r.o.continue_on_error or r.def.options.continue_on_error) then
+    r.err = errors.new { class = "permanent",
+      detail = ("%d item(s) of the run failed (in this worker or another)"):format(failed),
+      suggest = "see them with scimrun runs show " .. r.run.id .. "; fix the cause, then resume the workers "
+        .. "with --retry-failed" }
+  end
+  return failed
+end
+
 local function settle(r)
+  local failed_elsewhere = worker_failures(r)
   local err, engine = r.err, r.engine
   r.pending_dlq = r.db:dlq_count { state = "pending", run_id = r.run.id } or 0
   if err and err.class == "interrupted" then r.status, r.code = "interrupted", 130
   elseif err then
     r.status = "failed"
     r.code = (err.class == "usage" or err.class == "config" or err.class == "input") and 2 or 1
-  elseif r.pending_dlq > 0 or engine.stats.failed > 0 then r.status, r.code = "completed_with_dead_letters", 3
+  elseif r.pending_dlq > 0 or engine.stats.failed > 0 or failed_elsewhere > 0 then
+    r.status, r.code = "completed_with_dead_letters", 3
   else r.status, r.code = "completed", 0 end
   r.db:run_set_status(r.run.id, r.status, r.code)
   r.summary = report.summary(engine.stats, r.ex, scimrun.now() - r.started)

@@ -23,8 +23,9 @@ end
 
 local function resume_cmd(run, o)
   if run.status == "completed" or run.status == "completed_with_dead_letters" then return nil end
-  local cmd = ("scimrun %s --resume %s"):format(run.workflow_path, run.id)
-  if o.state then cmd = cmd .. " --state " .. o.state end
+  -- quoted: a postgres:// URL's '&' would otherwise end the command when pasted
+  local cmd = ("scimrun %s --resume %s"):format(common.shell_quote(run.workflow_path), run.id)
+  if o.state then cmd = cmd .. " --state " .. common.shell_quote(o.state) end
   return cmd
 end
 

@@ -17,11 +17,18 @@ function Engine:flush()
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
   local ok, ids_or_err, lost = self.db:apply(batch)
+  local code = not ok and lost or nil -- on failure the third value is the store's error code
   self.stats.commits = self.stats.commits + 1
   -- worker mode: writes of an item whose lease another worker took were not made (fencing)
   local lost_at = {}
   for _, i in ipairs(ok and lost or {}) do lost_at[i] = true end
-  if not ok then
+  if not ok and code == "CONNECTION" then
+    self.fatal = self.fatal or errors.new {
+      class = "store", detail = "the state database is unreachable: " .. tostring(ids_or_err)
+        .. " (everything committed before is kept)",
+      suggest = "bring the database back (or fix the network to it), then resume the run" }
+    self.stopping = true
+  elseif not ok then
     self.fatal = self.fatal or errors.new {
       class = "store", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
         " (everything committed before is kept; free space or fix permissions, then --resume)",

@@ -121,7 +121,9 @@ function M.print(out, t)
       add("    %s %s", p.op or p.method or "?", p.summary or p.url or "")
     end
   end
-  local state_opt = t.state and t.state ~= ".scimrun/state.db" and (" --state " .. t.state) or ""
+  -- quoted: these lines are pasted into a shell, and a postgres:// URL's '&' would end the command
+  local state_opt = t.state and t.state ~= ".scimrun/state.db"
+    and (" --state " .. require("scimrun.cli.common").shell_quote(t.state)) or ""
   local cfs = s.compensation_failures or {}
   if #cfs > 0 then
     add("")

@@ -159,6 +159,13 @@ function M.reopen_failed(db, run_id)
   return n
 end
 
+-- Items of the run that ended failed (dead-lettered or not), by any worker.
+function M.count_failed(db, run_id)
+  local rows = exec(db, "count failed items", "SELECT count(*) AS n FROM scimrun.items WHERE run_id = $1 "
+    .. "AND state = 'done' AND outcome = 'failed'", run_id)
+  return rows[1].n
+end
+
 function M.unregister(db, worker_id)
   db:query("leave the run", "UPDATE scimrun.workers SET stopped_at = now() WHERE id = $1", worker_id)
 end

@@ -50,14 +50,21 @@ function M.new(o)
   end
   -- LISTEN on a connection of its own: a wait parked on its socket is never raced by the
   -- queries of the store's connection.
-  local pg = require "scimrun.pg"
-  local lconn, err = pg.connect(o.db:path())
-  if not lconn then error(("worker: cannot open the LISTEN connection: %s"):format(tostring(err)), 0) end
-  local ok, lerr = lconn:exec("LISTEN " .. claims.CHANNEL)
-  if not ok then error(("worker: LISTEN failed: %s"):format(tostring(lerr)), 0) end
-  self.listen = lconn
+  local ok, lerr = self:listen_again()
+  if not ok then error(("worker: cannot LISTEN for the other workers: %s"):format(tostring(lerr)), 0) end
   self.log("info", "worker joined the run", { run = self.run_id, worker = self.id, lease_s = self.lease })
   return self
+end
+
+-- (Re)opens the connection that waits for the other workers' NOTIFYs. true | nil, err.
+function Worker:listen_again()
+  if self.listen then self.listen:close(); self.listen = nil end
+  local conn, err = require("scimrun.pg").connect(self.db:path())
+  if not conn then return nil, err end
+  local ok, lerr = conn:exec("LISTEN " .. claims.CHANNEL)
+  if not ok then conn:close(); return nil, lerr end
+  self.listen = conn
+  return true
 end
 
 -- The heartbeat task: every third of the lease, extend every lease of this worker and learn
@@ -132,6 +139,11 @@ function Worker:unlock_step(key)
   pcall(claims.unlock_step, self.db, self.run_id, key)
 end
 
+function Worker:failed_items()
+  local ok, n = pcall(claims.count_failed, self.db, self.run_id)
+  return ok and n or 0
+end
+
 -- ---- items ---------------------------------------------------------------------------------
 
 -- The items of the n-th wf:each call of the run, as a source for the engine: loaded once (by
@@ -178,7 +190,12 @@ function Worker:source(batch, iter, preflight)
   function src.wait()
     local _, expires = claims.remaining(me.db, me.run_id, batch, me.id)
     local t = math.min(5, math.max(0.05, (tonumber(expires) or 5) + 0.05))
-    me.listen:wait(t)
+    if not (me.listen and me.listen:wait(t)) then
+      -- the LISTEN connection broke (the database restarted): open it again; meanwhile sleep,
+      -- so a broken connection never turns this wait into a busy loop
+      me:listen_again()
+      scimrun.sleep(t)
+    end
   end
   -- Gives back the claims queued here and not started (the worker stops).
   function src.release()
