@@ -60,18 +60,24 @@ users_at_server() {
     /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["users"], s["by_status"].get("POST 429", 0) + sum(v for k, v in s["by_status"].items() if k.endswith(" 429")))'
 }
 now() { date +%s.%N; }
+# CPU ticks of the whole machine, busy and all, from /proc/stat: the share busy during a run
+# says whether two cores were the limit
+cpu_ticks() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 }' /proc/stat; }
+busy_pct() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { printf "%.0f%%", 100 * (c - a) / (d - b) }'; }
 args="examples/onboard.lua --continue-on-error --param csv=$tmp/users.csv --param concurrency=$CONCURRENCY"
 
 printf '%-22s %8s %8s %9s %8s %s\n' run users wall_s users/s ratio notes
 # the reference: one process, the SQLite store
 start_server
 t0=$(now)
+read -r busy0 all0 <<<"$(cpu_ticks)"
 "$BIN" $args --state "$tmp/sqlite.db" >"$tmp/sqlite.log" 2>&1 || echo "  sqlite run exited $?"
 t1=$(now)
+read -r busy1 all1 <<<"$(cpu_ticks)"
 read -r users _ <<<"$(users_at_server)"
 stop_server
 ref=$(awk -v n="$users" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
-printf '%-22s %8s %8.2f %9s %8s %s\n' "sqlite, 1 process" "$users" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$ref" "-" "reference"
+printf '%-22s %8s %8.2f %9s %8s %s\n' "sqlite, 1 process" "$users" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$ref" "-" "reference; CPU busy $(busy_pct "$busy0" "$all0" "$busy1" "$all1")"
 
 one=
 for n in $WORKERS; do
@@ -80,6 +86,7 @@ for n in $WORKERS; do
   as_pg "$pgbin/createdb" -h "$tmp" -p "$port" -U postgres "$db"
   url=$(pgurl "$db")
   t0=$(now)
+  read -r busy0 all0 <<<"$(cpu_ticks)"
   pids=()
   # the first worker records the run; the others join it (the join is locked: they may start at once)
   for i in $(seq "$n"); do
@@ -90,12 +97,13 @@ for n in $WORKERS; do
   rcs=""
   for p in "${pids[@]}"; do wait "$p" || rcs="$rcs $?"; done
   t1=$(now)
+  read -r busy1 all1 <<<"$(cpu_ticks)"
   read -r users refused <<<"$(users_at_server)"
   stop_server
   rate=$(awk -v u="$users" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", u / (b - a) }')
   [ -z "$one" ] && one=$rate
   ratio=$(awk -v r="$rate" -v o="$one" 'BEGIN { printf "%.2fx", r / o }')
-  notes="429s: $refused"
+  notes="429s: $refused; CPU busy $(busy_pct "$busy0" "$all0" "$busy1" "$all1") of 2 cores"
   [ -n "$rcs" ] && notes="$notes; exit codes:$rcs"
   printf '%-22s %8s %8.2f %9s %8s %s\n' "postgres, $n worker(s)" "$users" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
     "$rate" "$ratio" "$notes"

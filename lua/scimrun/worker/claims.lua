@@ -79,10 +79,16 @@ end
 function M.claim(db, run_id, batch, worker_id, n, lease_s)
   local rows = exec(db, "claim items",
     -- MATERIALIZED: evaluated once; a subquery in FROM may be rescanned per row of the join,
-    -- and every rescan with SKIP LOCKED locks further rows, claiming far more than LIMIT
-    "WITH c AS MATERIALIZED (SELECT idx FROM scimrun.items WHERE run_id = $1 AND batch = $2 AND "
-    .. "(state = 'pending' OR (state = 'claimed' AND lease_until < now())) ORDER BY idx LIMIT $4 "
-    .. "FOR UPDATE SKIP LOCKED) "
+    -- and every rescan with SKIP LOCKED locks further rows, claiming far more than LIMIT.
+    -- Two index range scans (items_claimable: run_id, batch, state, idx), expired claims first:
+    -- one condition with OR would walk the batch from its first item past every done one, on
+    -- every claim (quadratic in the size of the input).
+    "WITH e AS MATERIALIZED (SELECT idx FROM scimrun.items WHERE run_id = $1 AND batch = $2 "
+    .. "AND state = 'claimed' AND lease_until < now() ORDER BY idx LIMIT $4 FOR UPDATE SKIP LOCKED), "
+    .. "p AS MATERIALIZED (SELECT idx FROM scimrun.items WHERE run_id = $1 AND batch = $2 "
+    .. "AND state = 'pending' ORDER BY idx LIMIT $4 FOR UPDATE SKIP LOCKED), "
+    .. "c AS (SELECT idx FROM e UNION ALL (SELECT idx FROM p ORDER BY idx "
+    .. "LIMIT greatest(0, $4 - (SELECT count(*) FROM e)))) "
     .. "UPDATE scimrun.items i SET state = 'claimed', owner = $3, fence = i.fence + 1, "
     .. "lease_until = now() + make_interval(secs => $5), in_doubt = (i.state = 'claimed') "
     .. "FROM c WHERE i.run_id = $1 AND i.batch = $2 AND i.idx = c.idx "
