@@ -12,29 +12,8 @@ local pg_cluster = require "helpers.pg_cluster"
 local q = proc.sh_quote
 local ROWS = 300
 
-local function query(url, sql, ...)
-  local conn = assert(require("scimrun.pg").connect(url))
-  local rows, err = conn:exec(sql, ...)
-  conn:close()
-  return assert(rows, err)
-end
-
--- userName -> number of accounts at the provider (case-insensitive), and id -> number of
--- memberships in the group
-local function provider_records(srv, group)
-  local dump = sbrun.dump(srv)
-  local accounts, members = {}, {}
-  for _, u in pairs(dump.users or {}) do
-    local name = tostring(u.userName):lower()
-    accounts[name] = (accounts[name] or 0) + 1
-  end
-  for _, g in pairs(dump.groups or {}) do
-    if g.displayName == group then
-      for _, m in ipairs(g.members or {}) do members[m.value] = (members[m.value] or 0) + 1 end
-    end
-  end
-  return accounts, members, dump
-end
+local records = require "helpers.worker_records"
+local query, provider_records = records.query, records.provider_records
 
 -- Every user of the CSV is at the provider exactly once, in the group exactly once.
 local function assert_each_user_once(srv, csv)

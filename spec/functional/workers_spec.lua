@@ -6,14 +6,8 @@ local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 local pg_cluster = require "helpers.pg_cluster"
 
-local function try_query(url, sql, ...)
-  local conn = assert(require("scimrun.pg").connect(url))
-  local rows, err = conn:exec(sql, ...)
-  conn:close()
-  return rows, err
-end
-
-local function query(url, sql, ...) return assert(try_query(url, sql, ...)) end
+local records = require "helpers.worker_records"
+local try_query, query, provider_records = records.try_query, records.query, records.provider_records
 
 -- the run the first worker recorded (its schema may not exist yet: polled)
 local function run_id(url)
@@ -28,22 +22,6 @@ end
 
 local function wait_all_gone(pids, timeout)
   for _, pid in ipairs(pids) do assert(proc.wait_gone(pid, timeout), "worker " .. pid .. " did not finish") end
-end
-
--- userName -> number of accounts at the provider (case-insensitive), and the group's members
-local function provider_records(srv, group)
-  local dump = sbrun.dump(srv)
-  local accounts, members = {}, {}
-  for _, u in pairs(dump.users or {}) do
-    local name = tostring(u.userName):lower()
-    accounts[name] = (accounts[name] or 0) + 1
-  end
-  for _, g in pairs(dump.groups or {}) do
-    if g.displayName == group then
-      for _, m in ipairs(g.members or {}) do members[m.value] = (members[m.value] or 0) + 1 end
-    end
-  end
-  return accounts, members, dump
 end
 
 local function csv_names(path)
