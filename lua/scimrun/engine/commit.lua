@@ -24,13 +24,13 @@ function Engine:flush()
   for _, i in ipairs(ok and lost or {}) do lost_at[i] = true end
   if not ok and code == "CONNECTION" then
     self.fatal = self.fatal or errors.new {
-      class = "store", detail = "the state database is unreachable: " .. tostring(ids_or_err)
+      class = "store", op = "recording steps", detail = "the state database is unreachable: " .. tostring(ids_or_err)
         .. " (everything committed before is kept)",
       suggest = "bring the database back (or fix the network to it), then resume the run" }
     self.stopping = true
   elseif not ok then
     self.fatal = self.fatal or errors.new {
-      class = "store", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
+      class = "store", op = "recording steps", detail = "cannot write the state file: " .. tostring(ids_or_err) ..
         " (everything committed before is kept; free space or fix permissions, then --resume)",
     }
     self.stopping = true
