@@ -421,3 +421,38 @@ describe("an item's outcome", function()
     done(db)
   end)
 end)
+
+describe("wf:each's concurrency", function()
+  local function order_with(lent_max)
+    local engine, wf, db = new_engine()
+    local default = engine.LENT_MAX
+    if lent_max then engine.LENT_MAX = lent_max end
+    local ex = retry.executor { policy = policy.load("fast-test"), seed = 1, log = false }
+    local finished, tries = {}, 0
+    -- concurrency 1: item 1 fails once (a 503) and sleeps 0.3 s before its retry
+    items(wf, { 1, 2, 3 }, function(i)
+      wf:step("s" .. i, function()
+        return ex:run("users.create", "t", function()
+          if i == 1 then
+            tries = tries + 1
+            if tries == 1 then return nil, { status = 503 } end
+          end
+          return { ok = true }
+        end, { profile = { attempts = 3, backoff = "constant", base = 0.3, jitter = "none" } })
+      end)
+      finished[#finished + 1] = i
+    end, { concurrency = 1 })
+    done(db)
+    return finished, default
+  end
+
+  it("an item asleep in a retry backoff lends its slot: the next items run meanwhile", function()
+    local finished, default = order_with(nil)
+    assert.are.equal(4, default)
+    assert.are.same({ 2, 3, 1 }, finished)
+  end)
+
+  it("without lending, the next items wait for it", function()
+    assert.are.same({ 1, 2, 3 }, (order_with(0)))
+  end)
+end)

@@ -5,6 +5,8 @@ local report = require "scimrun.observe.report"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
+Engine.LENT_MAX = 4 -- items asleep in a backoff beyond the concurrency, as a multiple of it
+
 -- Runs fn(item, info) for every item of the iterator, at most `concurrency` at once. Items
 -- are pulled only when a slot frees, so memory stays flat with the number of items.
 function Engine:each(iter, opts, fn)
@@ -34,6 +36,21 @@ function Engine:each(iter, opts, fn)
   local function item_done()
     active = active - 1
     if parked then parked = nil; scimrun.wake(me) end
+  end
+
+  -- An item sleeping out a retry backoff (a 5xx, a timeout: not a paced 429) lends its slot
+  -- to the next item, up to LENT_MAX x the concurrency in all; it takes the slot back when it
+  -- wakes (the run may then be over the limit for a moment: no new item starts until it is
+  -- under). Requests in flight stay bounded by the policy's bulkhead.
+  local lent = 0
+  local function lend_slot(state, sleeping)
+    if sleeping then
+      if lent >= self.LENT_MAX * limit then return end
+      lent, active, state.lent = lent + 1, active - 1, true
+      if parked then parked = nil; scimrun.wake(me) end
+    elseif state.lent then
+      lent, active, state.lent = lent - 1, active + 1, nil
+    end
   end
 
   local function item_failed(err, item, info)
@@ -79,6 +96,7 @@ function Engine:each(iter, opts, fn)
     -- claim: the item's lease in worker mode; its step writes carry it (fencing)
     local claim = info and info.claim
     local item_state = { claim = claim }
+    item_state.on_backoff = function(sleeping) lend_slot(item_state, sleeping) end
     scimrun.ctx().item = item_state
     local ok, err
     if info and info.error then
@@ -161,7 +179,7 @@ function Engine:each(iter, opts, fn)
   if total and not source and not (self.stopping or self.draining or self.fatal) then
     self.emit { type = "input", total = seen - total, correction = true }
   end
-  while active > 0 do parked = true; scimrun.park() end
+  while active > 0 or lent > 0 do parked = true; scimrun.park() end
   if self.fatal then error(self.fatal, 0) end
   if self.auth_stopped then error(self.auth_stopped, 0) end
   if first_err then error(first_err, 0) end

@@ -668,8 +668,15 @@ function Executor:run(op, target, attempt_fn, opts)
     self:_emit({ type = "delay", op = op, target = target, attempt = attempt, seconds = d.delay, why = d.why,
                  t = now })
     if d.delay > 0 then
+      -- the item of wf:each this runs for lends its slot while it sleeps out a backoff, so a
+      -- few failing items do not hold the run's concurrency (not for a 429 the server paces:
+      -- more items would only queue on the same limit)
+      local item = not d.paced and step and scimrun.ctx().item or nil
+      local lend = item and item.on_backoff
       if opts.on_backoff then opts.on_backoff(true) end
+      if lend then lend(true) end
       clock.sleep(d.delay)
+      if lend then lend(false) end
       if opts.on_backoff then opts.on_backoff(false) end
     end
     prev_delay = d.delay
