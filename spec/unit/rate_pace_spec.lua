@@ -134,3 +134,27 @@ describe("a worker's share of the target's protection", function()
     assert.are.equal(1, #seen)
   end)
 end)
+
+describe("a half-open breaker whose probe is out", function()
+  it("makes other calls wait for the probe's answer, not fail as if it stayed open for half_open_max_wait", function()
+    local pol = policy.load("fast-test")
+    pol.breaker.failures, pol.breaker.failure_rate, pol.breaker.cooldown = 1, 0, 0.05
+    pol.breaker.half_open_probes, pol.breaker.half_open_max_wait = 1, 60
+    local ex = retry.executor { policy = pol, seed = 1, log = false }
+    ex:run("users.get", "t", function() return nil, { status = 503 } end, { profile = { attempts = 1 } })
+    assert.are.equal("open", ex:breaker_state("t"))
+    scimrun.sleep(0.06) -- the cooldown is over: the next call is the probe
+    local probe
+    scimrun.spawn(function()
+      probe = ex:run("users.get", "t", function() scimrun.sleep(0.3); return { ok = true } end)
+    end)
+    scimrun.sleep(0.02)
+    assert.are.equal("half_open", ex:breaker_state("t"))
+    -- 5 s to live: far less than half_open_max_wait, far more than the probe takes
+    local res, err = ex:run("users.get", "t", function() return { ok = true } end,
+      { profile = { attempts = 2, max_elapsed = 5 } })
+    assert.is_truthy(res, err and err.detail)
+    assert.is_truthy(probe)
+    assert.are.equal("closed", ex:breaker_state("t"))
+  end)
+end)

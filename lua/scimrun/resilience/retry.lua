@@ -421,13 +421,15 @@ function Executor:_pass_breaker(tg, op, deadline)
       end
       wait = math.min(wait, max_open - open_for + 0.001)
     end
+    -- Half-open with every probe permit out: the probe's answer usually comes long before the
+    -- breaker's own limit (half_open_max_wait), so look again soon. Before the deadline check:
+    -- that limit is no wait anyone is sure to have (the demo's items failed "open for 60 s
+    -- more, past the deadline" a moment before the probe closed the breaker).
+    if tg.breaker:state() == "half_open" then wait = math.min(wait, HALF_OPEN_POLL) end
     if deadline and now + wait > deadline then
       return nil, circuit_open_err(op, tg.name, ("circuit breaker for %s is open for %s more, past the deadline")
         :format(tg.name, fmt(wait)))
     end
-    -- Half-open with every probe permit out: the probe's answer usually comes long before the
-    -- breaker's own limit (half_open_max_wait), so look again soon.
-    if tg.breaker:state() == "half_open" then wait = math.min(wait, HALF_OPEN_POLL) end
     self:_emit({ type = "wait", reason = "breaker", target = tg.name, op = op, seconds = wait, t = now })
     clock.sleep(wait)
   end
