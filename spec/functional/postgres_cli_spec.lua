@@ -32,11 +32,7 @@ local function database_text(url)
 end
 
 -- `scimrun ARGS --json`, decoded; it must exit 0.
-local function cli_json(args)
-  local code, out, err = proc.run(args)
-  assert.are.equal(0, code, args .. ": " .. out .. err)
-  return cjson.decode(out)
-end
+local cli_json = require("helpers.ui").cli_json
 
 -- Runs a command line the binary printed ("scimrun ...") in a shell, as an operator pasting it
 -- would, without blocking this process (its sandbox must keep answering). Returns code, output.
@@ -48,15 +44,7 @@ local function paste(dir, printed, env)
   return code, out .. err
 end
 
-local function same(a, b, path)
-  if type(a) == "number" and type(b) == "number" then
-    assert(math.abs(a - b) < 1e-3, path .. ": " .. a .. " ~= " .. b)
-  elseif type(a) == "table" and type(b) == "table" then
-    for k, v in pairs(a) do same(v, b[k], path .. "." .. tostring(k)) end
-  else
-    assert(a == b, path .. ": " .. tostring(a) .. " ~= " .. tostring(b))
-  end
-end
+local same = require("helpers.ui").same
 
 local function post_group(srv, name)
   local res = assert(http.request { method = "POST", url = srv.url .. "/Groups",

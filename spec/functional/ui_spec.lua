@@ -45,22 +45,9 @@ end
 
 local function dlq_state(state, id) return with_db(state, function(db) return db:dlq_get(id).state end) end
 
--- numbers within a millisecond (the CLI writes 14 significant digits, the API all of them)
-local function same(a, b, path)
-  if type(a) == "number" and type(b) == "number" then
-    assert(math.abs(a - b) < 1e-3, path .. ": " .. a .. " ~= " .. b)
-  elseif type(a) == "table" and type(b) == "table" then
-    for k, v in pairs(a) do same(v, b[k], path .. "." .. tostring(k)) end
-  else
-    assert(a == b, path .. ": " .. tostring(a) .. " ~= " .. tostring(b))
-  end
-end
+local same = require("helpers.ui").same
 
-local function cli_json(args)
-  local code, out, err = proc.run(args)
-  assert.are.equal(0, code, out .. err)
-  return cjson.decode(out)
-end
+local cli_json = require("helpers.ui").cli_json
 
 describe("scimrun ui", function()
   local srv, dir, state, ui, run_id, entries, abs_state

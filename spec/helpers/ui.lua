@@ -5,11 +5,32 @@
 --   local res = c:post("/api/dlq/drop", { ids = { 1 }, reason = "x" }, { headers = { Origin = "..." } })
 --   c:request{ method, path, headers, body, token = false }   -- token = false: sent without one
 --   c:stop()                                        -- SIGTERM, waits until it is gone
+--   ui.cli_json("runs list --json --state S")      -- the CLI's --json output, decoded (exit 0 asserted)
+--   ui.same(api_doc, cli_doc, "runs")               -- equal, numbers within a millisecond
 local cjson = require "cjson"
 local http = require "scimrun.http"
 local proc = require "helpers.proc"
 
 local M = {}
+
+-- The CLI's --json output of `scimrun ARGS`, decoded; the command must exit 0.
+function M.cli_json(args)
+  local code, out, err = proc.run(args)
+  assert(code == 0, ("%s exited %s: %s%s"):format(args, tostring(code), out, err))
+  return cjson.decode(out)
+end
+
+-- a and b equal where a has a value, numbers within a millisecond (the CLI writes 14
+-- significant digits, the API all of them); path names the place in an assertion's message
+function M.same(a, b, path)
+  if type(a) == "number" and type(b) == "number" then
+    assert(math.abs(a - b) < 1e-3, path .. ": " .. a .. " ~= " .. b)
+  elseif type(a) == "table" and type(b) == "table" then
+    for k, v in pairs(a) do M.same(v, b[k], path .. "." .. tostring(k)) end
+  else
+    assert(a == b, path .. ": " .. tostring(a) .. " ~= " .. tostring(b))
+  end
+end
 
 local C = {}
 C.__index = C

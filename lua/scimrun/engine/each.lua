@@ -176,7 +176,7 @@ function Engine:each(iter, opts, fn)
     end
   end
   -- the input is read: its true size replaces the estimate (a quoted field with a line break)
-  if total and not source and not (self.stopping or self.draining or self.fatal) then
+  if total and not source and not stopped() then
     self.emit { type = "input", total = seen - total, correction = true }
   end
   while active > 0 or lent > 0 do parked = true; scimrun.park() end

@@ -40,9 +40,7 @@ function M.load_once(db, run_id, batch, worker_id, next_item)
   local ok, res = pcall(function()
     exec(conn, "lock the item load", "SELECT pg_advisory_xact_lock(hashtext($1))",
       "scimrun:load:" .. run_id .. ":" .. batch)
-    local done = exec(conn, "read the item load", "SELECT total FROM scimrun.item_loads WHERE run_id = $1 "
-      .. "AND batch = $2", run_id, batch)[1]
-    done = done and done.total
+    local done = M.loaded(conn, run_id, batch) -- another worker loaded it while we waited for the lock
     if done then return done end
     local n, chunk = 0, {}
     local function flush()

@@ -39,7 +39,7 @@ function M.new(o)
     host = hostname(), pid = pid,
     held = {},     -- batch -> { [idx] = fence }: claims of this process not finished yet
     finished = {}, -- batch -> array of { idx, fence, outcome } to mark done at the next flush
-    live = 1, stopped = false, lost = 0,
+    live = 1, stopped = false,
   }, Worker)
   -- host:pid:random, so a pid reused on the host is another worker
   self.id = ("%s:%d:%s"):format(self.host, pid, require("scimrun.cli.runfiles").new_run_id():sub(-6))
@@ -158,6 +158,7 @@ function Worker:source(batch, iter, preflight)
   self.held[batch] = self.held[batch] or {}
   self.finished[batch] = self.finished[batch] or {}
   local me, queue = self, {}
+  local expires -- seconds until another worker's first lease runs out, as the last count saw it
   local src = { total = total }
   -- free: slots free in the engine; claims are made for those only, so no worker holds items
   -- it cannot start while another idles.
@@ -181,14 +182,15 @@ function Worker:source(batch, iter, preflight)
       info.claim = { batch = batch, idx = c.idx, fence = c.fence, in_doubt = c.in_doubt }
       return c.item, info
     end
-    local left = claims.remaining(me.db, me.run_id, batch, me.id)
+    local left
+    left, expires = claims.remaining(me.db, me.run_id, batch, me.id)
     if left == 0 then return nil end
     return nil, "wait"
   end
   -- Nothing to claim and nothing running here: wait for a NOTIFY (items finished or given
   -- back) or until the first lease of another worker runs out.
+  -- (src.next has just counted what is left: its lease expiry is reused, not read again)
   function src.wait()
-    local _, expires = claims.remaining(me.db, me.run_id, batch, me.id)
     local t = math.min(5, math.max(0.05, (tonumber(expires) or 5) + 0.05))
     if not (me.listen and me.listen:wait(t)) then
       -- the LISTEN connection broke (the database restarted): open it again; meanwhile sleep,
@@ -228,7 +230,6 @@ function Worker:flush()
       self.finished[batch] = {}
       local n = claims.finish(self.db, self.run_id, batch, list)
       if n < #list then
-        self.lost = self.lost + (#list - n)
         self.log("warn", "lease lost: another worker claimed items this worker was finishing; their results "
           .. "here are discarded and the other worker's stand", { items = #list - n })
       end
