@@ -350,12 +350,11 @@ function SP:call(req, extra)
   }
   -- In flight while the executor runs it (queued for the limiter or bulkhead, or sending), but
   -- not while it sleeps out a backoff: a membership batch waits for the tasks that may join it
-  -- soon (scimrun.scim.member_batch), and call_time (how long a call takes, backoff excluded)
-  -- stretches its window.
+  -- soon (scimrun.scim.member_batch), and call_time (how long a call's attempts take on the
+  -- wire) stretches its window.
   local co = coroutine.running()
   local clock = rawget(_G, "scimrun") and scimrun.now
   local t0 = co and clock and clock()
-  local slept, sleep_t = 0, nil
   if t0 then
     self.last_used[co] = t0
     opts.on_backoff = function(sleeping)
@@ -363,31 +362,38 @@ function SP:call(req, extra)
         self.in_flight = self.in_flight - 1
         self.last_used[co] = nil
         self.backing_off[co] = true
-        sleep_t = clock()
         if self._member_queues then require("scimrun.scim.member_batch").backing_off(self, co) end
       else
         self.in_flight = self.in_flight + 1
         self.last_used[co] = clock()
         self.backing_off[co] = nil
-        slept = slept + (clock() - sleep_t)
       end
     end
   end
   self.in_flight = self.in_flight + 1
-  local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target, function()
+  local wire = 0 -- seconds of this call's attempts on the wire (queueing and backoffs excluded)
+  local function attempt()
     -- An attempt never outlives the running step's timeouts.step deadline.
     local step = scimrun.ctx().step
     local left = step and step.deadline and step.deadline - scimrun.now()
     if not left then return request.send(conn, req) end
     local bounded = setmetatable({ timeout = math.max(left, 0.001) }, { __index = req })
     return request.send(conn, bounded)
+  end
+  local ok, res, err = pcall(self.executor.run, self.executor, req.op, self.target, function()
+    if not t0 then return attempt() end
+    local ta = clock()
+    local r1, r2 = attempt()
+    wire = wire + (clock() - ta)
+    return r1, r2
   end, opts)
   self.in_flight = self.in_flight - 1
   if t0 then
-    local t1 = clock()
-    self.last_used[co] = t1
-    local took = t1 - t0 - slept
-    self.call_time = self.call_time and (self.call_time * 0.9 + took * 0.1) or took
+    self.last_used[co] = clock()
+    -- call_time is the server's pace, not the client's own: time queued for the rate limit or
+    -- the bulkhead would stretch the membership batches' window just when the client is the
+    -- bottleneck, and slower batches made a lower learned rate look binding (a spiral)
+    self.call_time = self.call_time and (self.call_time * 0.9 + wire * 0.1) or wire
   end
   if not ok then error(res, 0) end
   if res == nil and err == nil then

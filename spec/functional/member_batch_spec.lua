@@ -253,6 +253,48 @@ describe("membership coalescing in-process", function()
     assert.are.equal(1, ok.count)
   end)
 
+  it("lends each caller's wf:each slot from joining a batch until its outcome", function()
+    -- waiting for a PATCH is not using the connection: new items may create users meanwhile,
+    -- whose members fill the next batch
+    local gid, ids = fixture(6)
+    local rec = recorder()
+    local inner = rec.run
+    local away, seen_during_patch = {}, nil
+    rec.run = function(self, op, target, fn, opts)
+      if opts.method == "PATCH" then
+        seen_during_patch = 0
+        for _, n in pairs(away) do seen_during_patch = seen_during_patch + n end
+      end
+      return inner(self, op, target, fn, opts)
+    end
+    local sp = connect { executor = rec }
+    local out = concurrently(6, function(i)
+      away[i] = 0
+      scimrun.ctx().item = { lend = function(on) away[i] = away[i] + (on and 1 or -1) end }
+      return sp.groups:add_members(gid, { ids[i] })
+    end)
+    for i, o in ipairs(out) do
+      assert.is_nil(o.err, "caller " .. i)
+      assert.are.equal(0, away[i], "caller " .. i .. " took its slot back")
+    end
+    assert.are.equal(1, #patch_calls(rec))
+    assert.are.equal(6, seen_during_patch) -- all six lent while their PATCH was out
+  end)
+
+  it("times a call by its attempts on the wire, not by its wait for the rate limit", function()
+    -- call_time stretches the batches' window; time queued behind the client's own limiter used
+    -- to count, so a learned limit slowed the batches, which made it look binding, and so on
+    local rec = recorder()
+    local inner = rec.run
+    rec.run = function(self, op, target, fn, opts)
+      scimrun.sleep(0.5) -- queued for the limiter
+      return inner(self, op, target, fn, opts)
+    end
+    local sp = connect { executor = rec }
+    assert(sp.users:create { userName = "timed" })
+    assert.is_true(sp.call_time < 0.25, "call_time " .. tostring(sp.call_time))
+  end)
+
   it("sends each call on its own with member_batch_window = 0, and in a dry run", function()
     local gid, ids = fixture(4)
     local rec = recorder()

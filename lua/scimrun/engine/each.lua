@@ -38,18 +38,23 @@ function Engine:each(iter, opts, fn)
     if parked then parked = nil; scimrun.wake(me) end
   end
 
-  -- An item sleeping out a retry backoff (a 5xx, a timeout: not a paced 429) lends its slot
-  -- to the next item, up to LENT_MAX x the concurrency in all; it takes the slot back when it
-  -- wakes (the run may then be over the limit for a moment: no new item starts until it is
-  -- under). Requests in flight stay bounded by the policy's bulkhead.
+  -- An item that is waiting without using the connection lends its slot to the next item, up
+  -- to LENT_MAX x the concurrency in all: asleep in a retry backoff (a 5xx, a timeout: not a
+  -- paced 429), or parked in a membership batch until its PATCH is answered (so batches fill
+  -- up to the provider's maximum while users are still being created, as a script that adds
+  -- members in hundreds does). It takes the slot back when it goes on (the run may then be
+  -- over the limit for a moment: no new item starts until it is under). Requests in flight
+  -- stay bounded by the policy's bulkhead. Lends nest (a batch's leader backing off).
   local lent = 0
-  local function lend_slot(state, sleeping)
-    if sleeping then
-      if lent >= self.LENT_MAX * limit then return end
+  local function lend_slot(state, away)
+    if away then
+      state.away = (state.away or 0) + 1
+      if state.away > 1 or lent >= self.LENT_MAX * limit then return end
       lent, active, state.lent = lent + 1, active - 1, true
       if parked then parked = nil; scimrun.wake(me) end
-    elseif state.lent then
-      lent, active, state.lent = lent - 1, active + 1, nil
+    else
+      state.away = (state.away or 1) - 1
+      if state.away == 0 and state.lent then lent, active, state.lent = lent - 1, active + 1, nil end
     end
   end
 
@@ -96,7 +101,7 @@ function Engine:each(iter, opts, fn)
     -- claim: the item's lease in worker mode; its step writes carry it (fencing)
     local claim = info and info.claim
     local item_state = { claim = claim }
-    item_state.on_backoff = function(sleeping) lend_slot(item_state, sleeping) end
+    item_state.lend = function(away) lend_slot(item_state, away) end
     scimrun.ctx().item = item_state
     local ok, err
     if info and info.error then

@@ -674,7 +674,7 @@ function Executor:run(op, target, attempt_fn, opts)
       -- few failing items do not hold the run's concurrency (not for a 429 the server paces:
       -- more items would only queue on the same limit)
       local item = not d.paced and step and scimrun.ctx().item or nil
-      local lend = item and item.on_backoff
+      local lend = item and item.lend
       if opts.on_backoff then opts.on_backoff(true) end
       if lend then lend(true) end
       clock.sleep(d.delay)

@@ -18,7 +18,7 @@
 --               (sp.last_used, kept by SP:call), parked callers of membership batches aside;
 --       window: no caller joined for W seconds, or 3 W passed since the leader arrived, where
 --               W = sp.member_batch_window, stretched to twice the connection's average call
---               time (sp.call_time) when calls are slower (at most 1 s), and shortened for a
+--               time on the wire (sp.call_time) when calls are slower (at most 1 s), and shortened for a
 --               group whose lone callers keep waiting it out for nothing (see max_wait).
 --     It looks after one loop turn (tasks made ready in the same turn join first), then
 --     every POLL seconds.
@@ -29,6 +29,9 @@
 --     own copy); an id given by several callers is sent once. A caller with more ids than fit
 --     takes part in consecutive batches and stops at its first failed one (as chunked requests
 --     did). Splitting a failed batch so that one bad member fails no other is send's job.
+--   - A caller inside wf:each lends its item's slot (scimrun.engine.each) from joining a batch
+--     until its outcome: waiting for a PATCH is not using the connection, and with the slots
+--     lent new items keep creating users whose members fill the next batch.
 --   - Every parked caller is woken exactly once, also when the leader's send raises: the others
 --     then get an error table and the leader re-raises.
 --   - Outside a scheduler task, or with a window of 0, calls are sent on their own (chunked):
@@ -262,8 +265,13 @@ local function take_part(sp, group_id, mode, ids, from, send, narrow)
   b.last_join = scimrun.now()
   b.parts[#b.parts + 1] = { co = me, ids = mine }
   sp.last_used[me] = false -- parked here: not a caller the batches wait for
-  local res
-  if leader then res = lead(sp, q, b, send, narrow) else res = scimrun.park() end -- finish() wakes us
+  local item = scimrun.ctx().item
+  local lend = item and item.lend
+  if lend then lend(true) end
+  local ok, res = true, nil
+  if leader then ok, res = pcall(lead, sp, q, b, send, narrow) else res = scimrun.park() end -- finish() wakes us
+  if lend then lend(false) end
+  if not ok then error(res, 0) end
   return res, i
 end
 
