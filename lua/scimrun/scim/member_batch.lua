@@ -269,7 +269,11 @@ local function take_part(sp, group_id, mode, ids, from, send, narrow)
   local lend = item and item.lend
   if lend then lend(true) end
   local ok, res
-  if leader then ok, res = pcall(lead, sp, q, b, send, narrow) else ok, res = true, scimrun.park() end -- finish() wakes us
+  if leader then
+    ok, res = pcall(lead, sp, q, b, send, narrow)
+  else
+    ok, res = true, scimrun.park() -- finish() wakes us
+  end
   if lend then lend(false) end
   if not ok then error(res, 0) end
   return res, i
