@@ -5,7 +5,7 @@ local report = require "scimrun.observe.report"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
-Engine.LENT_MAX = 4 -- items asleep in a backoff beyond the concurrency, as a multiple of it
+Engine.LENT_MAX = 4 -- items waiting (a backoff, a membership batch) beyond the concurrency, x it
 
 -- Runs fn(item, info) for every item of the iterator, at most `concurrency` at once. Items
 -- are pulled only when a slot frees, so memory stays flat with the number of items.
