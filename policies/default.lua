@@ -97,11 +97,13 @@ return {
   --   adaptive learn a limit from 429s (runtime/rate_adapt.h): answers are judged in windows
   --            of `window` seconds (at least min_samples requests). 429s above the
   --            background share + target_share cut the limit (gain x the excess, at most 20%;
-  --            a 30% share goes straight to what the server accepted). While cutting, goodput
-  --            is compared with the send rate: behind a real limit goodput holds whatever is
-  --            sent, while random 429s take the same share of any rate. Cuts that did not help
-  --            make that share the background (at most max_background) and the limit goes
-  --            back. Windows without 429s raise it again: by `growth` near where 429s began,
+  --            a 30% share goes straight to what the server accepted). The first cut from
+  --            unlimited is a 10% probe: if the next window's 429 share does not fall as a
+  --            limit's would, it is random (background) and the limit is lifted at once.
+  --            Later, goodput is compared with the send rate: behind a real limit goodput
+  --            holds whatever is sent, while random 429s take the same share of any rate. Cuts
+  --            that surely did not help make that share the background (at most
+  --            max_background; a louder share is always a limit) and the limit goes back. Windows without 429s raise it again: by `growth` near where 429s began,
   --            in doubling steps below and well above it. It never exceeds rps when set.
   --   headers  honour RateLimit-Remaining/-Reset and X-RateLimit-Remaining/-Reset: the rate is
   --            set to remaining / reset seconds until the reset (0 remaining: wait for it)

@@ -75,12 +75,14 @@ static void set_limit(rate_adapt *ra, double limit) {
 #define TRACE(...) ((void)0)
 #endif
 
-static void fit_add(rate_adapt_fit *f, const rate_adapt_stats *s) {
+static void fit_add(rate_adapt_fit *f, const rate_adapt_stats *s, long answered) {
   f->n++;
+  f->answers += answered;
   f->sx += s->send_rate;
   f->sy += s->goodput;
   f->sxx += s->send_rate * s->send_rate;
   f->sxy += s->send_rate * s->goodput;
+  f->syy += s->goodput * s->goodput;
   f->share += s->share;
   if (f->n == 1 || s->send_rate < f->min_x)
     f->min_x = s->send_rate;
@@ -101,19 +103,57 @@ static void anchor(rate_adapt *ra, double in_force) {
  * any rate (slope near 1 - share). So cuts that moved the send rate by 8% or more while the
  * 429s held, along a slope nearer 1 than 0, did not help: that share becomes the background
  * and the limit goes back to where the cuts began. */
-static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double target) {
+static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double target,
+                             long answered) {
   rate_adapt_fit *f = &ra->fit;
-  fit_add(f, s);
-  if (f->n < 3 || !(f->max_x >= 1.08 * f->min_x) || s->share <= target)
+  fit_add(f, s, answered);
+  /* enough answers to tell: at 5 requests/s, windows of ten answers once fitted a real limit's
+   * 429s as a 10% background, kept for good */
+  if (f->n < 3 || f->answers < 20 * ra->cfg.min_samples || !(f->max_x >= 1.08 * f->min_x) ||
+      s->share <= target)
     return 0;
   double n = (double)f->n, mean_share = f->share / n;
   double var = f->sxx - f->sx * f->sx / n;
-  if (!(var > 0) || mean_share < target)
+  /* louder than any background is ever assumed to be: a limit, whatever the fit says (a
+   * goodput swollen by tokens saved while clients slept on Retry-Afters can fake a slope) */
+  if (!(var > 0) || mean_share < target || mean_share > ra->cfg.max_background)
     return 0;
   double slope = (f->sxy - f->sx * f->sy / n) / var;
-  if (slope < 0.5 * (1 - mean_share))
+  /* ... and surely so: the slope's standard error counts (a few windows of a dozen answers
+   * each, at 5 requests/s, once made a real limit look like noise, answered 429 to a fifth of
+   * all requests for good) */
+  double resid = f->syy - f->sy * f->sy / n - slope * (f->sxy - f->sx * f->sy / n);
+  double se = n > 2 && resid > 0 ? sqrt(resid / (n - 2) / var) : 0;
+  if (slope - 2 * se < 0.5 * (1 - mean_share))
     return 0;
   double bg = mean_share < ra->cfg.max_background ? mean_share : ra->cfg.max_background;
+  if (bg > ra->background)
+    ra->background = bg;
+  ra->limit = ra->anchor_limit;
+  ra->anchored = 0;
+  ra->noise++;
+  return 1;
+}
+
+/* The window after the probe (the first cut after running free, to 90% of the rate) that the
+ * new limit binds. Behind a limit R that the probe window's goodput G0 showed, the 429s now
+ * take 1 - G0 / S1 of the send rate S1, less than before; random 429s take the same share as
+ * before. A share that stayed nearer the old one than the limit's prediction, by more than
+ * the sampling noise, is background: the limit returns to where it was (unlimited). One binding
+ * window decides, instead of the several spread-out ones the fit below needs: with a 2% share
+ * and a 1% target, the gain's small cuts took 15 s of throttling to spread the send rate 8%. */
+static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s, long answered) {
+  double s0 = ra->probe_share;
+  double predicted = s->send_rate > 0 ? 1 - ra->probe_goodput / s->send_rate : 0;
+  if (predicted < 0)
+    predicted = 0;
+  double sigma = sqrt(s0 * (1 - s0) / (double)answered);
+  if (s0 - predicted < 3 * sigma || s->share > ra->cfg.max_background ||
+      s->share < predicted + 0.5 * (s0 - predicted))
+    return 0;
+  double bg = 0.5 * (s0 + s->share);
+  if (bg > ra->cfg.max_background)
+    bg = ra->cfg.max_background;
   if (bg > ra->background)
     ra->background = bg;
   ra->limit = ra->anchor_limit;
@@ -151,9 +191,18 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
     if (s.send_rate > ra->peak_rate)
       ra->peak_rate = s.send_rate;
   }
+  if (ra->probing) {
+    if (binding) {
+      ra->probing = 0;
+      if (probe_says_noise(ra, &s, w->answered))
+        return;
+    } else if (++ra->probe_windows > 5) {
+      ra->probing = 0; /* never bound: the clients' own pace sets the rate */
+    }
+  }
   if (ra->anchored) {
     /* Only windows whose send rate the limit set say what the limit does. */
-    if (binding && cuts_did_not_help(ra, &s, target))
+    if (binding && cuts_did_not_help(ra, &s, target, w->answered))
       return;
     if (ra->fit.n > 30 || ra->limit <= 0 || ra->limit >= ra->anchor_rate)
       ra->anchored = 0; /* grown back, or long ago: start afresh next time */
@@ -182,6 +231,10 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       /* The first 429s over the target after running free: 10% slower, a clear step whose
        * answers tell a rate limit (the share falls) from random 429s (it does not). */
       set_limit(ra, 0.9 * in_force);
+      ra->probing = 1;
+      ra->probe_windows = 0;
+      ra->probe_share = s.share;
+      ra->probe_goodput = s.goodput;
     } else {
       double factor = 1 + ra->cfg.gain * (target - s.share);
       set_limit(ra, in_force * (factor < 0.8 ? 0.8 : factor));

@@ -14,12 +14,17 @@
  *    limit: the first time after running unlimited by 10% of the peak send rate, then in
  *    proportion to the excess (gain), at most by 20%; a share of 30% or more sets it to the
  *    goodput seen (non-429 answers/s), but to no less than half the rate.
+ *  - The first cut after running unlimited is a probe: in the next window the new limit binds,
+ *    a limit's 429s fall to 1 - G0/S1 of the send rate S1 (G0: the goodput before), random
+ *    ones keep their share. A share nearer the old one than that prediction, by more than 3
+ *    standard errors and within max_background, is background: the limit is lifted at once.
  *  - While cutting, goodput is fitted against the send rate over the windows the limit set.
  *    Behind a rate limit goodput holds whatever is sent (slope near 0); random 429s take the
  *    same share of any rate (slope near 1). Cuts that moved the send rate by 8% along a
- *    slope of at least half of (1 - share), with the 429s still over the target, did not help:
- *    that share becomes the background (at most max_background) and the limit returns to
- *    where the cuts began. The background decays when fewer 429s are seen.
+ *    slope of at least half of (1 - share) (less two standard errors), over at least
+ *    20 x min_samples answers, with the 429s still over the target but within max_background,
+ *    did not help: that share becomes the background and the limit returns to where the cuts
+ *    began. The background decays when fewer 429s are seen.
  *  - A binding window (sent >= 0.85 x limit) with a few 429s moves the limit by small steps
  *    toward the target share. One with none raises it: fast (doubling steps from `growth`)
  *    below where 429s last began, by `growth` near it, fast again 10% above it.
@@ -53,8 +58,8 @@ typedef struct rate_adapt_stats {
 } rate_adapt_stats;
 
 typedef struct rate_adapt_fit {
-  long n;
-  double sx, sy, sxx, sxy, share, min_x, max_x;
+  long n, answers;
+  double sx, sy, sxx, sxy, syy, share, min_x, max_x;
 } rate_adapt_fit;
 
 typedef struct rate_adapt {
@@ -71,6 +76,9 @@ typedef struct rate_adapt {
   long next_judge;     /* lowest window id not judged yet */
   double server_limit; /* from RateLimit headers, in force until server_until */
   double server_until;
+  int probing;       /* the first cut after running free is a probe: its next binding window */
+  int probe_windows; /* says whether the 429s fell as a limit's would (probe_* before it) */
+  double probe_share, probe_goodput;
   long cuts, noise; /* decisions taken, for reports and specs */
   rate_adapt_window ring[RATE_ADAPT_WINDOWS];
 } rate_adapt;

@@ -423,36 +423,40 @@ describe("an item's outcome", function()
 end)
 
 describe("wf:each's concurrency", function()
-  local function order_with(lent_max)
+  local function order_with(lent_max, concurrency)
     local engine, wf, db = new_engine()
     local default = engine.LENT_MAX
     if lent_max then engine.LENT_MAX = lent_max end
     local ex = retry.executor { policy = policy.load("fast-test"), seed = 1, log = false }
-    local finished, tries = {}, 0
-    -- concurrency 1: item 1 fails once (a 503) and sleeps 0.3 s before its retry
-    items(wf, { 1, 2, 3 }, function(i)
+    local finished, tries = {}, {}
+    -- items 1 and 2 fail once (a 503) and sleep 0.3 s before their retry
+    items(wf, { 1, 2, 3, 4 }, function(i)
       wf:step("s" .. i, function()
         return ex:run("users.create", "t", function()
-          if i == 1 then
-            tries = tries + 1
-            if tries == 1 then return nil, { status = 503 } end
+          if i <= 2 then
+            tries[i] = (tries[i] or 0) + 1
+            if tries[i] == 1 then return nil, { status = 503 } end
           end
           return { ok = true }
         end, { profile = { attempts = 3, backoff = "constant", base = 0.3, jitter = "none" } })
       end)
       finished[#finished + 1] = i
-    end, { concurrency = 1 })
+    end, { concurrency = concurrency })
     done(db)
     return finished, default
   end
 
   it("an item asleep in a retry backoff lends its slot: the next items run meanwhile", function()
-    local finished, default = order_with(nil)
+    local finished, default = order_with(nil, 2)
     assert.are.equal(4, default)
-    assert.are.same({ 2, 3, 1 }, finished)
+    assert.are.same({ 3, 4, 1, 2 }, finished)
   end)
 
   it("without lending, the next items wait for it", function()
-    assert.are.same({ 1, 2, 3 }, (order_with(0)))
+    assert.are.same({ 1, 2, 3, 4 }, (order_with(0, 2)))
+  end)
+
+  it("at concurrency 1 items run strictly one after another: nothing is lent", function()
+    assert.are.same({ 1, 2, 3, 4 }, (order_with(nil, 1)))
   end)
 end)

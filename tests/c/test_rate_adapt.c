@@ -189,6 +189,34 @@ static void test_ignores_random_429s(void) {
         }
 }
 
+/* 64 clients meeting 2% random 429s: the first cut is a probe whose next window tells the
+ * 429s did not fall as a limit's would; before, small cuts (gain x a 1% excess) throttled the
+ * clients for many seconds before the fit could tell. Measured from the start. */
+static void test_probe_tells_random_429s_at_once(void) {
+  for (uint64_t seed = 1; seed <= 3; seed++) {
+    result with = simulate(fixed_share(0.02, seed), 64, 0.01, 1, 0, 30, seed);
+    result without = simulate(fixed_share(0.02, seed), 64, 0.01, 0, 0, 30, seed);
+    if (with.goodput < 0.98 * without.goodput)
+      fprintf(stderr, "random 429s p=0.02 C=64 seed=%d: %.1f vs %.1f unlimited\n", (int)seed,
+              with.goodput, without.goodput);
+    CHECK(with.goodput >= 0.98 * without.goodput);
+  }
+}
+
+/* A low limit (5/s, 8 clients): windows of a dozen answers once made its 429s look like noise
+ * (a fit of three windows, no account of its error), and a fifth of all requests were answered
+ * 429 for good. */
+static void test_low_limit_is_not_noise(void) {
+  for (uint64_t seed = 1; seed <= 3; seed++) {
+    result res = simulate(bucket(5, 5), 8, 0.05, 1, 30, 150, seed);
+    if (!(res.goodput >= 0.95 * 5 && res.share < 0.05))
+      fprintf(stderr, "bucket R=5 B=5 C=8 seed=%d: goodput %.2f, 429 share %.1f%%\n", (int)seed,
+              res.goodput, 100 * res.share);
+    CHECK(res.goodput >= 0.95 * 5);
+    CHECK(res.share < 0.05);
+  }
+}
+
 /* A healthy server: the controller never limits anything. */
 static void test_healthy_server_unlimited(void) {
   server none = {0, 0, 0, 0, 0, 0, 1};
@@ -261,6 +289,8 @@ static void test_server_headers_and_ceiling(void) {
 int main(void) {
   test_learns_hidden_limit();
   test_ignores_random_429s();
+  test_probe_tells_random_429s_at_once();
+  test_low_limit_is_not_noise();
   test_healthy_server_unlimited();
   test_follows_a_raised_limit();
   test_server_headers_and_ceiling();

@@ -105,7 +105,8 @@ M.commands.run = {
     { section = "Running", name = "--concurrency", arg = "N", kind = "value",
       default = "the workflow's options.concurrency, else 16",
       help = "Items in flight at once in wf:each. An item sleeping out a retry backoff, or waiting "
-        .. "for a coalesced membership PATCH, lends its slot meanwhile (up to 4 x N items in all).",
+        .. "for a coalesced membership PATCH, lends its slot meanwhile (up to 4 x N items in all; "
+        .. "at 1, none: strictly one item after another).",
       example = "--concurrency 8" },
     { section = "Running", name = "--continue-on-error", kind = "switch", default = "off",
       help = "An item that fails permanently goes to the dead-letter queue and the run goes on "

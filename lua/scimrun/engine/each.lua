@@ -44,9 +44,12 @@ function Engine:each(iter, opts, fn)
   -- up to the provider's maximum while users are still being created, as a script that adds
   -- members in hundreds does). It takes the slot back when it goes on (the run may then be
   -- over the limit for a moment: no new item starts until it is under). Requests in flight
-  -- stay bounded by the policy's bulkhead. Lends nest (a batch's leader backing off).
+  -- stay bounded by the policy's bulkhead. Lends nest (a batch's leader backing off). At
+  -- concurrency 1 nothing is lent: one item after another is what was asked for (a failure
+  -- without --continue-on-error then stops the run before any later item starts).
   local lent = 0
   local function lend_slot(state, away)
+    if limit <= 1 then return end
     if away then
       state.away = (state.away or 0) + 1
       if state.away > 1 or lent >= self.LENT_MAX * limit then return end
