@@ -103,8 +103,9 @@ return {
   --            Later, goodput is compared with the send rate: behind a real limit goodput
   --            holds whatever is sent, while random 429s take the same share of any rate. Cuts
   --            that surely did not help make that share the background (at most
-  --            max_background; a louder share is always a limit) and the limit goes back. Windows without 429s raise it again: by `growth` near where 429s began,
-  --            in doubling steps below and well above it. It never exceeds rps when set.
+  --            max_background; a louder share is always a limit) and the limit goes back.
+  --            Windows without 429s raise it again: by `growth` near where 429s began, in
+  --            doubling steps below and well above it. It never exceeds rps when set.
   --   headers  honour RateLimit-Remaining/-Reset and X-RateLimit-Remaining/-Reset: the rate is
   --            set to remaining / reset seconds until the reset (0 remaining: wait for it)
   -- A 429 with a server delay (Retry-After, RateLimit-Reset) is the server pacing the client:
