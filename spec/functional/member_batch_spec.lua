@@ -281,6 +281,22 @@ describe("membership coalescing in-process", function()
     assert.are.equal(6, seen_during_patch) -- all six lent while their PATCH was out
   end)
 
+  it("lends no slot while the target is paced by its rate limit: more items would only queue on it", function()
+    local gid, ids = fixture(4)
+    local rec = recorder()
+    local asked
+    rec.paced = function(_, target) asked = target; return true end
+    local sp = connect { executor = rec }
+    local lends = 0
+    local out = concurrently(4, function(i)
+      scimrun.ctx().item = { lend = function() lends = lends + 1 end }
+      return sp.groups:add_members(gid, { ids[i] })
+    end)
+    for i, o in ipairs(out) do assert.is_nil(o.err, "caller " .. i) end
+    assert.are.equal(0, lends)
+    assert.are.equal(sp.target, asked)
+  end)
+
   it("times a call by its attempts on the wire, not by its wait for the rate limit", function()
     -- call_time stretches the batches' window; time queued behind the client's own limiter used
     -- to count, so a learned limit slowed the batches, which made it look binding, and so on

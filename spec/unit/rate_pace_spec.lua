@@ -112,6 +112,21 @@ end)
 
 -- Worker mode (scimrun.worker): N workers of one run each send at most 1/N of a fixed limit, and
 -- a breaker another worker opened is followed here.
+describe("Executor:paced", function()
+  it("is true while a limit is in force on the target (fixed, learned or from headers), not before", function()
+    local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false }
+    assert.is_false(ex:paced("t")) -- never used
+    ex:_target("t")
+    assert.is_false(ex:paced("t")) -- the default policy: no fixed cap, nothing learned yet
+    ex:_target("t").adapt:server_rate(scimrun.now(), 10, 5) -- RateLimit headers: 10 left in 5 s
+    assert.is_true(ex:paced("t"))
+    local fixed = retry.executor { policy = policy.load("fast-test", { overrides = { ["rate_limit.rps"] = 40 } }),
+                                   seed = 1, log = false }
+    fixed:_target("t")
+    assert.is_true(fixed:paced("t"))
+  end)
+end)
+
 describe("a worker's share of the target's protection", function()
   local function sends_in(share, seconds)
     local clock = sim_clock()

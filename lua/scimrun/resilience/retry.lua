@@ -314,6 +314,17 @@ function Executor:_target(name)
   return tg
 end
 
+-- Is the target paced by its rate limit now (a fixed rps, or a learned or server-given limit
+-- in force)? More work waiting for it would only queue on the same limit
+-- (scimrun.scim.member_batch lends no slot then). Random 429s the learned limit has found to be
+-- background do not count: they are not a limit.
+function Executor:paced(name)
+  local tg = self.targets[name]
+  if not tg then return false end
+  local rate = tg.adapt and tg.adapt:limit(self.clock.now()) or (self.policy.rate_limit.rps or 0)
+  return rate ~= 0
+end
+
 -- Worker mode (scimrun.worker): this process's share of a fixed rate limit, 1/N of the live
 -- workers of the run.
 function Executor:set_share(f)

@@ -31,7 +31,8 @@
 --     did). Splitting a failed batch so that one bad member fails no other is send's job.
 --   - A caller inside wf:each lends its item's slot (scimrun.engine.each) from joining a batch
 --     until its outcome: waiting for a PATCH is not using the connection, and with the slots
---     lent new items keep creating users whose members fill the next batch.
+--     lent new items keep creating users whose members fill the next batch. Not while the
+--     target is paced by its rate limit (sp.executor:paced(sp.target)).
 --   - Every parked caller is woken exactly once, also when the leader's send raises: the others
 --     then get an error table and the leader re-raises.
 --   - Outside a scheduler task, or with a window of 0, calls are sent on their own (chunked):
@@ -265,8 +266,12 @@ local function take_part(sp, group_id, mode, ids, from, send, narrow)
   b.last_join = scimrun.now()
   b.parts[#b.parts + 1] = { co = me, ids = mine }
   sp.last_used[me] = false -- parked here: not a caller the batches wait for
+  -- the item lends its slot while it waits, unless the target is paced by its rate limit:
+  -- more items would only queue on that limit (and a cold one would meet more 429s)
   local item = scimrun.ctx().item
   local lend = item and item.lend
+  local ex = sp.executor
+  if lend and type(ex) == "table" and ex.paced and ex:paced(sp.target) then lend = nil end
   if lend then lend(true) end
   local ok, res
   if leader then
