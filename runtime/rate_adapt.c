@@ -109,7 +109,7 @@ static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double t
   fit_add(f, s, answered);
   /* enough answers to tell: at 5 requests/s, windows of ten answers once fitted a real limit's
    * 429s as a 10% background, kept for good */
-  if (f->n < 3 || f->answers < 20 * ra->cfg.min_samples || !(f->max_x >= 1.08 * f->min_x) ||
+  if (f->n < 3 || f->answers < 20L * ra->cfg.min_samples || !(f->max_x >= 1.08 * f->min_x) ||
       s->share <= target)
     return 0;
   double n = (double)f->n, mean_share = f->share / n;
@@ -147,7 +147,8 @@ static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s, long answ
   double predicted = s->send_rate > 0 ? 1 - ra->probe_goodput / s->send_rate : 0;
   if (predicted < 0)
     predicted = 0;
-  double sigma = sqrt(s0 * (1 - s0) / (double)answered);
+  /* both shares are samples: the standard error of their difference */
+  double sigma = sqrt(s0 * (1 - s0) * (1 / (double)answered + 1 / (double)ra->probe_answered));
   if (s0 - predicted < 3 * sigma || s->share > ra->cfg.max_background ||
       s->share < predicted + 0.5 * (s0 - predicted))
     return 0;
@@ -235,6 +236,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       ra->probe_windows = 0;
       ra->probe_share = s.share;
       ra->probe_goodput = s.goodput;
+      ra->probe_answered = w->answered;
     } else {
       double factor = 1 + ra->cfg.gain * (target - s.share);
       set_limit(ra, in_force * (factor < 0.8 ? 0.8 : factor));

@@ -79,6 +79,7 @@ typedef struct rate_adapt {
   int probing;       /* the first cut after running free is a probe: its next binding window */
   int probe_windows; /* says whether the 429s fell as a limit's would (probe_* before it) */
   double probe_share, probe_goodput;
+  long probe_answered;
   long cuts, noise; /* decisions taken, for reports and specs */
   rate_adapt_window ring[RATE_ADAPT_WINDOWS];
 } rate_adapt;

@@ -371,7 +371,7 @@ function SP:call(req, extra)
     end
   end
   self.in_flight = self.in_flight + 1
-  local wire = 0 -- seconds of this call's attempts on the wire (queueing and backoffs excluded)
+  local wire, sent = 0, 0 -- seconds of this call's attempts on the wire (queueing and backoffs excluded)
   local function attempt()
     -- An attempt never outlives the running step's timeouts.step deadline.
     local step = scimrun.ctx().step
@@ -384,7 +384,7 @@ function SP:call(req, extra)
     if not t0 then return attempt() end
     local ta = clock()
     local r1, r2 = attempt()
-    wire = wire + (clock() - ta)
+    wire, sent = wire + (clock() - ta), sent + 1
     return r1, r2
   end, opts)
   self.in_flight = self.in_flight - 1
@@ -393,7 +393,8 @@ function SP:call(req, extra)
     -- call_time is the server's pace, not the client's own: time queued for the rate limit or
     -- the bulkhead would stretch the membership batches' window just when the client is the
     -- bottleneck, and slower batches made a lower learned rate look binding (a spiral)
-    self.call_time = self.call_time and (self.call_time * 0.9 + wire * 0.1) or wire
+    -- (a call that never went out, refused by an open breaker or a rejected token, says nothing)
+    if sent > 0 then self.call_time = self.call_time and (self.call_time * 0.9 + wire * 0.1) or wire end
   end
   if not ok then error(res, 0) end
   if res == nil and err == nil then

@@ -459,4 +459,40 @@ describe("wf:each's concurrency", function()
   it("at concurrency 1 items run strictly one after another: nothing is lent", function()
     assert.are.same({ 1, 2, 3, 4 }, (order_with(nil, 1)))
   end)
+
+  -- Worker mode's source (scimrun.worker): with nothing left to claim, wf:each waits for its own
+  -- items, lent ones included, and not for other workers (source.wait: a NOTIFY, or up to 5 s).
+  -- Items parked in a membership batch lend their slots, so at the end of a run every item of
+  -- this worker may be lent; it used to wait out source.wait() then.
+  it("with every item lent and nothing to claim, waits for its own items, not for other workers", function()
+    local engine, wf, db = new_engine()
+    local queue, waits = { 1, 2, 3, 4 }, 0
+    engine.worker = {
+      source = function(_, _, _, pre)
+        pre()
+        return {
+          total = 4,
+          next = function()
+            local x = table.remove(queue, 1)
+            if x then return x, {} end
+            return nil, engine.stats.items < 4 and "wait" or nil
+          end,
+          wait = function() waits = waits + 1; scimrun.sleep(0.05) end,
+          release = function() end,
+        }
+      end,
+    }
+    local finished = {}
+    wf:each(function() return nil end, { concurrency = 2 }, function(x)
+      local item = scimrun.ctx().item
+      item.lend(true) -- parked in a membership batch
+      scimrun.sleep(0.02)
+      item.lend(false)
+      finished[#finished + 1] = x
+    end)
+    engine.worker = nil
+    done(db)
+    assert.are.equal(4, #finished)
+    assert.are.equal(0, waits)
+  end)
 end)

@@ -110,8 +110,6 @@ describe("policy simulate against a hidden token bucket", function()
   end)
 end)
 
--- Worker mode (scimrun.worker): N workers of one run each send at most 1/N of a fixed limit, and
--- a breaker another worker opened is followed here.
 describe("Executor:paced", function()
   it("is true while a limit is in force on the target (fixed, learned or from headers), not before", function()
     local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false }
@@ -127,6 +125,8 @@ describe("Executor:paced", function()
   end)
 end)
 
+-- Worker mode (scimrun.worker): N workers of one run each send at most 1/N of a fixed limit, and
+-- a breaker another worker opened is followed here.
 describe("a worker's share of the target's protection", function()
   local function sends_in(share, seconds)
     local clock = sim_clock()

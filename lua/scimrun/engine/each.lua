@@ -171,7 +171,7 @@ function Engine:each(iter, opts, fn)
       local item, wait = source.next(limit - active)
       if item ~= nil then dispatch(item, wait)
       elseif wait ~= "wait" then break -- every item of the run is done
-      elseif active > 0 then parked = true; scimrun.park() -- woken when one of ours ends
+      elseif active > 0 or lent > 0 then parked = true; scimrun.park() -- woken when one of ours ends
       else source.wait() end -- others hold the rest: a NOTIFY, or their lease running out
     end
     source.release()
