@@ -98,6 +98,18 @@ static void anchor(rate_adapt *ra, double in_force) {
   memset(&ra->fit, 0, sizeof ra->fit);
 }
 
+/* The 429s the cuts met are background (at most max_background): the limit goes back to where
+ * the cuts began. Returns 1. */
+static int background_found(rate_adapt *ra, double share) {
+  double bg = share < ra->cfg.max_background ? share : ra->cfg.max_background;
+  if (bg > ra->background)
+    ra->background = bg;
+  ra->limit = ra->anchor_limit;
+  ra->anchored = 0;
+  ra->noise++;
+  return 1;
+}
+
 /* Goodput against send rate over the windows since the cuts began. Behind a rate limit the
  * server accepts the same whatever is sent (slope near 0); random 429s take the same share of
  * any rate (slope near 1 - share). So cuts that moved the send rate by 8% or more while the
@@ -126,13 +138,7 @@ static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double t
   double se = n > 2 && resid > 0 ? sqrt(resid / (n - 2) / var) : 0;
   if (slope - 2 * se < 0.5 * (1 - mean_share))
     return 0;
-  double bg = mean_share < ra->cfg.max_background ? mean_share : ra->cfg.max_background;
-  if (bg > ra->background)
-    ra->background = bg;
-  ra->limit = ra->anchor_limit;
-  ra->anchored = 0;
-  ra->noise++;
-  return 1;
+  return background_found(ra, mean_share);
 }
 
 /* The window after the probe (the first cut after running free, to 90% of the rate) that the
@@ -152,15 +158,7 @@ static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s, long answ
   if (s0 - predicted < 3 * sigma || s->share > ra->cfg.max_background ||
       s->share < predicted + 0.5 * (s0 - predicted))
     return 0;
-  double bg = 0.5 * (s0 + s->share);
-  if (bg > ra->cfg.max_background)
-    bg = ra->cfg.max_background;
-  if (bg > ra->background)
-    ra->background = bg;
-  ra->limit = ra->anchor_limit;
-  ra->anchored = 0;
-  ra->noise++;
-  return 1;
+  return background_found(ra, 0.5 * (s0 + s->share));
 }
 
 static void judge(rate_adapt *ra, const rate_adapt_window *w) {
