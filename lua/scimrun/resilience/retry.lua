@@ -314,15 +314,19 @@ function Executor:_target(name)
   return tg
 end
 
+-- The rate in force on a target at `now`: learned or from a server's headers (rate_adapt;
+-- -s = send nothing for s seconds), else the policy's fixed rps; 0 = none.
+local function rate_in_force(tg, rl, now)
+  return tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
+end
+
 -- Is the target paced by its rate limit now (a fixed rps, or a learned or server-given limit
 -- in force)? More work waiting for it would only queue on the same limit
 -- (scimrun.scim.member_batch lends no slot then). Random 429s the learned limit has found to be
 -- background do not count: they are not a limit.
 function Executor:paced(name)
   local tg = self.targets[name]
-  if not tg then return false end
-  local rate = tg.adapt and tg.adapt:limit(self.clock.now()) or (self.policy.rate_limit.rps or 0)
-  return rate ~= 0
+  return tg ~= nil and rate_in_force(tg, self.policy.rate_limit, self.clock.now()) ~= 0
 end
 
 -- Worker mode (scimrun.worker): this process's share of a fixed rate limit, 1/N of the live
@@ -482,7 +486,7 @@ end
 -- bucket starts again at the new rate, and every caller that was waiting books again (see
 -- M.booking_void). Shared by the executor and `policy simulate` (rate_sim.lua).
 function M.book(tg, now, rl, on_change)
-  local rate = tg.adapt and tg.adapt:limit(now) or (rl.rps or 0)
+  local rate = rate_in_force(tg, rl, now)
   if rate < 0 then return nil, -rate end
   -- a worker of N (scimrun.worker) sends at most its share of a fixed limit (rps): together the
   -- workers stay within it
@@ -713,7 +717,7 @@ function Executor:counters()
   local now = self.clock.now()
   for name, tg in pairs(self.targets) do
     local st = tg.adapt and tg.adapt:state() or {}
-    local rate = tg.adapt and tg.adapt:limit(now) or (self.policy.rate_limit.rps or 0)
+    local rate = rate_in_force(tg, self.policy.rate_limit, now)
     out.rate_limits[name] = { rps = math.max(rate, 0), learned = (st.limit or 0) > 0 or nil,
                               background = st.background, cuts = st.cuts, noise = st.noise }
   end
