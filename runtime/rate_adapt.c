@@ -75,9 +75,9 @@ static void set_limit(rate_adapt *ra, double limit) {
 #define TRACE(...) ((void)0)
 #endif
 
-static void fit_add(rate_adapt_fit *f, const rate_adapt_stats *s, long answered) {
+static void fit_add(rate_adapt_fit *f, const rate_adapt_stats *s) {
   f->n++;
-  f->answers += answered;
+  f->answers += s->answered;
   f->sx += s->send_rate;
   f->sy += s->goodput;
   f->sxx += s->send_rate * s->send_rate;
@@ -115,10 +115,9 @@ static int background_found(rate_adapt *ra, double share) {
  * any rate (slope near 1 - share). So cuts that moved the send rate by 8% or more while the
  * 429s held, along a slope nearer 1 than 0, did not help: that share becomes the background
  * and the limit goes back to where the cuts began. */
-static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double target,
-                             long answered) {
+static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double target) {
   rate_adapt_fit *f = &ra->fit;
-  fit_add(f, s, answered);
+  fit_add(f, s);
   /* enough answers to tell: at 5 requests/s, windows of ten answers once fitted a real limit's
    * 429s as a 10% background, kept for good */
   if (f->n < 3 || f->answers < 20L * ra->cfg.min_samples || !(f->max_x >= 1.08 * f->min_x) ||
@@ -130,11 +129,12 @@ static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double t
    * goodput swollen by tokens saved while clients slept on Retry-Afters can fake a slope) */
   if (!(var > 0) || mean_share < target || mean_share > ra->cfg.max_background)
     return 0;
-  double slope = (f->sxy - f->sx * f->sy / n) / var;
+  double cov = f->sxy - f->sx * f->sy / n;
+  double slope = cov / var;
   /* ... and surely so: the slope's standard error counts (a few windows of a dozen answers
    * each, at 5 requests/s, once made a real limit look like noise, answered 429 to a fifth of
    * all requests for good) */
-  double resid = f->syy - f->sy * f->sy / n - slope * (f->sxy - f->sx * f->sy / n);
+  double resid = f->syy - f->sy * f->sy / n - slope * cov;
   double se = n > 2 && resid > 0 ? sqrt(resid / (n - 2) / var) : 0;
   if (slope - 2 * se < 0.5 * (1 - mean_share))
     return 0;
@@ -148,13 +148,13 @@ static int cuts_did_not_help(rate_adapt *ra, const rate_adapt_stats *s, double t
  * the sampling noise, is background: the limit returns to where it was (unlimited). One binding
  * window decides, instead of the several spread-out ones the fit below needs: with a 2% share
  * and a 1% target, the gain's small cuts took 15 s of throttling to spread the send rate 8%. */
-static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s, long answered) {
+static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s) {
   double s0 = ra->probe_share;
   double predicted = s->send_rate > 0 ? 1 - ra->probe_goodput / s->send_rate : 0;
   if (predicted < 0)
     predicted = 0;
   /* both shares are samples: the standard error of their difference */
-  double sigma = sqrt(s0 * (1 - s0) * (1 / (double)answered + 1 / (double)ra->probe_answered));
+  double sigma = sqrt(s0 * (1 - s0) * (1 / (double)s->answered + 1 / (double)ra->probe_answered));
   if (s0 - predicted < 3 * sigma || s->share > ra->cfg.max_background ||
       s->share < predicted + 0.5 * (s0 - predicted))
     return 0;
@@ -174,6 +174,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   s.send_rate = (double)w->sent / span;
   s.goodput = (double)(w->answered - w->limited) / span;
   s.share = (double)w->limited / (double)w->answered;
+  s.answered = w->answered;
   double in_force = capped(ra, ra->limit);
   TRACE("w%ld t=%.1f sent=%.1f good=%.1f share=%.3f limit=%.1f bg=%.3f anchored=%d\n", w->id,
         w->start, s.send_rate, s.goodput, s.share, in_force, ra->background, ra->anchored);
@@ -193,7 +194,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   if (ra->probing) {
     if (binding) {
       ra->probing = 0;
-      if (probe_says_noise(ra, &s, w->answered))
+      if (probe_says_noise(ra, &s))
         return;
     } else if (++ra->probe_windows > 5) {
       ra->probing = 0; /* never bound: the clients' own pace sets the rate */
@@ -201,7 +202,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   }
   if (ra->anchored) {
     /* Only windows whose send rate the limit set say what the limit does. */
-    if (binding && cuts_did_not_help(ra, &s, target, w->answered))
+    if (binding && cuts_did_not_help(ra, &s, target))
       return;
     if (ra->fit.n > 30 || ra->limit <= 0 || ra->limit >= ra->anchor_rate)
       ra->anchored = 0; /* grown back, or long ago: start afresh next time */
@@ -234,7 +235,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       ra->probe_windows = 0;
       ra->probe_share = s.share;
       ra->probe_goodput = s.goodput;
-      ra->probe_answered = w->answered;
+      ra->probe_answered = s.answered;
     } else {
       double factor = 1 + ra->cfg.gain * (target - s.share);
       set_limit(ra, in_force * (factor < 0.8 ? 0.8 : factor));

@@ -55,6 +55,7 @@ typedef struct rate_adapt_window {
 
 typedef struct rate_adapt_stats {
   double send_rate, goodput, share;
+  long answered; /* answers the window had */
 } rate_adapt_stats;
 
 typedef struct rate_adapt_fit {

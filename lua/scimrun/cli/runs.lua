@@ -23,10 +23,7 @@ end
 
 local function resume_cmd(run, o)
   if run.status == "completed" or run.status == "completed_with_dead_letters" then return nil end
-  -- quoted: a postgres:// URL's '&' would otherwise end the command when pasted
-  local cmd = ("scimrun %s --resume %s"):format(common.shell_quote(run.workflow_path), run.id)
-  if o.state then cmd = cmd .. " --state " .. common.shell_quote(o.state) end
-  return cmd
+  return require("scimrun.cli.runfiles").resume_command({ file = run.workflow_path, state = o.state }, run.id)
 end
 
 -- What `runs list --json` prints (scimrun ui's /api/runs serves the same): the newest runs

@@ -20,8 +20,11 @@ function Engine:flush()
   local code = not ok and lost or nil -- on failure the third value is the store's error code
   self.stats.commits = self.stats.commits + 1
   -- worker mode: writes of an item whose lease another worker took were not made (fencing)
-  local lost_at = {}
-  for _, i in ipairs(ok and lost or {}) do lost_at[i] = true end
+  local lost_at
+  if ok and lost and #lost > 0 then
+    lost_at = {}
+    for _, i in ipairs(lost) do lost_at[i] = true end
+  end
   if not ok and code == "CONNECTION" then
     self.fatal = self.fatal or errors.new {
       class = "store", op = "recording steps", detail = "the state database is unreachable: " .. tostring(ids_or_err)
@@ -37,7 +40,7 @@ function Engine:flush()
   end
   for _, w in ipairs(waiters) do
     local id = ok and type(ids_or_err) == "table" and ids_or_err[w.index] or nil
-    if lost_at[w.index] then
+    if lost_at and lost_at[w.index] then
       scimrun.wake(w.co, false, LEASE_LOST)
     else
       scimrun.wake(w.co, ok, ok and id or ids_or_err)

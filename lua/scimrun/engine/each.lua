@@ -126,8 +126,7 @@ function Engine:each(iter, opts, fn)
         self.stats.lease_lost = (self.stats.lease_lost or 0) + 1
         self.log("warn", "lease lost: another worker claimed this item; the result here is discarded",
           { item = report.identity(item, info), step = err.step })
-        claim = nil
-        if info and info.claim then self.worker:item_dropped(info.claim) end
+        if claim then self.worker:item_dropped(claim); claim = nil end
         self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted", error = err }
       elseif err.class == "interrupted" then
         self.on_item { item = item, info = info, status = "interrupted", outcome = "interrupted" }
@@ -168,7 +167,7 @@ function Engine:each(iter, opts, fn)
     while not stopped() do
       while active >= limit do parked = true; scimrun.park() end
       if stopped() then break end
-      local item, wait = source.next(limit - active)
+      local item, wait = source.next(limit - active, active + lent > 0)
       if item ~= nil then dispatch(item, wait)
       elseif wait ~= "wait" then break -- every item of the run is done
       elseif active > 0 or lent > 0 then parked = true; scimrun.park() -- woken when one of ours ends

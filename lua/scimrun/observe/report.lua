@@ -184,7 +184,7 @@ function M.print(out, t)
   elseif t.status == "failed" then
     add("  after fixing the cause, resume with: %s%s", t.resume_cmd,
       -- a store failure or a rejected token left no step failed: a plain resume redoes them
-      t.err and t.err.class ~= "store" and t.err.class ~= "auth" and " --retry-failed" or "")
+      t.err and not errors.no_verdict(t.err) and " --retry-failed" or "")
   end
   out:write(table.concat(lines, "\n"), "\n")
 end

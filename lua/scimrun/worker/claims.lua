@@ -145,10 +145,10 @@ function M.heartbeat(db, run_id, worker_id, lease_s)
     "WITH l AS (UPDATE scimrun.items SET lease_until = now() + make_interval(secs => $3) "
     .. "WHERE run_id = $1 AND owner = $2 AND state = 'claimed' RETURNING 1), "
     .. "w AS (UPDATE scimrun.workers SET heartbeat_at = now() WHERE id = $2 RETURNING 1) "
-    .. "SELECT (SELECT count(*) FROM l) AS leases, (SELECT count(*) FROM scimrun.workers WHERE run_id = $1 "
+    .. "SELECT (SELECT count(*) FROM scimrun.workers WHERE run_id = $1 "
     .. "AND stopped_at IS NULL AND (id = $2 OR heartbeat_at > now() - make_interval(secs => $3))) AS live",
     run_id, worker_id, lease_s)
-  return rows[1].live, rows[1].leases
+  return rows[1].live
 end
 
 function M.register(db, run_id, worker_id, host, pid)

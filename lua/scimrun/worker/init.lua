@@ -88,7 +88,7 @@ function Worker:start()
       end
     end
   end)
-  self:set_live(select(1, claims.heartbeat(self.db, self.run_id, self.id, self.lease)))
+  self:set_live(claims.heartbeat(self.db, self.run_id, self.id, self.lease))
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
       if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
@@ -161,8 +161,10 @@ function Worker:source(batch, iter, preflight)
   local expires -- seconds until another worker's first lease runs out, as the last count saw it
   local src = { total = total }
   -- free: slots free in the engine; claims are made for those only, so no worker holds items
-  -- it cannot start while another idles.
-  function src.next(free)
+  -- it cannot start while another idles. busy: items of this worker are still under way, so
+  -- with nothing to claim the answer is "wait" without counting what is left (a query over the
+  -- whole input, once per item ending at the end of a run).
+  function src.next(free, busy)
     if me.stopped then return nil end
     if #queue == 0 then
       me:flush()
@@ -182,6 +184,7 @@ function Worker:source(batch, iter, preflight)
       info.claim = { batch = batch, idx = c.idx, fence = c.fence, in_doubt = c.in_doubt }
       return c.item, info
     end
+    if busy then return nil, "wait" end
     local left
     left, expires = claims.remaining(me.db, me.run_id, batch, me.id)
     if left == 0 then return nil end
