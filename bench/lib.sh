@@ -1,5 +1,7 @@
-# Shared by the bench scripts: a throwaway nginx on loopback serving a static answer.
+# Shared by the bench scripts: a throwaway nginx on loopback serving a static answer, and
+# `scimrun sandbox` started in the background.
 # Usage: source bench/lib.sh; start_nginx; ... "$NGINX_URL" ...; stop_nginx
+#        start_sandbox OUT ERR [ARGS...] || exit 1; ... "$BASE" ...; kill "$SB_PID"
 start_nginx() {
   NGINX_DIR=$(mktemp -d)
   NGINX_PORT=${NGINX_PORT:-18$((RANDOM % 900 + 100))}
@@ -38,4 +40,27 @@ stop_nginx() {
 # wrk_rps URL CONNECTIONS SECONDS -> requests/s
 wrk_rps() {
   wrk -t1 -c"$2" -d"${3:-3}s" "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+# start_sandbox OUT ERR [ARGS...]: starts `$BIN sandbox --port 0 --quiet ARGS` in the background
+# (stdout to OUT, stderr to ERR; the same file for both when ERR is OUT) and waits up to 10 s
+# for the `url:` line of its banner. Sets SB_PID and BASE (its .../scim/v2 URL); returns 1, with
+# what it wrote to ERR, when no URL appears.
+start_sandbox() {
+  local out=$1 err=$2
+  shift 2
+  if [ "$err" = "$out" ]; then
+    "$BIN" sandbox --port 0 --quiet "$@" >"$out" 2>&1 &
+  else
+    "$BIN" sandbox --port 0 --quiet "$@" >"$out" 2>"$err" &
+  fi
+  SB_PID=$!
+  BASE=
+  for _ in $(seq 200); do
+    BASE=$(awk '/url:/ { print $2 }' "$out" 2>/dev/null)
+    [ -n "$BASE" ] && return 0
+    sleep 0.05
+  done
+  echo "the sandbox did not start: $(cat "$err")" >&2
+  return 1
 }

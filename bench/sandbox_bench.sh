@@ -70,15 +70,7 @@ LUA
 # sandbox_up: a fresh sandbox on a port the kernel picks (read back from its banner), filled,
 # with the wrk scripts written for it. Sets SB_PID, BASE, FILL_RATE.
 sandbox_up() {
-  "$BIN" sandbox --port 0 --quiet >"$tmp/sandbox.out" 2>"$tmp/sandbox.err" &
-  SB_PID=$!
-  BASE=
-  for _ in $(seq 100); do
-    BASE=$(awk '/url:/ { print $2 }' "$tmp/sandbox.out" 2>/dev/null)
-    [ -n "$BASE" ] && break
-    sleep 0.05
-  done
-  [ -n "$BASE" ] || { echo "sandbox did not start: $(cat "$tmp/sandbox.err")" >&2; exit 1; }
+  start_sandbox "$tmp/sandbox.out" "$tmp/sandbox.err" || exit 1
   local failed group_id path=${BASE#http://*/}
   read -r failed FILL_RATE group_id < <("$BIN" -l "$tmp/fill.lua" "$BASE" "$USERS" "$tmp/ids.txt")
   [ "$failed" = 0 ] || { echo "pre-fill: $failed requests failed" >&2; exit 1; }

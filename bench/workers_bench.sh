@@ -9,6 +9,7 @@
 # env: SCIMRUN_BIN=./build-bench/scimrun  WORKERS="1 2 4"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 BIN=${SCIMRUN_BIN:-./build-bench/scimrun}
 ROWS=${ROWS:-3000}
 CONCURRENCY=${CONCURRENCY:-16}
@@ -22,9 +23,9 @@ chmod 755 "$tmp"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres "$tmp"
-SRV_PID=
+SB_PID=
 cleanup() {
-  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
+  [ -n "$SB_PID" ] && kill "$SB_PID" 2>/dev/null || true
   as_pg "$pgbin/pg_ctl" -D "$tmp/data" -m immediate stop >/dev/null 2>&1 || true
   if [ -n "$KEEP_LOGS" ]; then echo "logs kept in $tmp"; else rm -rf "$tmp"; fi
 }
@@ -42,22 +43,14 @@ SCIM_TOKEN=bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 export SCIM_TOKEN
 
 start_server() {
-  "$BIN" sandbox --port 0 --quiet --faults "latency:$LATENCY,ratelimit:$RATE/s" --seed 1 >"$tmp/server.out" 2>&1 &
-  SRV_PID=$!
-  BASE=
-  for _ in $(seq 200); do
-    BASE=$(awk '/url:/ { print $2 }' "$tmp/server.out" 2>/dev/null)
-    [ -n "$BASE" ] && break
-    sleep 0.05
-  done
-  [ -n "$BASE" ] || { echo "the sandbox did not start: $(cat "$tmp/server.out")" >&2; exit 1; }
+  start_sandbox "$tmp/server.out" "$tmp/server.out" --faults "latency:$LATENCY,ratelimit:$RATE/s" --seed 1 || exit 1
   ROOT=${BASE%/scim/v2}
   export SCIM_BASE_URL=$BASE
 }
-stop_server() { kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=; }
+stop_server() { kill "$SB_PID"; wait "$SB_PID" 2>/dev/null || true; SB_PID=; }
 users_at_server() {
   curl -fsS -H "Authorization: Bearer $SCIM_TOKEN" "$ROOT/_admin/stats" |
-    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["users"], s["by_status"].get("POST 429", 0) + sum(v for k, v in s["by_status"].items() if k.endswith(" 429")))'
+    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["users"], sum(v for k, v in s["by_status"].items() if k.endswith(" 429")))'
 }
 now() { date +%s.%N; }
 # CPU ticks of the whole machine, busy and all, from /proc/stat: the share busy during a run

@@ -13,6 +13,8 @@ local proc = require "helpers.proc"
 local sbrun = require "helpers.sbrun"
 local uihelp = require "helpers.ui"
 local pg_cluster = require "helpers.pg_cluster"
+local echo_server = require "helpers.echo_server"
+local query = require("helpers.worker_records").query
 
 local q = proc.sh_quote
 
@@ -32,7 +34,7 @@ local function database_text(url)
 end
 
 -- `scimrun ARGS --json`, decoded; it must exit 0.
-local cli_json = require("helpers.ui").cli_json
+local cli_json = uihelp.cli_json
 
 -- Runs a command line the binary printed ("scimrun ...") in a shell, as an operator pasting it
 -- would, without blocking this process (its sandbox must keep answering). Returns code, output.
@@ -44,7 +46,7 @@ local function paste(dir, printed, env)
   return code, out .. err
 end
 
-local same = require("helpers.ui").same
+local same = uihelp.same
 
 local function post_group(srv, name)
   local res = assert(http.request { method = "POST", url = srv.url .. "/Groups",
@@ -87,7 +89,7 @@ describe("the CLI on a postgres:// state", function()
       assert.are.equal(3, code, out)
       run_out = out
       creates, adds = {}, {}
-      for _, e in ipairs(cli_json("dlq list --json --state " .. q(url))) do
+      for _, e in ipairs(proc.dlq(q(url))) do
         if e.operation == "users.create" then creates[#creates + 1] = e end
         if e.operation == "groups.add_member" then adds[#adds + 1] = e end
       end
@@ -257,7 +259,7 @@ describe("the CLI on a postgres:// state", function()
       same(cli_json("runs list --json --state " .. q(url)), runs.doc, "runs")
       same(cli_json(("runs show %s --json --state %s"):format(run_id, q(url))), ui:get("/api/runs/" .. run_id).doc,
         "run")
-      same(cli_json("dlq list --json --state " .. q(url)), ui:get("/api/dlq?state=").doc, "dlq")
+      same(proc.dlq(q(url)), ui:get("/api/dlq?state=").doc, "dlq")
       local a, b = creates[2], creates[3]
       same(cli_json(("dlq show %d --json --state %s"):format(a.id, q(url))), ui:get("/api/dlq/" .. a.id).doc, "entry")
       same(cli_json("audit --json --state " .. q(url)), ui:get("/api/audit?limit=100000").doc, "audit")
@@ -343,20 +345,7 @@ describe("the CLI on a postgres:// state", function()
 
   it("keeps a token the provider echoes out of every table, the log and the queue", function()
     local token = "tok-" .. ("7pQ"):rep(8)
-    local echo = assert(require("scimrun.httpserver").listen { host = "127.0.0.1", port = 0, handler = function(req)
-      local auth = (req.headers or {})["authorization"] or (req.headers or {})["Authorization"] or ""
-      local tok = auth:match("^Bearer (.+)$") or "?"
-      if (req.path or ""):find("/redirected", 1, true) then
-        return { status = 400, headers = { ["Content-Type"] = "application/scim+json" }, body = cjson.encode {
-          schemas = { "urn:ietf:params:scim:api:messages:2.0:Error" }, status = "400", scimType = tok,
-          detail = "token " .. tok .. " is not allowed here (Authorization: " .. auth .. ")" } }
-      end
-      if req.method == "POST" then
-        return { status = 307, headers = { Location = "/scim/v2/redirected/Users?access_token=" .. tok }, body = "" }
-      end
-      return { status = 200, headers = { ["Content-Type"] = "application/scim+json" }, body = cjson.encode {
-        schemas = { "urn:ietf:params:scim:api:messages:2.0:ListResponse" }, totalResults = 0, Resources = {} } }
-    end })
+    local echo = echo_server.start()
     local url = cluster.createdb("echo")
     local env = ("SCIM_BASE_URL=http://127.0.0.1:%d/scim/v2 SCIM_TOKEN=%s"):format(echo:port(), token)
     local code, out, err = proc.run_bg(dir, ("spec/fixtures/workflows/down.lua --param n=3 --policy fast-test "
@@ -397,10 +386,7 @@ describe("the CLI on a postgres:// state", function()
       assert.is_nil((out .. err):find("secret", 1, true))
     end
     -- nothing was written to the database: not even the schema
-    local conn = assert(require("scimrun.pg").connect(base))
-    local rows = assert(conn:exec("SELECT count(*) AS n FROM information_schema.schemata "
-      .. "WHERE schema_name = 'scimrun'"))
-    conn:close()
+    local rows = query(base, "SELECT count(*) AS n FROM information_schema.schemata WHERE schema_name = 'scimrun'")
     assert.are.equal(0, rows[1].n)
   end)
 

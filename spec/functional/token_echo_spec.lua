@@ -1,32 +1,14 @@
 -- A server that echoes the bearer token back: in the SCIM error's scimType and detail, and in a
 -- redirect to ...?access_token=<token>. Whatever the token's length, it must reach none of the
 -- state file, the log, the report, `dlq list --json` or `dlq show`. The server is a small
--- loopback fixture in this process; the binary runs in the background meanwhile.
+-- loopback fixture in this process (helpers.echo_server); the binary runs in the background
+-- meanwhile.
 local cjson = require "cjson"
-local hs = require "scimrun.httpserver"
+local echo_server = require("helpers.echo_server").start
 local proc = require "helpers.proc"
 
 local dir = proc.tmpdir("token-echo")
 teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
-
--- Answers every request as an echoing, unhelpful provider would.
-local function echo_server()
-  return assert(hs.listen { host = "127.0.0.1", port = 0, handler = function(req)
-    local auth = (req.headers or {})["authorization"] or (req.headers or {})["Authorization"] or ""
-    local token = auth:match("^Bearer (.+)$") or "?"
-    if (req.path or ""):find("/redirected", 1, true) then
-      return { status = 400, headers = { ["Content-Type"] = "application/scim+json" }, body = cjson.encode {
-        schemas = { "urn:ietf:params:scim:api:messages:2.0:Error" }, status = "400", scimType = token,
-        detail = "token " .. token .. " is not allowed here (Authorization: " .. auth .. ")" } }
-    end
-    if req.method == "POST" then -- a create: sent elsewhere with the token in the query
-      return { status = 307, headers = { Location = "/scim/v2/redirected/Users?access_token=" .. token }, body = "" }
-    end
-    -- lookups find nothing, so every row goes on to a create
-    return { status = 200, headers = { ["Content-Type"] = "application/scim+json" }, body = cjson.encode {
-      schemas = { "urn:ietf:params:scim:api:messages:2.0:ListResponse" }, totalResults = 0, Resources = {} } }
-  end })
-end
 
 local function run_bg(args, env) return proc.run_bg(dir, args, env) end
 

@@ -1,5 +1,7 @@
 -- What the worker specs read back: rows of the run's PostgreSQL database (scimrun.pg, one
--- connection per query), and the provider's own records of a sandbox in the spec process.
+-- connection per query), and the provider's own records of a sandbox in the spec process (and
+-- the check that a CSV's users are all there, each once).
+local luassert = require "luassert"
 local sbrun = require "helpers.sbrun"
 
 local M = {}
@@ -29,6 +31,28 @@ function M.provider_records(srv, group)
     end
   end
   return accounts, members, dump
+end
+
+-- Every user of the CSV at path csv is at the provider exactly once, and every account there is
+-- in the group exactly once (busted assertions); returns the provider's dump.
+function M.assert_each_user_once(srv, csv, group)
+  local accounts, members, dump = M.provider_records(srv, group)
+  local missing, dup = {}, {}
+  for row in require("scimrun.csv").rows(csv) do
+    local name = tostring(row.userName):lower()
+    local n = accounts[name]
+    if not n then missing[#missing + 1] = name elseif n > 1 then dup[#dup + 1] = name .. "x" .. n end
+  end
+  luassert.are.same({}, missing)
+  luassert.are.same({}, dup)
+  local not_member, twice = 0, 0
+  for _, u in pairs(dump.users) do
+    local m = members[u.id]
+    if not m then not_member = not_member + 1 elseif m > 1 then twice = twice + 1 end
+  end
+  luassert.are.equal(0, not_member)
+  luassert.are.equal(0, twice)
+  return dump
 end
 
 return M
