@@ -17,6 +17,7 @@ local OPS = { step_start = true, step_complete = true, step_fail = true, step_co
 local STEP_LIKE = { step_start = true, step_complete = true, step_fail = true, step_compensated = true, kv_put = true }
 local RUN_STATUSES = { running = true, interrupted = true, failed = true, completed = true,
   completed_with_dead_letters = true }
+M.RUN_STATUSES = RUN_STATUSES -- also db:run_set_status's (scimrun.postgres.store)
 
 -- t[field] as a string (nil when absent and optional), as store_lua_field_string.
 function M.field_string(t, field, required, ctx)
@@ -63,34 +64,40 @@ local function decode_claim(t, ctx)
   return { batch = batch, idx = idx, fence = fence }
 end
 
+-- big: the TOOBIG message of the first value over db's max_value_bytes in batch order (nil
+-- while there is none); later values are not measured.
+local function check(big, db, v, what, name)
+  if big then return big end
+  return M.too_big(db, v, what, name)
+end
+
 -- Reads batch[i] into the record scimrun.apply_batch takes (its column names), raising on
--- misuse; checks returns the values to hold to max_value_bytes as { value, what, name }.
-local function decode_op(t, i, checks)
+-- misuse. Returns it, its claim and big (see check) updated with its values.
+local function decode_op(t, i, db, big)
   local ctx = ("apply: batch[%d]"):format(i)
   if type(t) ~= "table" then error(ctx .. " must be a table", 0) end
   local name = fs(t, "op", true, ctx)
   if not OPS[name] then error(("%s: unknown op '%s'"):format(ctx, name), 0) end
   ctx = ("apply: batch[%d] (%s)"):format(i, name)
   local o = { i = i, op = name, run_id = fs(t, "run_id", true, ctx) }
-  local function check(v, what, nm) checks[#checks + 1] = { v, what, nm } end
   if STEP_LIKE[name] then
     o.key = fs(t, "key", true, ctx)
     local a = fc(t, "attempts", -1, ctx)
     if a >= 0 then o.attempts = a end
     if name == "step_complete" then
       o.js = fs(t, "result_json", false, ctx)
-      check(o.js, "the result of step", o.key)
+      big = check(big, db, o.js, "the result of step", o.key)
     elseif name == "step_fail" then
       o.js = fs(t, "error_json", false, ctx)
-      check(o.js, "the error of step", o.key)
+      big = check(big, db, o.js, "the error of step", o.key)
     elseif name == "kv_put" then
       o.js = fs(t, "value_json", false, ctx)
-      check(o.js, "the value of key", o.key)
+      big = check(big, db, o.js, "the value of key", o.key)
     end
   elseif name == "event_add" then
     o.key = fs(t, "key", true, ctx)
     o.js = fs(t, "event_json", true, ctx)
-    check(o.js, "the event of step", o.key)
+    big = check(big, db, o.js, "the event of step", o.key)
   elseif name == "run_status" then
     o.rstatus = fs(t, "status", true, ctx)
     if not RUN_STATUSES[o.rstatus] then error(("%s: unknown run status '%s'"):format(ctx, o.rstatus), 0) end
@@ -107,9 +114,9 @@ local function decode_op(t, i, checks)
     local st = fc(t, "status", -1, ctx)
     if st >= 0 then o.hstatus = st end
     for _, k in ipairs { "item", "operation", "method", "target", "resource_type", "resource_id", "resource_name",
-      "member_id" } do check(o[k], "a field of the audit record of", o.item) end
-    check(o.changes_json, "the changes of the audit record of", o.item)
-    check(o.detail, "the detail of the audit record of", o.item)
+      "member_id" } do big = check(big, db, o[k], "a field of the audit record of", o.item) end
+    big = check(big, db, o.changes_json, "the changes of the audit record of", o.item)
+    big = check(big, db, o.detail, "the detail of the audit record of", o.item)
   else -- dlq_add
     for _, k in ipairs { "step_key", "operation", "method", "url", "request_body", "class", "scim_type", "last_error",
       "suggest", "rule" } do o[k] = fs(t, k, false, ctx) end
@@ -121,13 +128,13 @@ local function decode_op(t, i, checks)
     if type(t.first_failed_at) == "number" and t.first_failed_at > 0 then
       o.first_failed_at = ("%.17g"):format(t.first_failed_at)
     end
-    check(o.url, "the URL of the dead letter for step", o.step_key)
-    check(o.request_body, "the request body of the dead letter for step", o.step_key)
-    check(o.scim_type, "the scimType of the dead letter for step", o.step_key)
-    check(o.last_error, "the error of the dead letter for step", o.step_key)
-    check(o.suggest, "the suggestion of the dead letter for step", o.step_key)
+    big = check(big, db, o.url, "the URL of the dead letter for step", o.step_key)
+    big = check(big, db, o.request_body, "the request body of the dead letter for step", o.step_key)
+    big = check(big, db, o.scim_type, "the scimType of the dead letter for step", o.step_key)
+    big = check(big, db, o.last_error, "the error of the dead letter for step", o.step_key)
+    big = check(big, db, o.suggest, "the suggestion of the dead letter for step", o.step_key)
   end
-  return o, decode_claim(t, ctx)
+  return o, decode_claim(t, ctx), big
 end
 
 -- apply(db, session, batch) -> true, ids [, lost] | nil, err, code
@@ -137,9 +144,10 @@ function M.apply(db, s, batch)
   end
   -- Decode everything first: misuse raises before the transaction starts.
   local n = #batch
-  local ops, checks, claims, claim_of = {}, {}, {}, {}
+  local ops, claims, claim_of, big = {}, {}, {}, nil
   for i = 1, n do
-    local o, claim = decode_op(batch[i], i, checks)
+    local o, claim
+    o, claim, big = decode_op(batch[i], i, db, big)
     if claim then
       -- one check per distinct claim, however many ops carry it
       local k = ("%s\0%s\0%d\0%d"):format(o.run_id, claim.batch, claim.idx, claim.fence)
@@ -154,10 +162,7 @@ function M.apply(db, s, batch)
     ops[i] = o
   end
   if n == 0 then return true, {} end
-  for _, c in ipairs(checks) do
-    local err = M.too_big(db, c[1], c[2], c[3])
-    if err then return nil, err, "TOOBIG" end
-  end
+  if big then return nil, big, "TOOBIG" end
   local ops_json = cjson.encode(ops)
   local claims_json = #claims > 0 and cjson.encode(claims) or nil
   local rows, err, code = s:transaction("apply", function(conn)

@@ -34,7 +34,6 @@ local function sleep(seconds)
     left = left - step
   end
 end
-M.sleep = sleep
 
 local function log(level, msg, fields)
   if scimrun and scimrun.log then scimrun.log.emit(level, msg, fields) end
@@ -98,11 +97,13 @@ function S:setup()
   return true
 end
 
--- The session advisory lock of a run: true (held, also when held already), false (another
--- session holds it) | nil, err, sqlstate.
+-- The session advisory lock of a run ($1 schema.LOCK_CLASS_RUNS, $2 the run id): column ok is
+-- true (held, also when held already) or false (another session holds it).
+M.TRY_LOCK_SQL = "SELECT pg_try_advisory_lock($1::int, hashtext($2)) AS ok"
+
+-- M.TRY_LOCK_SQL once: true | false | nil, err, sqlstate (no reset: setup runs it after one).
 function S:try_lock(run_id)
-  local rows, err, state = self.conn:exec("SELECT pg_try_advisory_lock($1::int, hashtext($2)) AS ok",
-    schema.LOCK_CLASS_RUNS, run_id)
+  local rows, err, state = self.conn:exec(M.TRY_LOCK_SQL, schema.LOCK_CLASS_RUNS, run_id)
   if not rows then return nil, err, state end
   return rows[1].ok
 end

@@ -18,7 +18,6 @@ local url_mod = require "scimrun.postgres.url"
 
 local M = {}
 
-M.SCHEMA_VERSION = schema.VERSION
 M.MAX_VALUE_BYTES = 16 * 1024 * 1024
 
 local DB = { kind = "postgres" }
@@ -79,10 +78,8 @@ local SQL = {
     .. "AND l.pid <> pg_backend_pid() LIMIT 1",
 }
 
-local RUN_STATUSES = { running = true, interrupted = true, failed = true, completed = true,
-  completed_with_dead_letters = true }
+local RUN_STATUSES = apply.RUN_STATUSES
 local DLQ_STATES = { pending = true, replayed = true, dropped = true }
-M.RUN_STATUSES = RUN_STATUSES
 
 -- ---- arguments, checked as the C binding's luaL_check* calls check them ------------------
 
@@ -221,22 +218,17 @@ function DB:query(what, sql, ...) return check_db(self):query(what, sql, ...) en
 function DB:lock_run(run_id)
   local s = check_db(self)
   run_id = checkstring(run_id, 1, "lock_run")
-  local got, err, state = s:try_lock(run_id)
-  if got == nil and state == "CONNECTION" then
-    local ok, rerr, rcode = s:recover(err)
-    if not ok then return nil, rerr, rcode end
-    got, err, state = s:try_lock(run_id)
-  end
-  if got == nil then return s:failure("lock_run", err, state) end
-  if got then
+  local rows, err, code = s:query("lock_run", session.TRY_LOCK_SQL, schema.LOCK_CLASS_RUNS, run_id)
+  if not rows then return nil, err, code end
+  if rows[1].ok then
     if not s.locks[run_id] then
       s.locks[run_id] = true
       s.lock_order[#s.lock_order + 1] = run_id
     end
     return true
   end
-  local rows = s.conn:exec(SQL.lock_holder, schema.LOCK_CLASS_RUNS, run_id)
-  local h = rows and rows[1]
+  local holder = s.conn:exec(SQL.lock_holder, schema.LOCK_CLASS_RUNS, run_id)
+  local h = holder and holder[1]
   local who = "pid unknown"
   if h then
     who = ("PostgreSQL backend pid %d"):format(h.pid)
@@ -276,29 +268,49 @@ function DB:run_create(r)
   return nil, err, code
 end
 
-local function one(s, what, sql, ...)
-  local rows, err, code = s:query(what, sql, ...)
-  if not rows then return nil, err, code end
-  return rows[1]
-end
+-- ---- reads: SQL[fname], run once more after a reset -> rows | nil, err, code -------------
 
-local function all(s, what, sql, ...)
-  local rows, err, code = s:query(what, sql, ...)
+local function all(s, fname, ...)
+  local rows, err, code = s:query(fname, SQL[fname], ...)
   if not rows then return nil, err, code end
   return rows
 end
 
-function DB:run_get(id)
-  local s = check_db(self)
-  id = checkstring(id, 1, "run_get")
-  return one(s, "run_get", SQL.run_get, id)
+local function one(s, fname, ...)
+  local rows, err, code = all(s, fname, ...)
+  if not rows then return nil, err, code end
+  return rows[1]
 end
 
-function DB:run_latest_unfinished(path)
+-- The readers whose arguments are all strings: the db, then each argument in order (as the C
+-- binding's luaL_checkstring; the count is the caller's, so a missing one is "no value").
+local function read(self, fname, ...)
   local s = check_db(self)
-  path = checkstring(path, 1, "run_latest_unfinished")
-  return one(s, "run_latest_unfinished", SQL.run_latest_unfinished, path)
+  local n, args = select("#", ...), { ... }
+  for i = 1, n do args[i] = checkstring(args[i], i, fname) end
+  return all(s, fname, unpack(args, 1, n))
 end
+
+local function read_one(self, fname, ...)
+  local rows, err, code = read(self, fname, ...)
+  if not rows then return nil, err, code end
+  return rows[1]
+end
+
+-- The rows of a run by key: { [row.key] = row[field] }, or the whole row when field is nil.
+local function keyed(self, fname, field, run_id)
+  local rows, err, code = read(self, fname, run_id)
+  if not rows then return nil, err, code end
+  local out = {}
+  for _, r in ipairs(rows) do
+    if field then out[r.key] = r[field] else out[r.key] = r end
+  end
+  return out
+end
+
+function DB:run_get(id) return read_one(self, "run_get", id) end
+
+function DB:run_latest_unfinished(path) return read_one(self, "run_latest_unfinished", path) end
 
 function DB:runs_list(o)
   local s = check_db(self)
@@ -308,7 +320,7 @@ function DB:runs_list(o)
     limit = apply.field_count(o, "limit", 50, "runs_list")
     path = apply.field_string(o, "workflow_path", false, "runs_list")
   end
-  return all(s, "runs_list", SQL.runs_list, limit, path)
+  return all(s, "runs_list", limit, path)
 end
 
 function DB:run_set_status(id, status, exit_code)
@@ -328,9 +340,7 @@ function DB:run_set_status(id, status, exit_code)
 end
 
 function DB:run_step_counts(id)
-  local s = check_db(self)
-  id = checkstring(id, 1, "run_step_counts")
-  local rows, err, code = s:query("run_step_counts", SQL.run_step_counts, id)
+  local rows, err, code = read(self, "run_step_counts", id)
   if not rows then return nil, err, code end
   local out = { started = 0, completed = 0, failed = 0, compensated = 0 }
   for _, r in ipairs(rows) do out[r.state] = r.n end
@@ -339,50 +349,21 @@ end
 
 -- ---- steps and kv -------------------------------------------------------------------------
 
-function DB:step_get(run_id, key)
-  local s = check_db(self)
-  run_id = checkstring(run_id, 1, "step_get")
-  key = checkstring(key, 2, "step_get")
-  return one(s, "step_get", SQL.step_get, run_id, key)
-end
+function DB:step_get(run_id, key) return read_one(self, "step_get", run_id, key) end
 
-function DB:steps_load(run_id)
-  local s = check_db(self)
-  run_id = checkstring(run_id, 1, "steps_load")
-  local rows, err, code = s:query("steps_load", SQL.steps_load, run_id)
-  if not rows then return nil, err, code end
-  local out = {}
-  for _, r in ipairs(rows) do out[r.key] = r end
-  return out
-end
+function DB:steps_load(run_id) return keyed(self, "steps_load", nil, run_id) end
 
 function DB:apply(batch) return apply.apply(self, check_writable(self), batch) end
 
 function DB:kv_get(run_id, key)
-  local s = check_db(self)
-  run_id = checkstring(run_id, 1, "kv_get")
-  key = checkstring(key, 2, "kv_get")
-  local row, err, code = one(s, "kv_get", SQL.kv_get, run_id, key)
+  local row, err, code = read_one(self, "kv_get", run_id, key)
   if row == nil and err then return nil, err, code end
   return row and row.value_json
 end
 
-function DB:kv_all(run_id)
-  local s = check_db(self)
-  run_id = checkstring(run_id, 1, "kv_all")
-  local rows, err, code = s:query("kv_all", SQL.kv_all, run_id)
-  if not rows then return nil, err, code end
-  local out = {}
-  for _, r in ipairs(rows) do out[r.key] = r.value_json end
-  return out
-end
+function DB:kv_all(run_id) return keyed(self, "kv_all", "value_json", run_id) end
 
-function DB:step_events(run_id, key)
-  local s = check_db(self)
-  run_id = checkstring(run_id, 1, "step_events")
-  key = checkstring(key, 2, "step_events")
-  return all(s, "step_events", SQL.step_events, run_id, key)
-end
+function DB:step_events(run_id, key) return read(self, "step_events", run_id, key) end
 
 -- ---- prunes -------------------------------------------------------------------------------
 
@@ -411,7 +392,7 @@ function DB:audit_list(o)
   local run_id = opt_field(o, "run_id", "audit_list")
   local user = opt_field(o, "user", "audit_list")
   local limit = type(o) == "table" and apply.field_count(o, "limit", -1, "audit_list") or -1
-  local rows, err, code = s:query("audit_list", SQL.audit_list, run_id, user, limit >= 0 and limit or nil)
+  local rows, err, code = all(s, "audit_list", run_id, user, limit >= 0 and limit or nil)
   if not rows then return nil, err, code end
   -- newest first from the query (so LIMIT keeps the newest); oldest first to the caller
   local out, n = {}, #rows
@@ -426,13 +407,13 @@ function DB:dlq_list(o)
   local run_id = opt_field(o, "run_id", "dlq_list")
   local state = check_dlq_state(opt_field(o, "state", "dlq_list"))
   local limit = type(o) == "table" and apply.field_count(o, "limit", -1, "dlq_list") or -1
-  return all(s, "dlq_list", SQL.dlq_list, run_id, state, limit >= 0 and limit or nil)
+  return all(s, "dlq_list", run_id, state, limit >= 0 and limit or nil)
 end
 
 function DB:dlq_get(id)
   local s = check_db(self)
   id = checkinteger(id, 1, "dlq_get")
-  return one(s, "dlq_get", SQL.dlq_get, id)
+  return one(s, "dlq_get", id)
 end
 
 function DB:dlq_set_state(id, state)
@@ -453,7 +434,7 @@ function DB:dlq_count(o)
   local s = check_db(self)
   local state = check_dlq_state(opt_field(o, "state", "dlq_count"))
   local run_id = opt_field(o, "run_id", "dlq_count")
-  local row, err, code = one(s, "dlq_count", SQL.dlq_count, state, run_id)
+  local row, err, code = one(s, "dlq_count", state, run_id)
   if not row then return nil, err, code end
   return row.n
 end

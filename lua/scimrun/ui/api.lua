@@ -30,12 +30,8 @@ A.__index = A
 
 local fail = server.fail
 
-local function shell_quote(s)
-  s = tostring(s)
-  if s:match("^[%w%./_%-=:,@+]+$") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-M.shell_quote = shell_quote
+local shell_quote = require("scimrun.cli.common").shell_quote
+M.shell_quote = shell_quote -- scimrun.cli.ui's
 
 -- o: db (read-only store), state (absolute path), read_only, sandbox, token_env, actions, version,
 -- user (the OS user the console runs as), now/wall clocks.
