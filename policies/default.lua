@@ -106,13 +106,22 @@ return {
   --            max_background; a louder share is always a limit) and the limit goes back.
   --            Windows without 429s raise it again: by `growth` near where 429s began, in
   --            doubling steps below and well above it. It never exceeds rps when set.
+  --            A run of refusals (five requests sent since the first 429 all answered 429
+  --            with a server delay, none accepted) means the server's allowance is spent: the
+  --            whole target waits out that delay, instead of every item getting a 429 of its
+  --            own, and the limit is set to what the server accepted over that window, the
+  --            wait included; from there it creeps up by `growth`.
+  --   slow_start  requests in flight a new target starts with (adaptive only; 0 = none): a
+  --            quarter more per accepted answer, half a request fewer per 429, up to
+  --            bulkhead.max_in_flight. A cold target behind a limit meets its burst allowance
+  --            with a few requests in flight, not the whole bulkhead.
   --   headers  honour RateLimit-Remaining/-Reset and X-RateLimit-Remaining/-Reset: the rate is
   --            set to remaining / reset seconds until the reset (0 remaining: wait for it)
   -- A 429 with a server delay (Retry-After, RateLimit-Reset) is the server pacing the client:
   -- that request waits as told, and the retry costs neither an attempt nor the retry budget
   -- (max_elapsed still bounds it). `scimrun policy simulate` shows a 429 storm and the limit.
   rate_limit = { rps = 0, burst = 100, adaptive = true, headers = true, window = 1, target_share = 0.01,
-                 gain = 0.5, growth = 0.01, max_background = 0.2, min_samples = 10 },
+                 gain = 1, growth = 0.01, max_background = 0.2, min_samples = 10, slow_start = 4 },
 
   -- At most max_in_flight requests in flight per target; further calls queue.
   bulkhead = { max_in_flight = 32 },

@@ -8,7 +8,7 @@
 void rate_adapt_config_default(rate_adapt_config *cfg) {
   cfg->window = 1;
   cfg->target_share = 0.01;
-  cfg->gain = 0.5;
+  cfg->gain = 1;
   cfg->growth = 0.01;
   cfg->ceiling = 0;
   cfg->max_background = 0.2;
@@ -59,6 +59,10 @@ static double capped(const rate_adapt *ra, double limit) {
 /* A 429 share no server answers at random: whatever the rate, it says "too fast" (given
  * enough answers to tell: three windows' minimum). */
 #define SURELY_TOO_FAST 0.3
+/* Growth creeps from where 429s began up to this many times that rate, then climbs fast again:
+ * a server whose burst allowance is a second of its rate hides a limit set a little above it
+ * for many seconds, then refuses at once. */
+#define CREEP_BAND 1.2
 
 static void set_limit(rate_adapt *ra, double limit) {
   if (limit < FLOOR_RATE)
@@ -161,14 +165,24 @@ static int probe_says_noise(rate_adapt *ra, const rate_adapt_stats *s) {
   return background_found(ra, 0.5 * (s0 + s->share));
 }
 
+/* A window in which the server refused a run of requests and the clients paused for its delay
+ * (rate_adapt_refused) says what the server allows: what it accepted over the window, the pause
+ * included, if that is at least min_samples requests. Fewer say little: a server that accepted
+ * three requests and asked for a second's pause may refill in 30 ms (its Retry-After rounded up
+ * to whole seconds); that window is judged as any other. */
+static int paused_says_rate(const rate_adapt *ra, const rate_adapt_window *w) {
+  return w->paused && w->answered - w->limited >= ra->cfg.min_samples;
+}
+
 static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   double span = w->end - w->start;
   if (w->answered < ra->cfg.min_samples || !(span > 0))
     return;
   /* The first window meets a server's full burst allowance: its goodput says little, so it
    * only counts when it says "far too fast" (many clients starting at once). */
-  if (w->id == 0 && !((double)w->limited >= SURELY_TOO_FAST * (double)w->answered &&
-                      w->answered >= 3 * ra->cfg.min_samples))
+  if (w->id == 0 && !paused_says_rate(ra, w) &&
+      !((double)w->limited >= SURELY_TOO_FAST * (double)w->answered &&
+        w->answered >= 3 * ra->cfg.min_samples))
     return;
   rate_adapt_stats s;
   s.send_rate = (double)w->sent / span;
@@ -191,6 +205,22 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
     if (s.send_rate > ra->peak_rate)
       ra->peak_rate = s.send_rate;
   }
+  if (paused_says_rate(ra, w)) {
+    /* The server stopped the clients until its allowance came back: what it accepted over the
+     * window, the pause included, is the rate it allows (no less than half the send rate).
+     * Growth from there creeps, as near where 429s began: a server whose burst allowance is a
+     * second of its rate hides a limit set above it for many seconds, then refuses at once. */
+    double est = s.goodput / (1 - target);
+    if (0.5 * s.send_rate > est)
+      est = 0.5 * s.send_rate;
+    set_limit(ra, in_force > 0 && in_force < est ? in_force : est);
+    ra->excess_limit = ra->limit;
+    ra->zero_streak = 0;
+    ra->probing = 0;
+    ra->anchored = 0;
+    ra->cuts++;
+    return;
+  }
   if (ra->probing) {
     if (binding) {
       ra->probing = 0;
@@ -209,9 +239,13 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   }
   if (excess) {
     ra->zero_streak = 0;
-    if (in_force > 0 && binding)
-      ra->excess_limit = in_force; /* where 429s began: growth slows down near it */
-    if (in_force <= 0)             /* unlimited: start from what the clients reach */
+    if (in_force > 0 && binding) {
+      /* where 429s began: growth slows down near it. No higher than what the server accepted:
+       * a limit raised while a burst allowance hid it meets its 429s far above the server's. */
+      double accepted = s.goodput / (1 - target);
+      ra->excess_limit = accepted < in_force ? accepted : in_force;
+    }
+    if (in_force <= 0) /* unlimited: start from what the clients reach */
       in_force = s.send_rate > ra->peak_rate ? s.send_rate : ra->peak_rate;
     else if (!binding) /* above what is sent: bring it down to bind, but not at once (the
                         * clients may only be asleep on Retry-Afters for a moment) */
@@ -268,7 +302,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   ra->zero_streak++;
   double known = ra->excess_limit;
   double next;
-  if (known > 0 && ra->limit >= 0.97 * known && ra->limit < 1.1 * known) {
+  if (known > 0 && ra->limit >= 0.97 * known && ra->limit < CREEP_BAND * known) {
     ra->zero_streak = 0;
     next = ra->limit * (1 + ra->cfg.growth);
   } else {
@@ -305,6 +339,7 @@ static void open_window(rate_adapt *ra, double now) {
   w->start = now;
   w->end = 0;
   w->sent = w->answered = w->limited = 0;
+  w->paused = 0;
   judge_ready(ra);
 }
 
@@ -337,6 +372,18 @@ void rate_adapt_server_rate(rate_adapt *ra, double now, double remaining, double
     reset_seconds = 1; /* "resets now": spread what is left over the next second */
   ra->server_until = now + reset_seconds;
   ra->server_limit = remaining / reset_seconds;
+}
+
+int rate_adapt_refused(rate_adapt *ra, double now, double seconds) {
+  rate_adapt_window *w = ra->cur >= 0 ? slot(ra, ra->cur) : NULL;
+  if (!(seconds > 0) || !isfinite(seconds) || !w || w->answered - w->limited < ra->cfg.min_samples)
+    return 0;
+  if (now + seconds > ra->server_until || ra->server_limit > 0) {
+    ra->server_until = now + seconds;
+    ra->server_limit = 0;
+  }
+  w->paused = 1;
+  return 1;
 }
 
 double rate_adapt_limit(const rate_adapt *ra, double now) {

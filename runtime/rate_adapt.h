@@ -27,7 +27,13 @@
  *    began. The background decays when fewer 429s are seen.
  *  - A binding window (sent >= 0.85 x limit) with a few 429s moves the limit by small steps
  *    toward the target share. One with none raises it: fast (doubling steps from `growth`)
- *    below where 429s last began, by `growth` near it, fast again 10% above it.
+ *    below where 429s last began, by `growth` near it, fast again 20% above it.
+ *  - rate_adapt_refused(): the caller saw a run of refusals (429s with a server delay, none
+ *    accepted since the first). If the window open now has at least min_samples accepted
+ *    requests, sends pause for that delay and the window is judged by what the server accepted
+ *    over it, the pause included (at least half the send rate): the limit is set there (never
+ *    raised) and growth from it creeps. Returns 1 when it paused. Fewer accepted requests say
+ *    little (a server may refill in milliseconds and round its Retry-After up to a second).
  *  - rate_adapt_server_rate() sets the limit from a server's RateLimit headers (remaining
  *    requests within reset seconds) until that reset; the learned limit applies after it.
  *  - rate_adapt_limit() is the limit now in force: 0 = unlimited, -s = send nothing for s s.
@@ -40,7 +46,7 @@
 typedef struct rate_adapt_config {
   double window;         /* seconds per measurement window, > 0 (default 1) */
   double target_share;   /* 429 share tolerated above the background (0.01) */
-  double gain;           /* cut per window = gain x excess share (0.5) */
+  double gain;           /* cut per window = gain x excess share (1) */
   double growth;         /* raise per window without 429s, share of the limit (0.01) */
   double ceiling;        /* fixed maximum requests/s, 0 = none */
   double max_background; /* a background 429 share above this is never assumed (0.2) */
@@ -51,6 +57,7 @@ typedef struct rate_adapt_window {
   long id;
   double start, end; /* end: 0 while open */
   long sent, answered, limited;
+  int paused; /* the server refused a run of its requests: see rate_adapt_refused */
 } rate_adapt_window;
 
 typedef struct rate_adapt_stats {
@@ -85,7 +92,7 @@ typedef struct rate_adapt {
   rate_adapt_window ring[RATE_ADAPT_WINDOWS];
 } rate_adapt;
 
-/* window 1, target_share 0.01, gain 0.5, growth 0.01, ceiling 0, max_background 0.2,
+/* window 1, target_share 0.01, gain 1, growth 0.01, ceiling 0, max_background 0.2,
  * min_samples 10 */
 void rate_adapt_config_default(rate_adapt_config *cfg);
 /* NULL when cfg is usable, else a static message naming the bad field. */
@@ -96,6 +103,9 @@ long rate_adapt_sent(rate_adapt *ra, double now);
 void rate_adapt_answered(rate_adapt *ra, long id, double now, int limited);
 /* remaining requests allowed within reset_seconds; remaining <= 0 pauses until the reset. */
 void rate_adapt_server_rate(rate_adapt *ra, double now, double remaining, double reset_seconds);
+/* A run of requests was refused (see above): 1 = sends pause for `seconds`, 0 = too little
+ * accepted in the window to judge by, nothing done. */
+int rate_adapt_refused(rate_adapt *ra, double now, double seconds);
 /* 0 = unlimited; a negative value -s means "send nothing for s more seconds". */
 double rate_adapt_limit(const rate_adapt *ra, double now);
 

@@ -342,6 +342,12 @@ static int l_adapt_server_rate(lua_State *L) {
   return 0;
 }
 
+static int l_adapt_refused(lua_State *L) {
+  rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
+  lua_pushboolean(L, rate_adapt_refused(ra, luaL_checknumber(L, 2), luaL_checknumber(L, 3)));
+  return 1;
+}
+
 static int l_adapt_limit(lua_State *L) {
   rate_adapt *ra = luaL_checkudata(L, 1, ADAPT_MT);
   lua_pushnumber(L, rate_adapt_limit(ra, luaL_checknumber(L, 2)));
@@ -451,6 +457,7 @@ int luaopen_scimrun_resilience(lua_State *L) {
   static const luaL_Reg adapt_m[] = {{"sent", l_adapt_sent},
                                      {"answered", l_adapt_answered},
                                      {"server_rate", l_adapt_server_rate},
+                                     {"refused", l_adapt_refused},
                                      {"limit", l_adapt_limit},
                                      {"state", l_adapt_state},
                                      {NULL, NULL}};

@@ -94,6 +94,8 @@ describe("policy.load", function()
       { [[return { classify = { { kind = "timout", class = "transient" } } }]],
         "classify[1].kind: unknown transport kind \"timout\"; did you mean 'timeout'?" },
       { [[return { rate_limit = { target_share = 0.5 } }]], "rate_limit.target_share: must be less than 0.5" },
+      { [[return { rate_limit = { slow_start = -1 } }]], "rate_limit.slow_start: must be at least 0, got -1" },
+      { [[return { rate_limit = { slow_start = 2.5 } }]], "rate_limit.slow_start" },
     }
     for i, case in ipairs(cases) do
       local msg = load_error(write("bad" .. i, case[1]))

@@ -199,3 +199,111 @@ describe("a half-open breaker whose probe is out", function()
     assert.are.equal("closed", ex:breaker_state("t"))
   end)
 end)
+
+-- A cold target behind a rate limit the client is not told: slow start meets its burst
+-- allowance with a few requests in flight, and a run of refusals pauses the whole target for
+-- the server's delay instead of giving every item a 429 of its own (retry.answered).
+describe("a cold target behind a rate limit", function()
+  -- 64 items x 10 calls through Executor:run against a token bucket of 30/s with a second's
+  -- burst (the sandbox's ratelimit:30/s), answers 1-3 ms after the send, on a simulated clock.
+  local function onboard(pol)
+    local clock = sim_clock()
+    local ex = retry.executor { policy = pol, seed = 1, log = false, clock = clock }
+    local tokens, last, ok, refused, done = 30, 0, 0, 0, 0
+    local function attempt()
+      local now = clock.now()
+      tokens = math.min(30, tokens + (now - last) * 30)
+      last = now
+      local accepted = tokens >= 1
+      if accepted then tokens = tokens - 1 end
+      clock.sleep(0.001 + (ok + refused) % 3 * 0.001)
+      if accepted then
+        ok = ok + 1
+        return { status = 201 }
+      end
+      refused = refused + 1
+      return nil, { status = 429, retry_after = math.max(1, math.ceil((1 - tokens) / 30)), detail = "429" }
+    end
+    for _ = 1, 64 do
+      scimrun.spawn(function()
+        for _ = 1, 10 do assert(ex:run("users.create", "t", attempt)) end
+        done = done + 1
+      end)
+    end
+    clock.run(function() return done == 64 end)
+    return ok, refused, clock.now(), ex:counters()
+  end
+
+  it("640 calls at a hidden 30/s: fewer than 5% answered 429, at the server's rate", function()
+    local ok, refused, took, counters = onboard(policy.load("default"))
+    assert.are.equal(640, ok)
+    -- before: 64 in the first second (one per item), 15% in all
+    assert.is_true(refused < 0.05 * (ok + refused), ("%d of %d answered 429"):format(refused, ok + refused))
+    assert.is_true(took < 640 / 30 * 1.1, ("%.1f s for 640 calls at 30/s"):format(took))
+    assert.are.equal(1, counters.refusal_pauses)
+  end)
+
+  it("slow start takes half of them: without it (slow_start = 0) the first wave meets twice as many", function()
+    local pol = policy.load("default")
+    pol.rate_limit.slow_start = 0
+    local _, with = onboard(policy.load("default"))
+    local _, without = onboard(pol)
+    assert.is_true(without >= 1.5 * with, ("%d answered 429 with slow start, %d without"):format(with, without))
+  end)
+end)
+
+describe("retry.answered", function()
+  local function target(pol)
+    local ex = retry.executor { policy = pol or policy.load("default"), seed = 1, log = false }
+    return ex:_target("t"), ex
+  end
+  -- n answers from requests sent at `at` and answered 1 ms later (the window's accounting too)
+  local function answers(tg, at, n, limited, delay)
+    local paused
+    for _ = 1, n do
+      local id = tg.adapt:sent(at)
+      tg.adapt:answered(id, at + 0.001, limited)
+      paused = retry.answered(tg, at + 0.001, limited, delay, at, 32) or paused
+    end
+    return paused
+  end
+
+  it("slow start: the bulkhead's bound starts at slow_start and follows the answers up to its size", function()
+    local tg = target()
+    assert.are.equal(4, tg.bulkhead.max)
+    assert.are.equal(4, retry.in_flight_cap(tg, 32))
+    answers(tg, 0, 8, false)
+    assert.are.equal(6, retry.in_flight_cap(tg, 32)) -- a quarter per accepted answer
+    answers(tg, 0.01, 2, true, 1)
+    assert.are.equal(5, retry.in_flight_cap(tg, 32)) -- half a request per 429
+    answers(tg, 0.02, 200, false)
+    assert.is_nil(tg.slow)
+    assert.are.equal(32, retry.in_flight_cap(tg, 32))
+    local pol = policy.load("default")
+    pol.rate_limit.slow_start = 0
+    assert.are.equal(32, target(pol).bulkhead.max)
+  end)
+
+  it("five requests refused after the first 429 came back pause the target for the server's delay", function()
+    local tg = target()
+    answers(tg, 0, 30, false)          -- the burst allowance
+    answers(tg, 0.001, 6, true, 1)     -- in flight when the first 429 came back: they say nothing
+    assert.are.equal(0, tg.adapt:limit(0.01))
+    assert.is_true(answers(tg, 0.003, 5, true, 1))
+    assert.is_true(tg.adapt:limit(0.5) < 0, "nothing is sent until the delay is over")
+  end)
+
+  it("an accepted request between the 429s, or 429s without a delay, pause nothing", function()
+    local tg = target()
+    answers(tg, 0, 30, false)
+    answers(tg, 0.001, 1, true, 1)
+    assert.is_falsy(answers(tg, 0.003, 3, true, 1))
+    answers(tg, 0.004, 1, false) -- the allowance refills as it is used
+    assert.is_falsy(answers(tg, 0.005, 4, true, 1))
+    assert.are.equal(0, tg.adapt:limit(0.5))
+    local tg2 = target()
+    answers(tg2, 0, 30, false)
+    answers(tg2, 0.001, 1, true)
+    assert.is_falsy(answers(tg2, 0.003, 10, true))
+  end)
+end)

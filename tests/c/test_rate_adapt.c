@@ -286,6 +286,51 @@ static void test_server_headers_and_ceiling(void) {
   CHECK(rate_adapt_config_check(&rc) == NULL);
 }
 
+/* A run of refusals (rate_adapt_refused): the target pauses for the server's delay, and the
+ * window is judged by what the server accepted over it, the pause included. */
+static void test_refused_pauses_and_sets_the_accepted_rate(void) {
+  rate_adapt ra;
+  rate_adapt_config rc;
+  rate_adapt_config_default(&rc);
+  rate_adapt_init(&ra, &rc);
+  /* a burst allowance of 30 in the first 20 ms, then 10 refused */
+  for (int i = 0; i < 40; i++) {
+    double t = i * 0.0005;
+    long id = rate_adapt_sent(&ra, t);
+    rate_adapt_answered(&ra, id, t + 0.001, i >= 30);
+  }
+  CHECK(rate_adapt_refused(&ra, 0.021, 1) == 1);
+  CHECK_NEAR(rate_adapt_limit(&ra, 0.5), -0.521, 1e-9); /* nothing is sent until 1.021 */
+  CHECK(rate_adapt_limit(&ra, 1.03) == 0);              /* the pause is over */
+  /* the first send after the pause closes the window: 30 accepted over about 1 s */
+  long id = rate_adapt_sent(&ra, 1.03);
+  rate_adapt_answered(&ra, id, 1.031, 0);
+  double limit = rate_adapt_limit(&ra, 1.04);
+  CHECK(limit > 27 && limit < 31);
+  /* then windows without a 429 raise it by `growth` (1%), not in doubling steps */
+  double t = 1.04;
+  for (int w = 0; w < 5; w++) {
+    double next = t + 1;
+    while (t < next) {
+      long j = rate_adapt_sent(&ra, t);
+      rate_adapt_answered(&ra, j, t + 0.001, 0);
+      t += 1 / rate_adapt_limit(&ra, t);
+    }
+  }
+  CHECK(rate_adapt_limit(&ra, t) > limit);
+  CHECK(rate_adapt_limit(&ra, t) < limit * 1.06);
+
+  /* too few accepted in the window to judge by: nothing is paused */
+  rate_adapt_init(&ra, &rc);
+  for (int i = 0; i < 10; i++) {
+    long j = rate_adapt_sent(&ra, i * 0.001);
+    rate_adapt_answered(&ra, j, i * 0.001 + 0.001, i >= 3);
+  }
+  CHECK(rate_adapt_refused(&ra, 0.011, 1) == 0);
+  CHECK(rate_adapt_limit(&ra, 0.5) == 0);
+  CHECK(rate_adapt_refused(&ra, 0.011, 0) == 0); /* and no delay: nothing either */
+}
+
 int main(void) {
   test_learns_hidden_limit();
   test_ignores_random_429s();
@@ -294,5 +339,6 @@ int main(void) {
   test_healthy_server_unlimited();
   test_follows_a_raised_limit();
   test_server_headers_and_ceiling();
+  test_refused_pauses_and_sets_the_accepted_rate();
   return check_report();
 }

@@ -45,6 +45,7 @@ end
 --   circuit_open      operations refused by an open breaker
 --   breaker_opened    breaker transitions to open
 --   rate_changes      changes of the rate limit in force
+--   refusal_pauses    runs of 429s that paused a target for the server's delay
 --   adopted           outcome-unknown creates resolved by finding the resource
 --   items             items finished; items_by_outcome: created, updated, skipped, ... failed
 local function bump(t, k, n) t[k] = (t[k] or 0) + (n or 1) end
@@ -74,6 +75,7 @@ local HANDLERS = {
   end,
   breaker = function(t, ev) if ev.state == "open" then bump(t, "breaker_opened") end end,
   rate = function(t) bump(t, "rate_changes") end,
+  refused = function(t) bump(t, "refusal_pauses") end,
   adopted = function(t) bump(t, "adopted") end,
   item = function(t, ev)
     bump(t, "items")
@@ -83,7 +85,8 @@ local HANDLERS = {
 
 function M.new_tally()
   return { attempts = 0, successes = 0, failures = 0, retries = 0, gave_up = 0, paced = 0,
-           budget_exhausted = 0, circuit_open = 0, breaker_opened = 0, rate_changes = 0, adopted = 0,
+           budget_exhausted = 0, circuit_open = 0, breaker_opened = 0, rate_changes = 0, refusal_pauses = 0,
+           adopted = 0,
            items = 0, by_class = {}, retries_by_class = {}, gave_up_by_class = {}, items_by_outcome = {} }
 end
 

@@ -32,6 +32,9 @@ function M.attach(stream, opts)
       log.emit(ev.state == "open" and "warn" or "info", "circuit breaker " .. ev.state
                  .. (ev.shared and " (opened by another worker of the run)" or ""),
                { target = ev.target, op = ev.op, cooldown = ev.cooldown })
+    elseif t == "refused" then
+      log.emit("info", "server refused a run of requests: waiting as it asked",
+               { target = ev.target, seconds = ev.seconds })
     elseif t == "rate" then
       -- when a limit appears or goes, or moves by a quarter since it was last logged
       local rate, last = ev.rps, logged_rate[ev.target] or 0

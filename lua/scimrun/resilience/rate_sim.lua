@@ -3,8 +3,10 @@
 -- are the executor's own (scimrun.resilience); the server decides at send time.
 --   rate_sim.parse_server("bucket:30/s[:burst=5]" | "random429:0.03" | "none") -> server | nil, msg
 --   rate_sim.run(pol, { server, concurrency, latency, seconds, every, seed }) -> rows, totals
--- Clients loop: wait for the bucket, send, get the answer `latency` later (jittered 0.5-1.5x),
--- and after a 429 wait the server's Retry-After before sending again.
+-- Clients loop: take a bulkhead slot (slow start included), wait for the bucket, send, get the
+-- answer `latency` later (jittered 0.5-1.5x), and after a 429 wait the server's Retry-After
+-- before sending again. Every answer goes through retry.answered, as in the executor (slow
+-- start, a run of refusals pausing the target).
 local R = require "scimrun.resilience"
 local retry = require "scimrun.resilience.retry"
 
@@ -53,9 +55,14 @@ function M.run(pol, o)
   local rng = R.rng(o.seed or 1)
   local sv, n = o.server, o.concurrency or 16
   local latency, seconds, every = o.latency or 0.05, o.seconds or 120, o.every or 10
-  local next_at, state, window, wait, booked = {}, {}, {}, {}, {}
+  local next_at, state, window, wait, booked, sent_at = {}, {}, {}, {}, {}, {}
   for i = 1, n do next_at[i], state[i] = (i - 1) * 0.001, "ready" end
   local rows, bucket = {}, { sent = 0, ok = 0, limited = 0 }
+  -- the bulkhead, as the executor keeps it: at most max_in_flight requests out, fewer while
+  -- slow start holds a new target back
+  local max = math.min(n, pol.bulkhead and pol.bulkhead.max_in_flight or n)
+  tg.slow = retry.slow_start(rl, max)
+  local in_flight, blocked = 0, {}
   local totals = { sent = 0, ok = 0, limited = 0, seconds = seconds }
   local mark = every
   local function flush(at)
@@ -73,7 +80,16 @@ function M.run(pol, o)
       mark = mark + every
     end
     if now >= seconds then break end
-    if state[c] == "ready" or (state[c] == "booked"
+    if state[c] == "ready" then
+      -- the bulkhead first, as Executor:run: a slot, held while the booking waits
+      if in_flight < retry.in_flight_cap(tg, max) then
+        in_flight = in_flight + 1
+        state[c] = "slot"
+      else
+        blocked[#blocked + 1] = c -- woken by an answer
+        next_at[c] = math.huge
+      end
+    elseif state[c] == "slot" or (state[c] == "booked"
         and retry.booking_void(tg, booked[c].rate, booked[c].gen, now)) then
       local w, reset = retry.book(tg, now, rl) -- the executor's own booking (Executor:_pace)
       if not w then
@@ -87,6 +103,7 @@ function M.run(pol, o)
       state[c] = "sending" -- its place came and is still good: send now
     elseif state[c] == "sending" then
       window[c] = adapt and adapt:sent(now)
+      sent_at[c] = now
       wait[c] = serve(sv, now, rng)
       bucket.sent, totals.sent = bucket.sent + 1, totals.sent + 1
       next_at[c] = now + latency * (0.5 + rng:next())
@@ -94,6 +111,13 @@ function M.run(pol, o)
     else
       local limited = wait[c] > 0
       if window[c] then adapt:answered(window[c], now, limited) end
+      retry.answered(tg, now, limited, wait[c], sent_at[c], max)
+      in_flight = in_flight - 1
+      while #blocked > 0 and in_flight < retry.in_flight_cap(tg, max) do
+        local b = table.remove(blocked, 1)
+        in_flight = in_flight + 1
+        next_at[b], state[b] = now, "slot"
+      end
       if limited then
         bucket.limited, totals.limited = bucket.limited + 1, totals.limited + 1
       else

@@ -289,7 +289,8 @@ function Executor:set_policy(pol)
         -- What was learned is about the server, not the policy: keep it unless adapting stops.
         tg.adapt, tg.adapt_cfg = acfg and R.rate_adapt(acfg), acfg
       end
-      tg.bulkhead:resize(pol.bulkhead.max_in_flight)
+      if not M.slow_start(pol.rate_limit, pol.bulkhead.max_in_flight) then tg.slow = nil end
+      tg.bulkhead:resize(M.in_flight_cap(tg, pol.bulkhead.max_in_flight))
     end
   end
 end
@@ -299,9 +300,10 @@ function Executor:_target(name)
   if tg then return tg end
   local pol = self.policy
   local bcfg, acfg = breaker_cfg(pol.breaker), M.adapt_cfg(pol.rate_limit)
+  local max = pol.bulkhead.max_in_flight
   tg = { name = name, breaker = R.breaker(bcfg), breaker_cfg = bcfg, limiter = R.limiter { rps = 0 },
-         adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg,
-         bulkhead = bulkhead.new(pol.bulkhead.max_in_flight) }
+         adapt = acfg and R.rate_adapt(acfg), adapt_cfg = acfg, slow = M.slow_start(pol.rate_limit, max) }
+  tg.bulkhead = bulkhead.new(M.in_flight_cap(tg, max))
   tg.share = self.share
   self.targets[name] = tg
   if self.state then
@@ -510,6 +512,59 @@ function M.book(tg, now, rl, on_change)
   return rate > 0 and tg.limiter:reserve(now) or 0
 end
 
+-- Slow start (rate_limit.slow_start): a new target gets that many requests in flight, a quarter
+-- more with each answer that is not a 429 and half a request fewer with each 429, until the
+-- bulkhead's bound is reached. Behind a rate limit, a cold target then meets its burst
+-- allowance with a few requests in flight instead of the whole bulkhead, each of which would
+-- come back 429; at a millisecond's round trip the bound is gone after about a hundred answers.
+local SLOW_GROWTH, SLOW_CUT = 0.25, 0.5
+-- A run of refusals: this many requests sent after the server's first 429 came back were
+-- answered 429 with a server delay, and none was accepted (requests already in flight then say
+-- nothing: they left together). One 429 says little (random ones are background), but such a
+-- run says the server's allowance is spent outright: until it comes back, every item that sends
+-- gets a 429 of its own. So the whole target waits out the delay, when the learned limit can
+-- judge by what the server accepted meanwhile (rate_adapt_refused: min_samples accepted in the
+-- window; fewer say little of a server that may refill in milliseconds and rounds its
+-- Retry-After up to a second). An accepted request ends the run: the allowance refills as it is
+-- used, and the learned limit paces it window by window.
+local REFUSED_RUN = 5
+
+-- The in-flight bound slow start sets for a new target under policy rate_limit `rl` and a
+-- bulkhead of `max`; nil: none.
+function M.slow_start(rl, max)
+  local n = rl.adaptive ~= false and rl.slow_start or 0
+  if n > 0 and n < max then return n end
+end
+
+-- The bulkhead's bound for target `tg` now.
+function M.in_flight_cap(tg, max)
+  return tg.slow and math.max(1, math.floor(tg.slow)) or max
+end
+
+-- Every answer from a target, as Executor:run and `policy simulate` see it: limited = a 429
+-- (class rate_limited), delay = the server's delay with it (seconds or nil), sent_at = when its
+-- request left. Moves slow start and spots a run of refusals; true when the target was paused.
+function M.answered(tg, now, limited, delay, sent_at, max)
+  if tg.slow then
+    tg.slow = math.max(1, tg.slow + (limited and -SLOW_CUT or SLOW_GROWTH))
+    if tg.slow >= max then tg.slow = nil end
+  end
+  local run = tg.refused_run
+  if not limited then
+    if run and sent_at >= run.since then tg.refused_run = nil end -- the allowance refills
+    return
+  end
+  if not run then
+    run = { since = now, n = 0 }
+    tg.refused_run = run
+  end
+  if sent_at >= run.since then run.n = run.n + 1 end
+  if run.n >= REFUSED_RUN and tg.adapt and type(delay) == "number" and delay > 0 then
+    tg.refused_run = nil
+    return tg.adapt:refused(now, delay)
+  end
+end
+
 -- Is a place booked at (rate, gen) void at `now` (the rate was cut since)? Then book again.
 function M.booking_void(tg, rate, gen, now)
   if tg.rate_gen ~= gen then return true end
@@ -536,6 +591,18 @@ function Executor:_pace(tg, op)
       if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
   end
+end
+
+-- An answer from target tg (M.answered): slow start moves the bulkhead's bound; a run of
+-- refusals pauses the target, an event of its own.
+function Executor:_answered(tg, now, limited, delay, sent)
+  local max = self.policy.bulkhead.max_in_flight
+  local was = M.in_flight_cap(tg, max)
+  if M.answered(tg, now, limited, delay, sent, max) then
+    self:_emit({ type = "refused", target = tg.name, seconds = delay, t = now })
+  end
+  local cap = M.in_flight_cap(tg, max)
+  if cap ~= was then tg.bulkhead:resize(cap) end
 end
 
 -- Every change of the rate in force is an event (the log reader decides which it prints).
@@ -632,6 +699,7 @@ function Executor:run(op, target, attempt_fn, opts)
       local changed = tg.breaker:record(now, true)
       if changed then self:_breaker_changed(tg, changed, op) end
       if window then tg.adapt:answered(window, now, false) end
+      self:_answered(tg, now, false, nil, sent)
       self:_observe_quota(tg, type(res) == "table" and res.headers, now)
       self:_emit({ type = "success", op = op, target = target, attempt = attempt, t = now, elapsed = now - start })
       finish()
@@ -654,6 +722,7 @@ function Executor:run(op, target, attempt_fn, opts)
     local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt - paced, paced = paced,
                          time_left = time_left, prev_delay = prev_delay, rng = self.rng, budget = self.budget,
                          wall = clock.wall() })
+    self:_answered(tg, now, class == "rate_limited", d.server_delay, sent)
     if d.paced then paced = paced + 1 end
     if d.server_delay then err.retry_after = d.server_delay end
     trail[#trail + 1] = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
