@@ -64,6 +64,13 @@ static double capped(const rate_adapt *ra, double limit) {
  * for many seconds, then refuses at once. */
 #define CREEP_BAND 1.2
 
+/* What the server accepted, as a limit whose 429 share would be `target`: goodput / (1 -
+ * target), the divisor kept sane for a background near 1 (a policy may allow it). */
+static double accepted_rate(double goodput, double target) {
+  double keep = 1 - target;
+  return goodput / (keep > 0.5 ? keep : 0.5);
+}
+
 static void set_limit(rate_adapt *ra, double limit) {
   if (limit < FLOOR_RATE)
     limit = FLOOR_RATE;
@@ -210,7 +217,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
      * window, the pause included, is the rate it allows (no less than half the send rate).
      * Growth from there creeps, as near where 429s began: a server whose burst allowance is a
      * second of its rate hides a limit set above it for many seconds, then refuses at once. */
-    double est = s.goodput / (1 - target);
+    double est = accepted_rate(s.goodput, target);
     if (0.5 * s.send_rate > est)
       est = 0.5 * s.send_rate;
     set_limit(ra, in_force > 0 && in_force < est ? in_force : est);
@@ -242,7 +249,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
     if (in_force > 0 && binding) {
       /* where 429s began: growth slows down near it. No higher than what the server accepted:
        * a limit raised while a burst allowance hid it meets its 429s far above the server's. */
-      double accepted = s.goodput / (1 - target);
+      double accepted = accepted_rate(s.goodput, target);
       ra->excess_limit = accepted < in_force ? accepted : in_force;
     }
     if (in_force <= 0) /* unlimited: start from what the clients reach */
@@ -255,7 +262,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
     if (s.share >= SURELY_TOO_FAST && w->answered >= 3 * ra->cfg.min_samples) {
       /* Far too fast: straight to what the server accepted. No noise is that loud, so
        * there is nothing to go back to. */
-      double accepted = s.goodput / (1 - target);
+      double accepted = accepted_rate(s.goodput, target);
       /* ... but no lower than half the rate: with every client asleep on a Retry-After, the
        * goodput seen can be far below what the server accepts. */
       set_limit(ra, accepted > 0.5 * in_force ? accepted : 0.5 * in_force);

@@ -13,6 +13,7 @@
  *   R.rate_adapt{window, target_share, gain, growth, ceiling, max_background, min_samples}
  *     -> ra   ra:sent(now) -> id   ra:answered(id, now, limited)   ra:limit(now) -> rps
  *     (0 = unlimited, -s = pause s seconds)   ra:server_rate(now, remaining, reset_s)
+ *     ra:refused(now, seconds) -> paused (a run of 429s; see rate_adapt_refused)
  *     ra:state() -> {limit, background, excess_limit, cutting, cuts, noise}
  *   R.budget{ratio, min_retries} -> bud   bud:first()   bud:try_retry() -> bool
  *     bud:remaining()   bud:snapshot() -> table   bud:restore(table)

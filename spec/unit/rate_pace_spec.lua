@@ -248,7 +248,8 @@ describe("a cold target behind a rate limit", function()
     pol.rate_limit.slow_start = 0
     local _, with = onboard(policy.load("default"))
     local _, without = onboard(pol)
-    assert.is_true(without >= 1.5 * with, ("%d answered 429 with slow start, %d without"):format(with, without))
+    assert.is_true(with > 0 and without >= 1.5 * with,
+      ("%d answered 429 with slow start, %d without"):format(with, without))
   end)
 end)
 
@@ -282,6 +283,14 @@ describe("retry.answered", function()
     local pol = policy.load("default")
     pol.rate_limit.slow_start = 0
     assert.are.equal(32, target(pol).bulkhead.max)
+    -- a hot reload to a smaller bulkhead bounds it too
+    local tg2, ex = target()
+    tg2.slow = 20
+    local small = policy.load("default")
+    small.bulkhead.max_in_flight = 16
+    ex:set_policy(small)
+    assert.are.equal(16, tg2.bulkhead.max)
+    assert.is_nil(tg2.slow)
   end)
 
   it("five requests refused after the first 429 came back pause the target for the server's delay", function()

@@ -289,8 +289,9 @@ function Executor:set_policy(pol)
         -- What was learned is about the server, not the policy: keep it unless adapting stops.
         tg.adapt, tg.adapt_cfg = acfg and R.rate_adapt(acfg), acfg
       end
-      if not M.slow_start(pol.rate_limit, pol.bulkhead.max_in_flight) then tg.slow = nil end
-      tg.bulkhead:resize(M.in_flight_cap(tg, pol.bulkhead.max_in_flight))
+      local max = pol.bulkhead.max_in_flight
+      if not M.slow_start(pol.rate_limit, max) or (tg.slow and tg.slow >= max) then tg.slow = nil end
+      tg.bulkhead:resize(M.in_flight_cap(tg, max))
     end
   end
 end
@@ -538,13 +539,16 @@ end
 
 -- The bulkhead's bound for target `tg` now.
 function M.in_flight_cap(tg, max)
-  return tg.slow and math.max(1, math.floor(tg.slow)) or max
+  return tg.slow and math.min(max, math.max(1, math.floor(tg.slow))) or max
 end
 
--- Every answer from a target, as Executor:run and `policy simulate` see it: limited = a 429
--- (class rate_limited), delay = the server's delay with it (seconds or nil), sent_at = when its
--- request left. Moves slow start and spots a run of refusals; true when the target was paused.
+-- Every answer from a target, as Executor:run and `policy simulate` see it: limited = true for a
+-- 429 (class rate_limited), false for an accepted request, nil for any other failure (it says
+-- nothing of the allowance); delay = the server's delay with a 429 the executor waits out
+-- (seconds or nil); sent_at = when its request left. Moves slow start and spots a run of
+-- refusals; true when the target was paused.
 function M.answered(tg, now, limited, delay, sent_at, max)
+  if limited == nil then return end
   if tg.slow then
     tg.slow = math.max(1, tg.slow + (limited and -SLOW_CUT or SLOW_GROWTH))
     if tg.slow >= max then tg.slow = nil end
@@ -554,22 +558,24 @@ function M.answered(tg, now, limited, delay, sent_at, max)
     if run and sent_at >= run.since then tg.refused_run = nil end -- the allowance refills
     return
   end
+  if not (type(delay) == "number" and delay > 0) then return end -- not told how long: no pause
   if not run then
     run = { since = now, n = 0 }
     tg.refused_run = run
   end
   if sent_at >= run.since then run.n = run.n + 1 end
-  if run.n >= REFUSED_RUN and tg.adapt and type(delay) == "number" and delay > 0 then
+  if run.n >= REFUSED_RUN and tg.adapt then
     tg.refused_run = nil
     return tg.adapt:refused(now, delay)
   end
 end
 
--- Is a place booked at (rate, gen) void at `now` (the rate was cut since)? Then book again.
+-- Is a place booked at (rate, gen) void at `now` (the rate was cut since, or the target is
+-- paused)? Then book again.
 function M.booking_void(tg, rate, gen, now)
   if tg.rate_gen ~= gen then return true end
   local r2 = tg.adapt and tg.adapt:limit(now) or rate
-  return r2 >= 0 and r2 < rate
+  return r2 < 0 or r2 < rate
 end
 
 -- Waits until this target may be sent to: a server's "nothing left until the reset" first,
@@ -722,7 +728,8 @@ function Executor:run(op, target, attempt_fn, opts)
     local d = M.decide({ profile = profile, class = class, err = err, attempt = attempt - paced, paced = paced,
                          time_left = time_left, prev_delay = prev_delay, rng = self.rng, budget = self.budget,
                          wall = clock.wall() })
-    self:_answered(tg, now, class == "rate_limited", d.server_delay, sent)
+    -- a delay the executor does not wait out (too long for the deadline) pauses nothing
+    if class == "rate_limited" then self:_answered(tg, now, true, d.paced and d.server_delay or nil, sent) end
     if d.paced then paced = paced + 1 end
     if d.server_delay then err.retry_after = d.server_delay end
     trail[#trail + 1] = { attempt = attempt, status = err.status, kind = err.kind, class = class, rule = rule,
