@@ -302,6 +302,26 @@ describe("membership coalescing in-process", function()
     assert.are.equal(sp.target, asked)
   end)
 
+  it("waits longer for members while calls queue on the target's rate limit: fewer PATCHes", function()
+    local gid, ids = fixture(6)
+    -- callers 30 ms apart (a binding limit of about 33/s): far beyond the usual window
+    local function spread(queued)
+      local rec = recorder()
+      rec.queued = function() return queued end
+      local sp = connect { executor = rec }
+      local out = concurrently(6, function(i)
+        assert(sp.users:get(ids[i])) -- uses the connection: a task the batch may wait for
+        scimrun.sleep((i - 1) * 0.03)
+        return sp.groups:add_members(gid, { ids[i] })
+      end)
+      for i, o in ipairs(out) do assert.is_nil(o.err or o.raised, "caller " .. i) end
+      return #patch_calls(rec)
+    end
+    local queued, free = spread(true), spread(false)
+    assert.are.equal(1, queued)
+    assert.is_true(free >= 3, ("%d PATCHes for callers 30 ms apart without a binding limit"):format(free))
+  end)
+
   it("times a call by its attempts on the wire, not by its wait for the rate limit", function()
     -- call_time stretches the batches' window; time queued behind the client's own limiter used
     -- to count, so a learned limit slowed the batches, which made it look binding, and so on

@@ -593,10 +593,19 @@ function Executor:_pace(tg, op)
     else
       local rate, gen = tg.booked_rate, tg.booked_gen
       self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
+      if now + w > (tg.queued_until or 0) then tg.queued_until = now + w end
       clock.sleep(w)
       if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
   end
+end
+
+-- Are calls to this target queued on its rate limit now (waiting for their booked place)? The
+-- limit binds: a membership PATCH takes a place a user's create could have had
+-- (scimrun.scim.member_batch waits longer to fill its batches then).
+function Executor:queued(name)
+  local tg = self.targets[name]
+  return tg ~= nil and tg.queued_until ~= nil and self.clock.now() < tg.queued_until
 end
 
 -- An answer from target tg (M.answered): slow start moves the bulkhead's bound; a run of

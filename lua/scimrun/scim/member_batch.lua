@@ -18,7 +18,8 @@
 --               (sp.last_used, kept by SP:call), parked callers of membership batches aside;
 --       window: no caller joined for W seconds, or 3 W passed since the leader arrived, where
 --               W = sp.member_batch_window, stretched to twice the connection's average call
---               time on the wire (sp.call_time) when calls are slower (at most 1 s), and shortened for a
+--               time on the wire (sp.call_time) when calls are slower (at most 1 s), 1 s while
+--               calls queue on the target's rate limit (sp.executor:queued), and shortened for a
 --               group whose lone callers keep waiting it out for nothing (see max_wait).
 --     It looks after one loop turn (tasks made ready in the same turn join first), then
 --     every POLL seconds.
@@ -148,6 +149,11 @@ end
 -- each time a lone caller waited it out for nothing, whole again as soon as a batch has several
 -- callers (at 0 the group still coalesces the callers arriving while its PATCH is in flight).
 local function window(sp)
+  -- Calls queued on a binding rate limit: each PATCH takes a place a user's create could have
+  -- had, and a member waiting here costs nothing (its item would only queue on the same limit).
+  -- The batch then waits long; it still goes as soon as it is full or every other task is parked.
+  local ex = sp.executor
+  if type(ex) == "table" and ex.queued and ex:queued(sp.target) then return MAX_WAIT end
   return math.min(MAX_WAIT, math.max(sp.member_batch_window, 2 * (sp.call_time or 0)))
 end
 
