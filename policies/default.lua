@@ -121,7 +121,7 @@ return {
   -- that request waits as told, and the retry costs neither an attempt nor the retry budget
   -- (max_elapsed still bounds it). `scimrun policy simulate` shows a 429 storm and the limit.
   rate_limit = { rps = 0, burst = 100, adaptive = true, headers = true, window = 1, target_share = 0.01,
-                 gain = 1, growth = 0.01, max_background = 0.2, min_samples = 10, slow_start = 4 },
+                 gain = 0.5, growth = 0.01, max_background = 0.2, min_samples = 10, slow_start = 4 },
 
   -- At most max_in_flight requests in flight per target; further calls queue.
   bulkhead = { max_in_flight = 32 },

@@ -8,7 +8,7 @@
 void rate_adapt_config_default(rate_adapt_config *cfg) {
   cfg->window = 1;
   cfg->target_share = 0.01;
-  cfg->gain = 1;
+  cfg->gain = 0.5;
   cfg->growth = 0.01;
   cfg->ceiling = 0;
   cfg->max_background = 0.2;
@@ -37,6 +37,7 @@ void rate_adapt_init(rate_adapt *ra, const rate_adapt_config *cfg) {
   memset(ra, 0, sizeof *ra);
   ra->cfg = *cfg;
   ra->cur = -1;
+  ra->run_start = -1;
   for (int i = 0; i < RATE_ADAPT_WINDOWS; i++)
     ra->ring[i].id = -1;
 }
@@ -197,6 +198,8 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   s.share = (double)w->limited / (double)w->answered;
   s.answered = w->answered;
   double in_force = capped(ra, ra->limit);
+  double prev_goodput = ra->last_goodput;
+  ra->last_goodput = s.goodput;
   TRACE("w%ld t=%.1f sent=%.1f good=%.1f share=%.3f limit=%.1f bg=%.3f anchored=%d\n", w->id,
         w->start, s.send_rate, s.goodput, s.share, in_force, ra->background, ra->anchored);
   double target = ra->background + ra->cfg.target_share;
@@ -220,6 +223,12 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
     double est = accepted_rate(s.goodput, target);
     if (0.5 * s.send_rate > est)
       est = 0.5 * s.send_rate;
+    /* a pause early in a window leaves it few accepted requests: no less than the window
+     * before, nor than what was accepted since the last pause, this one included */
+    if (accepted_rate(prev_goodput, target) > est)
+      est = accepted_rate(prev_goodput, target);
+    if (w->run_rate > est)
+      est = w->run_rate;
     set_limit(ra, in_force > 0 && in_force < est ? in_force : est);
     ra->excess_limit = ra->limit;
     ra->zero_streak = 0;
@@ -347,6 +356,7 @@ static void open_window(rate_adapt *ra, double now) {
   w->end = 0;
   w->sent = w->answered = w->limited = 0;
   w->paused = 0;
+  w->run_rate = 0;
   judge_ready(ra);
 }
 
@@ -357,6 +367,8 @@ long rate_adapt_sent(rate_adapt *ra, double now) {
     open_window(ra, now);
   w = slot(ra, ra->cur);
   w->sent++;
+  if (ra->run_start < 0)
+    ra->run_start = now;
   return ra->cur;
 }
 
@@ -368,6 +380,8 @@ void rate_adapt_answered(rate_adapt *ra, long id, double now, int limited) {
   w->answered++;
   if (limited)
     w->limited++;
+  else
+    ra->run_accepted++;
   if (id < ra->cur)
     judge_ready(ra);
 }
@@ -390,6 +404,14 @@ int rate_adapt_refused(rate_adapt *ra, double now, double seconds) {
     ra->server_limit = 0;
   }
   w->paused = 1;
+  double span = now - ra->run_start + seconds;
+  if (ra->run_start >= 0 && span > 0) {
+    double rate = (double)ra->run_accepted / span;
+    if (rate > w->run_rate)
+      w->run_rate = rate;
+  }
+  ra->run_start = -1; /* the next send after the pause starts the next count */
+  ra->run_accepted = 0;
   return 1;
 }
 

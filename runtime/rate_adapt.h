@@ -31,9 +31,11 @@
  *  - rate_adapt_refused(): the caller saw a run of refusals (429s with a server delay, none
  *    accepted since the first). If the window open now has at least min_samples accepted
  *    requests, sends pause for that delay and the window is judged by what the server accepted
- *    over it, the pause included (at least half the send rate): the limit is set there (never
- *    raised) and growth from it creeps. Returns 1 when it paused. Fewer accepted requests say
- *    little (a server may refill in milliseconds and round its Retry-After up to a second).
+ *    over it, the pause included (at least half the send rate, the goodput of the window
+ *    before, and what it accepted since the last pause over that time and this pause): the limit is
+ * set there (never raised) and growth from it creeps. Returns 1 when it paused. Fewer accepted
+ * requests say little (a server may refill in milliseconds and round its Retry-After up to a
+ * second).
  *  - rate_adapt_server_rate() sets the limit from a server's RateLimit headers (remaining
  *    requests within reset seconds) until that reset; the learned limit applies after it.
  *  - rate_adapt_limit() is the limit now in force: 0 = unlimited, -s = send nothing for s s.
@@ -46,7 +48,7 @@
 typedef struct rate_adapt_config {
   double window;         /* seconds per measurement window, > 0 (default 1) */
   double target_share;   /* 429 share tolerated above the background (0.01) */
-  double gain;           /* cut per window = gain x excess share (1) */
+  double gain;           /* cut per window = gain x excess share (0.5) */
   double growth;         /* raise per window without 429s, share of the limit (0.01) */
   double ceiling;        /* fixed maximum requests/s, 0 = none */
   double max_background; /* a background 429 share above this is never assumed (0.2) */
@@ -57,7 +59,8 @@ typedef struct rate_adapt_window {
   long id;
   double start, end; /* end: 0 while open */
   long sent, answered, limited;
-  int paused; /* the server refused a run of its requests: see rate_adapt_refused */
+  int paused;      /* the server refused a run of its requests: see rate_adapt_refused */
+  double run_rate; /* ... and had accepted this many requests/s since the pause before */
 } rate_adapt_window;
 
 typedef struct rate_adapt_stats {
@@ -80,6 +83,9 @@ typedef struct rate_adapt {
   double anchor_limit, anchor_rate;
   rate_adapt_fit fit;  /* goodput against send rate since the cuts began */
   double peak_rate;    /* recent peak send rate while the limit did not bind */
+  double last_goodput; /* of the window judged last */
+  double run_start;    /* first send since the last pause (rate_adapt_refused); -1: none yet */
+  long run_accepted;   /* answers accepted since then */
   long cur;            /* id of the window now open; -1 before the first send */
   long next_judge;     /* lowest window id not judged yet */
   double server_limit; /* from RateLimit headers, in force until server_until */
@@ -92,7 +98,7 @@ typedef struct rate_adapt {
   rate_adapt_window ring[RATE_ADAPT_WINDOWS];
 } rate_adapt;
 
-/* window 1, target_share 0.01, gain 1, growth 0.01, ceiling 0, max_background 0.2,
+/* window 1, target_share 0.01, gain 0.5, growth 0.01, ceiling 0, max_background 0.2,
  * min_samples 10 */
 void rate_adapt_config_default(rate_adapt_config *cfg);
 /* NULL when cfg is usable, else a static message naming the bad field. */

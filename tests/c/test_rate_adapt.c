@@ -322,6 +322,24 @@ static void test_refused_pauses_and_sets_the_accepted_rate(void) {
   CHECK(rate_adapt_limit(&ra, t) > limit);
   CHECK(rate_adapt_limit(&ra, t) < limit * 1.06);
 
+  /* a pause early in a window, after a steady 50/s: the limit is set from what the server
+   * accepted before (the window before, the run since the start), not from the short stretch */
+  rate_adapt_init(&ra, &rc);
+  double t2 = 0;
+  for (; t2 < 3.0; t2 += 0.02) {
+    long j = rate_adapt_sent(&ra, t2);
+    rate_adapt_answered(&ra, j, t2 + 0.001, 0);
+  }
+  for (int i = 0; i < 16; i++, t2 += 0.01) { /* the next window: 10 accepted, then 429s */
+    long j = rate_adapt_sent(&ra, t2);
+    rate_adapt_answered(&ra, j, t2 + 0.001, i >= 10);
+  }
+  CHECK(rate_adapt_refused(&ra, t2, 1) == 1);
+  long j2 = rate_adapt_sent(&ra, t2 + 1.01);
+  rate_adapt_answered(&ra, j2, t2 + 1.02, 0);
+  double after = rate_adapt_limit(&ra, t2 + 1.03);
+  CHECK(after > 35 && after < 55);
+
   /* too few accepted in the window to judge by: nothing is paused */
   rate_adapt_init(&ra, &rc);
   for (int i = 0; i < 10; i++) {

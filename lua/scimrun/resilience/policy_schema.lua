@@ -29,7 +29,7 @@ M.BUILTIN = {
               max_cooldown = 300, half_open_probes = 1, success_ratio = 1, half_open_max_wait = 60,
               when_open = "wait", max_open = 180 },
   rate_limit = { rps = 0, burst = 100, adaptive = true, headers = true, window = 1, target_share = 0.01,
-                 gain = 1, growth = 0.01, max_background = 0.2, min_samples = 10, slow_start = 4 },
+                 gain = 0.5, growth = 0.01, max_background = 0.2, min_samples = 10, slow_start = 4 },
   bulkhead = { max_in_flight = 32 },
   timeouts = { request = 30, connect = 10, step = 900 },
   budget = { retry_ratio = 0.2, min_retries = 10 },
