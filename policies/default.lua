@@ -106,11 +106,13 @@ return {
   --            max_background; a louder share is always a limit) and the limit goes back.
   --            Windows without 429s raise it again: by `growth` near where 429s began, in
   --            doubling steps below and well above it. It never exceeds rps when set.
-  --            A run of refusals (five requests sent since the first 429 all answered 429
+  --            A run of refusals (five requests sent after the first 429 came back all 429
   --            with a server delay, none accepted) means the server's allowance is spent: the
   --            whole target waits out that delay, instead of every item getting a 429 of its
   --            own, and the limit is set to what the server accepted over that window, the
-  --            wait included; from there it creeps up by `growth`.
+  --            wait included (no lower than the window before); from there it creeps up by
+  --            `growth`. Only when that window had min_samples accepted requests: fewer say
+  --            little of a server that may refill in milliseconds.
   --   slow_start  requests in flight a new target starts with (adaptive only; 0 = none): a
   --            quarter more per accepted answer, half a request fewer per 429, up to
   --            bulkhead.max_in_flight. A cold target behind a limit meets its burst allowance
