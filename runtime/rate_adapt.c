@@ -64,6 +64,8 @@ static double capped(const rate_adapt *ra, double limit) {
  * a server whose burst allowance is a second of its rate hides a limit set a little above it
  * for many seconds, then refuses at once. */
 #define CREEP_BAND 1.2
+/* What a pause's estimate counts, at most: see rate_adapt_sent. */
+#define RUN_WINDOWS 10
 
 /* What the server accepted, as a limit whose 429 share would be `target`: goodput / (1 -
  * target), the divisor kept sane for a background near 1 (a policy may allow it). */
@@ -367,8 +369,12 @@ long rate_adapt_sent(rate_adapt *ra, double now) {
     open_window(ra, now);
   w = slot(ra, ra->cur);
   w->sent++;
-  if (ra->run_start < 0)
+  /* the count behind a pause's estimate covers the last RUN_WINDOWS windows at most: a rate
+   * accepted long ago says little of a server that has just lowered its allowance */
+  if (ra->run_start < 0 || now - ra->run_start > RUN_WINDOWS * ra->cfg.window) {
     ra->run_start = now;
+    ra->run_accepted = 0;
+  }
   return ra->cur;
 }
 

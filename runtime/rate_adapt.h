@@ -32,10 +32,10 @@
  *    accepted since the first). If the window open now has at least min_samples accepted
  *    requests, sends pause for that delay and the window is judged by what the server accepted
  *    over it, the pause included (at least half the send rate, the goodput of the window
- *    before, and what it accepted since the last pause over that time and this pause): the limit is
- * set there (never raised) and growth from it creeps. Returns 1 when it paused. Fewer accepted
- * requests say little (a server may refill in milliseconds and round its Retry-After up to a
- * second).
+ *    before, and what it accepted since the last pause, at most 10 windows ago, over
+ *    that time and this pause): the limit is set there (never raised) and growth from it
+ *    creeps. Returns 1 when it paused. Fewer accepted requests say little (a server may refill
+ *    in milliseconds and round its Retry-After up to a second).
  *  - rate_adapt_server_rate() sets the limit from a server's RateLimit headers (remaining
  *    requests within reset seconds) until that reset; the learned limit applies after it.
  *  - rate_adapt_limit() is the limit now in force: 0 = unlimited, -s = send nothing for s s.

@@ -340,6 +340,29 @@ static void test_refused_pauses_and_sets_the_accepted_rate(void) {
   double after = rate_adapt_limit(&ra, t2 + 1.03);
   CHECK(after > 35 && after < 55);
 
+  /* ... and after a quiet window: what was accepted since the start counts (40/s for 3 s,
+   * a second with two requests, then 12 accepted and the run: about 165 over 6.3 + 1 s) */
+  rate_adapt_init(&ra, &rc);
+  double t3 = 0;
+  for (; t3 < 3.0; t3 += 0.025) {
+    long j = rate_adapt_sent(&ra, t3);
+    rate_adapt_answered(&ra, j, t3 + 0.001, 0);
+  }
+  for (int i = 0; i < 10; i++, t3 += 0.2) { /* a quiet stretch: 5/s */
+    long j = rate_adapt_sent(&ra, t3);
+    rate_adapt_answered(&ra, j, t3 + 0.001, 0);
+  }
+  t3 += 1.2;
+  for (int i = 0; i < 18; i++, t3 += 0.005) {
+    long j = rate_adapt_sent(&ra, t3);
+    rate_adapt_answered(&ra, j, t3 + 0.001, i >= 12);
+  }
+  CHECK(rate_adapt_refused(&ra, t3, 1) == 1);
+  long j3 = rate_adapt_sent(&ra, t3 + 1.01);
+  rate_adapt_answered(&ra, j3, t3 + 1.02, 0);
+  double quiet = rate_adapt_limit(&ra, t3 + 1.03);
+  CHECK(quiet > 18 && quiet < 30);
+
   /* too few accepted in the window to judge by: nothing is paused */
   rate_adapt_init(&ra, &rc);
   for (int i = 0; i < 10; i++) {

@@ -587,6 +587,7 @@ function Executor:_pace(tg, op)
     local w, reset = M.book(tg, now, rl, function(rate) self:_rate_changed(tg, op, rate, now) end)
     if not w then
       self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = reset, t = now })
+      if now + reset > (tg.queued_until or 0) then tg.queued_until = now + reset end
       clock.sleep(reset)
     elseif w <= 0 then
       return

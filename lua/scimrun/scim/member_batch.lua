@@ -151,7 +151,8 @@ end
 local function window(sp)
   -- Calls queued on a binding rate limit: each PATCH takes a place a user's create could have
   -- had, and a member waiting here costs nothing (its item would only queue on the same limit).
-  -- The batch then waits long; it still goes as soon as it is full or every other task is parked.
+  -- The batch then waits long: until it is full, 1 s without a new member, 3 s in all, or the
+  -- queue on the limit is gone (the window shrinks back at the next look).
   local ex = sp.executor
   if type(ex) == "table" and ex.queued and ex:queued(sp.target) then return MAX_WAIT end
   return math.min(MAX_WAIT, math.max(sp.member_batch_window, 2 * (sp.call_time or 0)))
