@@ -110,6 +110,34 @@ describe("policy simulate against a hidden token bucket", function()
   end)
 end)
 
+describe("Executor:queued", function()
+  it("is true while a call waits for its booked place on the target's rate limit, false after", function()
+    local clock = sim_clock()
+    local pol = policy.load("default")
+    pol.rate_limit.rps, pol.rate_limit.burst, pol.rate_limit.adaptive = 10, 1, false
+    local ex = retry.executor { policy = pol, seed = 1, log = false, clock = clock }
+    local tg = ex:_target("t")
+    local sent, done, midway = {}, 0, nil
+    for i = 1, 2 do
+      scimrun.spawn(function()
+        ex:_pace(tg, "users.create")
+        sent[i] = clock.now()
+        done = done + 1
+      end)
+    end
+    scimrun.spawn(function()
+      clock.sleep(0.05) -- the second call waits for its place at 0.1 s
+      midway = ex:queued("t")
+      done = done + 1
+    end)
+    clock.run(function() return done == 3 end)
+    assert.is_true(midway, "a call waiting for its place at 0.05 s")
+    assert.is_true(sent[2] >= 0.099, ("the second went out at %.3f s, not 0.1 s after the first"):format(sent[2]))
+    assert.is_false(ex:queued("t"), "nothing waits once the second has gone")
+    assert.is_false(ex:queued("other"))
+  end)
+end)
+
 describe("Executor:paced", function()
   it("is true while a limit is in force on the target (fixed, learned or from headers), not before", function()
     local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false }
