@@ -74,6 +74,8 @@ static double accepted_rate(double goodput, double target) {
   return goodput / (keep > 0.5 ? keep : 0.5);
 }
 
+static double max2(double a, double b) { return a > b ? a : b; }
+
 static void set_limit(rate_adapt *ra, double limit) {
   if (limit < FLOOR_RATE)
     limit = FLOOR_RATE;
@@ -222,15 +224,10 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
      * window, the pause included, is the rate it allows (no less than half the send rate).
      * Growth from there creeps, as near where 429s began: a server whose burst allowance is a
      * second of its rate hides a limit set above it for many seconds, then refuses at once. */
-    double est = accepted_rate(s.goodput, target);
-    if (0.5 * s.send_rate > est)
-      est = 0.5 * s.send_rate;
+    double est = max2(accepted_rate(s.goodput, target), 0.5 * s.send_rate);
     /* a pause early in a window leaves it few accepted requests: no less than the window
      * before, nor than what was accepted since the last pause, this one included */
-    if (accepted_rate(prev_goodput, target) > est)
-      est = accepted_rate(prev_goodput, target);
-    if (w->run_rate > est)
-      est = w->run_rate;
+    est = max2(est, max2(accepted_rate(prev_goodput, target), w->run_rate));
     set_limit(ra, in_force > 0 && in_force < est ? in_force : est);
     ra->excess_limit = ra->limit;
     ra->zero_streak = 0;

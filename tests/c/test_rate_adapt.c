@@ -286,6 +286,23 @@ static void test_server_headers_and_ceiling(void) {
   CHECK(rate_adapt_config_check(&rc) == NULL);
 }
 
+/* n requests sent `step` seconds apart from t, each answered 1 ms later: the first `accepted`
+ * accepted, the rest 429. Returns the time after the last. */
+static double send_answered(rate_adapt *ra, double t, int n, double step, int accepted) {
+  for (int i = 0; i < n; i++, t += step) {
+    long id = rate_adapt_sent(ra, t);
+    rate_adapt_answered(ra, id, t + 0.001, i >= accepted);
+  }
+  return t;
+}
+
+/* The limit once the first request after a pause (at `at`) has closed the paused window. */
+static double limit_after_pause(rate_adapt *ra, double at) {
+  long id = rate_adapt_sent(ra, at);
+  rate_adapt_answered(ra, id, at + 0.001, 0);
+  return rate_adapt_limit(ra, at + 0.01);
+}
+
 /* A run of refusals (rate_adapt_refused): the target pauses for the server's delay, and the
  * window is judged by what the server accepted over it, the pause included. */
 static void test_refused_pauses_and_sets_the_accepted_rate(void) {
@@ -294,30 +311,21 @@ static void test_refused_pauses_and_sets_the_accepted_rate(void) {
   rate_adapt_config_default(&rc);
   rate_adapt_init(&ra, &rc);
   /* a burst allowance of 30 in the first 20 ms, then 10 refused */
-  for (int i = 0; i < 40; i++) {
-    double t = i * 0.0005;
-    long id = rate_adapt_sent(&ra, t);
-    rate_adapt_answered(&ra, id, t + 0.001, i >= 30);
-  }
+  send_answered(&ra, 0, 40, 0.0005, 30);
   CHECK(rate_adapt_refused(&ra, 0.021, 0) == 0); /* no delay given: nothing to wait out */
   CHECK(rate_adapt_limit(&ra, 0.021) == 0);
   CHECK(rate_adapt_refused(&ra, 0.021, 1) == 1);
   CHECK_NEAR(rate_adapt_limit(&ra, 0.5), -0.521, 1e-9); /* nothing is sent until 1.021 */
   CHECK(rate_adapt_limit(&ra, 1.03) == 0);              /* the pause is over */
   /* the first send after the pause closes the window: 30 accepted over about 1 s */
-  long id = rate_adapt_sent(&ra, 1.03);
-  rate_adapt_answered(&ra, id, 1.031, 0);
-  double limit = rate_adapt_limit(&ra, 1.04);
+  double limit = limit_after_pause(&ra, 1.03);
   CHECK(limit > 27 && limit < 31);
   /* then windows without a 429 raise it by `growth` (1%), not in doubling steps */
   double t = 1.04;
   for (int w = 0; w < 5; w++) {
     double next = t + 1;
-    while (t < next) {
-      long j = rate_adapt_sent(&ra, t);
-      rate_adapt_answered(&ra, j, t + 0.001, 0);
-      t += 1 / rate_adapt_limit(&ra, t);
-    }
+    while (t < next)
+      t = send_answered(&ra, t, 1, 1 / rate_adapt_limit(&ra, t), 1);
   }
   CHECK(rate_adapt_limit(&ra, t) > limit);
   CHECK(rate_adapt_limit(&ra, t) < limit * 1.06);
@@ -325,50 +333,25 @@ static void test_refused_pauses_and_sets_the_accepted_rate(void) {
   /* a pause early in a window, after a steady 50/s: the limit is set from what the server
    * accepted before (the window before, the run since the start), not from the short stretch */
   rate_adapt_init(&ra, &rc);
-  double t2 = 0;
-  for (; t2 < 3.0; t2 += 0.02) {
-    long j = rate_adapt_sent(&ra, t2);
-    rate_adapt_answered(&ra, j, t2 + 0.001, 0);
-  }
-  for (int i = 0; i < 16; i++, t2 += 0.01) { /* the next window: 10 accepted, then 429s */
-    long j = rate_adapt_sent(&ra, t2);
-    rate_adapt_answered(&ra, j, t2 + 0.001, i >= 10);
-  }
-  CHECK(rate_adapt_refused(&ra, t2, 1) == 1);
-  long j2 = rate_adapt_sent(&ra, t2 + 1.01);
-  rate_adapt_answered(&ra, j2, t2 + 1.02, 0);
-  double after = rate_adapt_limit(&ra, t2 + 1.03);
+  t = send_answered(&ra, 0, 150, 0.02, 150);
+  t = send_answered(&ra, t, 16, 0.01, 10); /* the next window: 10 accepted, then 429s */
+  CHECK(rate_adapt_refused(&ra, t, 1) == 1);
+  double after = limit_after_pause(&ra, t + 1.01);
   CHECK(after > 35 && after < 55);
 
   /* ... and after a quiet window: what was accepted since the start counts (40/s for 3 s,
    * a second with two requests, then 12 accepted and the run: about 165 over 6.3 + 1 s) */
   rate_adapt_init(&ra, &rc);
-  double t3 = 0;
-  for (; t3 < 3.0; t3 += 0.025) {
-    long j = rate_adapt_sent(&ra, t3);
-    rate_adapt_answered(&ra, j, t3 + 0.001, 0);
-  }
-  for (int i = 0; i < 10; i++, t3 += 0.2) { /* a quiet stretch: 5/s */
-    long j = rate_adapt_sent(&ra, t3);
-    rate_adapt_answered(&ra, j, t3 + 0.001, 0);
-  }
-  t3 += 1.2;
-  for (int i = 0; i < 18; i++, t3 += 0.005) {
-    long j = rate_adapt_sent(&ra, t3);
-    rate_adapt_answered(&ra, j, t3 + 0.001, i >= 12);
-  }
-  CHECK(rate_adapt_refused(&ra, t3, 1) == 1);
-  long j3 = rate_adapt_sent(&ra, t3 + 1.01);
-  rate_adapt_answered(&ra, j3, t3 + 1.02, 0);
-  double quiet = rate_adapt_limit(&ra, t3 + 1.03);
+  t = send_answered(&ra, 0, 120, 0.025, 120);
+  t = send_answered(&ra, t, 10, 0.2, 10); /* a quiet stretch: 5/s */
+  t = send_answered(&ra, t + 1.2, 18, 0.005, 12);
+  CHECK(rate_adapt_refused(&ra, t, 1) == 1);
+  double quiet = limit_after_pause(&ra, t + 1.01);
   CHECK(quiet > 18 && quiet < 30);
 
   /* too few accepted in the window to judge by: nothing is paused */
   rate_adapt_init(&ra, &rc);
-  for (int i = 0; i < 10; i++) {
-    long j = rate_adapt_sent(&ra, i * 0.001);
-    rate_adapt_answered(&ra, j, i * 0.001 + 0.001, i >= 3);
-  }
+  send_answered(&ra, 0, 10, 0.001, 3);
   CHECK(rate_adapt_refused(&ra, 0.011, 1) == 0);
   CHECK(rate_adapt_limit(&ra, 0.5) == 0);
 }

@@ -63,6 +63,7 @@ function M.run(pol, o)
   local max = pol.bulkhead and pol.bulkhead.max_in_flight or n
   tg.slow = retry.slow_start(rl, max)
   local in_flight, blocked = 0, {}
+  local function room() return in_flight < math.min(n, retry.in_flight_cap(tg, max)) end
   local totals = { sent = 0, ok = 0, limited = 0, seconds = seconds }
   local mark = every
   local function flush(at)
@@ -82,7 +83,7 @@ function M.run(pol, o)
     if now >= seconds then break end
     if state[c] == "ready" then
       -- the bulkhead first, as Executor:run: a slot, held while the booking waits
-      if in_flight < math.min(n, retry.in_flight_cap(tg, max)) then
+      if room() then
         in_flight = in_flight + 1
         state[c] = "slot"
       else
@@ -113,7 +114,7 @@ function M.run(pol, o)
       if window[c] then adapt:answered(window[c], now, limited) end
       retry.answered(tg, now, limited, wait[c], sent_at[c], max)
       in_flight = in_flight - 1
-      while #blocked > 0 and in_flight < math.min(n, retry.in_flight_cap(tg, max)) do
+      while #blocked > 0 and room() do
         local b = table.remove(blocked, 1)
         in_flight = in_flight + 1
         next_at[b], state[b] = now, "slot"

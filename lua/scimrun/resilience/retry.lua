@@ -582,19 +582,23 @@ end
 -- then the place booked on the bucket (M.book), booked again if a cut voided it.
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
+  -- a call waits until `at`: the target's limit binds until then (Executor:queued)
+  local function queued_until(at)
+    if at > (tg.queued_until or 0) then tg.queued_until = at end
+  end
   while true do
     local now = clock.now()
     local w, reset = M.book(tg, now, rl, function(rate) self:_rate_changed(tg, op, rate, now) end)
     if not w then
       self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = reset, t = now })
-      if now + reset > (tg.queued_until or 0) then tg.queued_until = now + reset end
+      queued_until(now + reset)
       clock.sleep(reset)
     elseif w <= 0 then
       return
     else
       local rate, gen = tg.booked_rate, tg.booked_gen
       self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
-      if now + w > (tg.queued_until or 0) then tg.queued_until = now + w end
+      queued_until(now + w)
       clock.sleep(w)
       if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
