@@ -148,13 +148,19 @@ end
 -- CAP_WAITS windows after its leader arrived. max_wait scales W by the group's patience: halved
 -- each time a lone caller waited it out for nothing, whole again as soon as a batch has several
 -- callers (at 0 the group still coalesces the callers arriving while its PATCH is in flight).
+-- What the connection's executor says of its target (Executor:paced, Executor:queued); false
+-- for an executor without that question (a spec's recorder, a single attempt).
+local function target_is(sp, question)
+  local ex = sp.executor
+  return type(ex) == "table" and ex[question] ~= nil and ex[question](ex, sp.target)
+end
+
 local function window(sp)
   -- Calls queued on a binding rate limit: each PATCH takes a place a user's create could have
   -- had, and a member waiting here costs nothing (its item would only queue on the same limit).
   -- The batch then waits long: until it is full, 1 s without a new member, 3 s in all, or the
   -- queue on the limit is gone (the window shrinks back at the next look).
-  local ex = sp.executor
-  if type(ex) == "table" and ex.queued and ex:queued(sp.target) then return MAX_WAIT end
+  if target_is(sp, "queued") then return MAX_WAIT end
   return math.min(MAX_WAIT, math.max(sp.member_batch_window, 2 * (sp.call_time or 0)))
 end
 
@@ -277,8 +283,7 @@ local function take_part(sp, group_id, mode, ids, from, send, narrow)
   -- more items would only queue on that limit (and a cold one would meet more 429s)
   local item = scimrun.ctx().item
   local lend = item and item.lend
-  local ex = sp.executor
-  if lend and type(ex) == "table" and ex.paced and ex:paced(sp.target) then lend = nil end
+  if lend and target_is(sp, "paced") then lend = nil end
   if lend then lend(true) end
   local ok, res
   if leader then
