@@ -588,6 +588,7 @@ store *store_open(const char *path, const store_options *opt, store_error *err) 
   s->lock_fd = -1;
   s->readonly = o.readonly != 0;
   s->max_value = o.max_value_bytes ? o.max_value_bytes : STORE_MAX_VALUE_BYTES;
+  s->durability_normal = o.durability_normal;
   struct stat st;
 
   /* A writer locks before looking, so two writers cannot both create or migrate the file. */
@@ -659,6 +660,7 @@ void store_close(store *s) {
   } else if (s->lock_fd >= 0) {
     close(s->lock_fd);
   }
+  free(s->wal);
   free(s->real);
   free(s->path);
   free(s);

@@ -48,7 +48,8 @@
  *    refused (through a second hard link they may see a stale file, never harm it).
  * The old "<path>.lock" files are no longer used (a leftover one is harmless).
  *
- * Files: store.c (open, lock, checks), store_write.c (writes), store_sql.c (schema, SQL);
+ * Files: store.c (open, lock, checks), store_write.c (writes), store_sql.c (schema, SQL),
+ * store_sync.c (deferred sync);
  * the Lua binding is store_lua.c + store_lua_apply.c.
  */
 #ifndef SCIMRUN_STORE_H
@@ -88,6 +89,21 @@ sqlite3 *store_handle(store *s); /* for tests and read queries */
 const char *store_errmsg(const store *s);
 const char *store_errcode(const store *s);
 double store_now(void); /* wall clock, seconds */
+
+/* Deferred sync (store_sync.c), so a group commit's fdatasync need not stop the event loop.
+ * With synchronous=FULL chosen at open, store_defer_sync(s, 1) makes the following commits
+ * write their log without syncing it (synchronous=NORMAL) until store_defer_sync(s, 0). Such a
+ * commit is durable only once store_wal_sync() has returned 0 after it, which may run on any
+ * thread (it opens the -wal file itself and touches nothing else of s): nothing written that
+ * way may be reported durable before. With NORMAL chosen at open both do nothing (there is
+ * nothing to sync; the log is synced at checkpoints, as SQLite does). */
+int store_durability_full(const store *s);
+int store_defer_sync(store *s, int on);
+/* The path store_wal_sync() syncs (the -wal file beside what SQLite opened); owned by s. */
+const char *store_wal_path(store *s); /* NULL when out of memory */
+/* fdatasync of the log at wal_path. 0 on success, also when the file is gone: SQLite removes
+ * it only after folding it into the synced database at close. Else an errno value. */
+int store_wal_sync(const char *wal_path);
 
 int store_begin(store *s); /* BEGIN IMMEDIATE */
 int store_commit(store *s);

@@ -45,9 +45,11 @@ struct store {
   sqlite3 *db;
   char *path;             /* as given: every message names it */
   char *real;             /* resolved real path: what SQLite opens */
+  char *wal;              /* real + "-wal": the log a deferred sync makes durable */
   int lock_fd;            /* writer: the database file, flock()ed */
   struct open_file *file; /* registered while open */
   int readonly;
+  int durability_normal; /* synchronous=NORMAL chosen at open: nothing to sync later */
   size_t max_value;
   sqlite3_stmt *stmts[N_STMTS];
   char code[32];

@@ -588,6 +588,7 @@ static const luaL_Reg db_methods[] = {
     {"step_get", l_step_get},
     {"steps_load", l_steps_load},
     {"apply", store_lua_apply},
+    {"sync", store_lua_sync},
     {"kv_get", l_kv_get},
     {"kv_all", l_kv_all},
     {"dlq_list", l_dlq_list},

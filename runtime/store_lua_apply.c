@@ -1,4 +1,6 @@
-/* store_lua_apply.c: db:apply(batch), many writes in one transaction (group commit). */
+/* store_lua_apply.c: db:apply(batch [, defer_sync]), many writes in one transaction (group
+ * commit). With defer_sync and durability full, the log is not synced in the commit: the fourth
+ * result is then true and the caller must db:sync() before it reports the batch durable. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,7 @@ typedef struct {
   int kind;
   const char *run_id, *key, *json, *status;
   int attempts, has_exit, exit_code;
+  int64_t id; /* dlq_add: the new entry's id */
   store_dlq_entry dlq;
   store_audit_entry audit;
 } batch_op;
@@ -131,9 +134,28 @@ static int run_op(store *s, const batch_op *op, int64_t *id) {
   }
 }
 
+/* One transaction of every op; rolled back on the first failure. */
+static int write_batch(store *s, batch_op *ops, int n) {
+  if (store_begin(s) != 0)
+    return -1;
+  for (int i = 0; i < n; i++) {
+    if (run_op(s, &ops[i], &ops[i].id) != 0) {
+      store_rollback(s);
+      return -1;
+    }
+  }
+  if (store_commit(s) != 0) {
+    store_rollback(s);
+    return -1;
+  }
+  return 0;
+}
+
 int store_lua_apply(lua_State *L) {
   store *s = store_lua_check_writable(L);
   luaL_checktype(L, 2, LUA_TTABLE);
+  int defer = lua_toboolean(L, 3) && store_durability_full(s);
+  lua_settop(L, 2);
   int n = (int)lua_objlen(L, 2);
   /* Decode everything first: misuse raises before the transaction starts. */
   batch_op *ops = lua_newuserdata(L, (size_t)(n > 0 ? n : 1) * sizeof *ops);
@@ -149,24 +171,24 @@ int store_lua_apply(lua_State *L) {
     lua_insert(L, -2);
     return 2;
   }
-  if (store_begin(s) != 0)
+  if (defer && store_defer_sync(s, 1) != 0)
+    return store_lua_failure(L, s);
+  int rc = write_batch(s, ops, n);
+  /* Back to FULL whatever happened, so writes outside the group commit sync as before; a
+   * failure to restore it fails the batch too (its durability is then unknown). */
+  if (defer && store_defer_sync(s, 0) != 0)
+    rc = -1;
+  if (rc != 0)
     return store_lua_failure(L, s);
   for (int i = 0; i < n; i++) {
-    int64_t id = 0;
-    if (run_op(s, &ops[i], &id) != 0) {
-      store_rollback(s);
-      return store_lua_failure(L, s);
-    }
     if (ops[i].kind == OP_DLQ_ADD) {
-      lua_pushnumber(L, (lua_Number)id);
+      lua_pushnumber(L, (lua_Number)ops[i].id);
       lua_rawseti(L, -2, i + 1);
     }
   }
-  if (store_commit(s) != 0) {
-    store_rollback(s);
-    return store_lua_failure(L, s);
-  }
   lua_pushboolean(L, 1);
   lua_insert(L, -2);
-  return 2;
+  lua_pushnil(L); /* lost: fenced writes not made (the PostgreSQL store's worker mode only) */
+  lua_pushboolean(L, defer);
+  return 4;
 }

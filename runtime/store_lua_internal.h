@@ -1,5 +1,5 @@
 /*
- * store_lua_internal: helpers shared by store_lua.c and store_lua_apply.c; not for other files.
+ * store_lua_internal: helpers shared by store_lua*.c; not for other files.
  */
 #ifndef SCIMRUN_STORE_LUA_INTERNAL_H
 #define SCIMRUN_STORE_LUA_INTERNAL_H
@@ -19,7 +19,8 @@ const char *store_lua_field_string(lua_State *L, int idx, const char *field, int
                                    const char *ctx);
 /* t[field] as a non-negative integer, or dflt when nil. */
 int store_lua_field_count(lua_State *L, int idx, const char *field, int dflt, const char *ctx);
-/* db:apply(batch) */
+/* db:apply(batch [, defer_sync]) (store_lua_apply.c) and db:sync() (store_lua_sync.c) */
 int store_lua_apply(lua_State *L);
+int store_lua_sync(lua_State *L);
 
 #endif

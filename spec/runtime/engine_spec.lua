@@ -334,6 +334,84 @@ describe("the group commit", function()
     assert.are.equal("completed", states(db, engine.run_id)["g:50"])
     done(db)
   end)
+
+  -- The store's apply and sync seen through a proxy: what happened, in order.
+  local function watch_sync(engine, failing)
+    local db, seen = engine.db, {}
+    engine.db = setmetatable({
+      apply = function(_, batch, defer)
+        local ok, ids, lost, unsynced = db:apply(batch, defer)
+        seen[#seen + 1] = unsynced and "written" or "written, nothing to sync"
+        return ok, ids, lost, unsynced
+      end,
+      sync = function()
+        seen[#seen + 1] = "sync"
+        if failing then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
+        local ok, err, code = db:sync()
+        seen[#seen + 1] = "synced"
+        return ok, err, code
+      end,
+    }, { __index = function(_, k)
+      local f = db[k]
+      if type(f) ~= "function" then return f end
+      return function(_, ...) return f(db, ...) end
+    end })
+    return seen
+  end
+
+  it("at durability full, wakes a step only after the log of its commit is synced", function()
+    local engine, wf, db = new_engine()
+    local seen = watch_sync(engine)
+    wf:step("one", function() seen[#seen + 1] = "ran" end)
+    seen[#seen + 1] = "returned"
+    assert.are.same({ "written", "sync", "synced", "ran", "written", "sync", "synced", "returned" }, seen)
+    assert.are.equal("completed", states(db, engine.run_id).one)
+    done(db)
+  end)
+
+  it("syncs once for the commits written while a sync was under way", function()
+    local engine, wf, db = new_engine()
+    local seen = watch_sync(engine)
+    local list = {}
+    for i = 1, 20 do list[i] = i end
+    -- steps that end in different loop turns: several commits, fewer syncs (never more)
+    wf:map(list, { concurrency = 20 }, function(x)
+      for _ = 1, x % 4 do scimrun.sleep(0) end
+      wf:step("s:" .. x, function() end)
+    end)
+    local writes, syncs = 0, 0
+    for _, what in ipairs(seen) do
+      if what == "written" then writes = writes + 1 elseif what == "sync" then syncs = syncs + 1 end
+    end
+    assert.is_true(writes >= 2)
+    assert.is_true(syncs >= 1 and syncs <= writes)
+    assert.are.equal(20, engine.stats.steps_run)
+    done(db)
+  end)
+
+  it("fails the step and stops the run when the sync fails: nothing is reported durable", function()
+    local engine, wf, db = new_engine()
+    watch_sync(engine, true)
+    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
+    assert.is_false(ok)
+    assert.are.equal("store", err.class)
+    assert.matches("syncing its log failed", err.detail)
+    assert.is_true(engine.stopping)
+    assert.has_error(function() wf:step("two", function() end) end)
+    done(db)
+  end)
+
+  it("at durability normal, syncs nothing: the commit wakes its steps at once", function()
+    n = n + 1
+    local db = assert(store.open(("%s/s%d.db"):format(dir, n), { durability = "normal" }))
+    assert(db:run_create { id = "r-normal", workflow_name = "spec", workflow_path = "/spec.lua", workflow_hash = "h" })
+    local engine = workflow.engine { db = db, run_id = "r-normal", log = function() end }
+    core.at_turn_end(function() engine:flush() end)
+    local seen = watch_sync(engine)
+    engine:context { name = "spec" }:step("one", function() end)
+    assert.are.same({ "written, nothing to sync", "written, nothing to sync" }, seen)
+    done(db)
+  end)
 end)
 
 describe("an item's outcome", function()

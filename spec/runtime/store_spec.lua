@@ -203,6 +203,30 @@ describe("store steps and apply", function()
     assert.is_nil(db:step_get("r-1", "users.create:bob"))
   end)
 
+  it("defers the log's sync when asked at durability full, and db:sync() makes it durable", function()
+    local step = { { op = "step_start", run_id = "r-1", key = "deferred" } }
+    local ok, _, _, unsynced = db:apply(step)
+    assert.is_true(ok)
+    assert.is_false(unsynced) -- not asked: synced in the commit, as before
+    ok, _, _, unsynced = db:apply({ { op = "step_complete", run_id = "r-1", key = "deferred", result_json = "1" } }, true)
+    assert.is_true(ok)
+    assert.is_true(unsynced)
+    assert.are.equal("completed", db:step_get("r-1", "deferred").state) -- written, readable
+    assert.is_true(db:sync())
+    -- a sync suspends its task: outside one it is refused
+    local co = coroutine.create(function() return db:sync() end)
+    local cok, cerr = coroutine.resume(co)
+    assert.is_false(cok)
+    assert.matches("db:sync", cerr)
+    local normal = assert(store.open(fresh_path(), { durability = "normal" }))
+    new_run(normal, "r-n")
+    ok, _, _, unsynced = normal:apply({ { op = "step_start", run_id = "r-n", key = "deferred" } }, true)
+    assert.is_true(ok)
+    assert.is_false(unsynced) -- nothing to sync at durability normal
+    assert.is_true(normal:sync())
+    normal:close()
+  end)
+
   it("counts steps by state and loads them all at once", function()
     local batch = {}
     for i = 1, 10 do

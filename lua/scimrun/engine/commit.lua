@@ -1,5 +1,9 @@
 -- Group commit: every write of every task queued during a loop turn goes in one transaction
 -- at the end of the turn (the scheduler calls Engine:flush), then the waiting tasks are woken.
+-- With a SQLite state file at durability full, the transaction's log is synced off the loop
+-- (db:sync on the thread pool): its tasks wake when that sync is done, and meanwhile the loop
+-- serves the other tasks and gathers the next batch, whose sync follows. The loop used to stop
+-- for every fsync (a quarter of a run's wall time against a fast server).
 local errors = require "scimrun.errors"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
@@ -16,8 +20,9 @@ function Engine:flush()
   if #self.pending == 0 then return end
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
-  local ok, ids_or_err, lost = self.db:apply(batch)
+  local ok, ids_or_err, lost, unsynced = self.db:apply(batch, self.db.sync ~= nil)
   local code = not ok and lost or nil -- on failure the third value is the store's error code
+  unsynced = ok and unsynced -- SQLite at durability full: durable after the next db:sync
   self.stats.commits = self.stats.commits + 1
   -- worker mode: writes of an item whose lease another worker took were not made (fencing)
   local lost_at
@@ -38,6 +43,14 @@ function Engine:flush()
     }
     self.stopping = true
   end
+  if unsynced then
+    for _, w in ipairs(waiters) do
+      w.id = type(ids_or_err) == "table" and ids_or_err[w.index] or nil
+      self.unsynced[#self.unsynced + 1] = w
+    end
+    self:start_sync()
+    return
+  end
   for _, w in ipairs(waiters) do
     local id = ok and type(ids_or_err) == "table" and ids_or_err[w.index] or nil
     if lost_at and lost_at[w.index] then
@@ -54,6 +67,32 @@ function Engine:flush()
       self.stopping = true
     end
   end
+end
+
+-- The syncer: one task while commits wait for their log to reach the disk. Each db:sync
+-- covers every commit written before it began, so the tasks gathered meanwhile wake together
+-- after the next one. A failed sync stops the run like a failed commit: what it covered may
+-- be lost, and nothing that depended on it has been told otherwise.
+function Engine:start_sync()
+  if self.syncing or #self.unsynced == 0 then return end
+  self.syncing = true
+  scimrun.spawn(function()
+    while #self.unsynced > 0 do
+      local waiters = self.unsynced
+      self.unsynced = {}
+      local ok, err = self.db:sync()
+      if not ok then
+        self.fatal = self.fatal or errors.new {
+          class = "store", op = "recording steps", detail = tostring(err),
+          suggest = "check the disk the state file is on, then --resume" }
+        self.stopping = true
+      end
+      for _, w in ipairs(waiters) do
+        if ok then scimrun.wake(w.co, true, w.id) else scimrun.wake(w.co, false, err) end
+      end
+    end
+    self.syncing = false
+  end)
 end
 
 -- Queues one write for the next group commit without waiting for it: for state whose loss in

@@ -38,6 +38,8 @@ function M.new(opts)
     dlq_pending = nil,  -- pending entries in the store, counted once, then kept up to date
     pending = {},       -- ops waiting for the next group commit
     waiters = {},       -- tasks parked until that commit
+    unsynced = {},      -- tasks whose commit is written, parked until its log is synced
+    syncing = false,    -- a syncer task is running (Engine:start_sync)
     session_started = scimrun.wall(),
     stopping = false,   -- a signal: no new steps (rollbacks excepted)
     draining = false,   -- a failure without continue-on-error: no new items

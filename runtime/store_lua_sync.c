@@ -1,0 +1,89 @@
+/* store_lua_sync.c: db:sync(), the log's fdatasync on libuv's thread pool while the loop runs
+ * (store.h "Deferred sync"; the group commit's use of it: lua/scimrun/engine/commit.lua). */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler.h"
+#include "store_lua.h"
+#include "store_lua_internal.h"
+
+typedef struct sync_job {
+  uv_work_t req;
+  sched_task *task; /* NULL once store_lua_sync_shutdown dropped it */
+  int err;          /* errno of the sync, 0 on success */
+  struct sync_job *prev, *next;
+  char *state_path; /* for the message: the store may be closed by the time it is read */
+  char wal[];       /* the file to sync */
+} sync_job;
+
+static sync_job *inflight;
+
+static void sync_work(uv_work_t *req) {
+  sync_job *j = req->data;
+  j->err = store_wal_sync(j->wal);
+}
+
+static void sync_done(uv_work_t *req, int status) {
+  sync_job *j = req->data;
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    inflight = j->next;
+  if (j->next)
+    j->next->prev = j->prev;
+  if (j->task) {
+    lua_State *co = sched_wake_begin(j->task);
+    int err = status != 0 ? EIO : j->err;
+    if (err == 0) {
+      lua_pushboolean(co, 1);
+      sched_wake_commit(j->task, 1);
+    } else {
+      lua_pushnil(co);
+      lua_pushfstring(co,
+                      "state file %s: syncing its log %s to disk failed: %s (what was written "
+                      "since the last sync may be lost; check the disk, then --resume)",
+                      j->state_path, j->wal, strerror(err));
+      lua_pushliteral(co, "SYNC");
+      sched_wake_commit(j->task, 3);
+    }
+  }
+  free(j->state_path);
+  free(j);
+}
+
+int store_lua_sync(lua_State *L) {
+  store *s = store_lua_check_writable(L);
+  sched_task *task = sched_check_task(L, "db:sync");
+  if (!store_durability_full(s)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  const char *wal = store_wal_path(s);
+  sync_job *j = wal ? calloc(1, sizeof *j + strlen(wal) + 1) : NULL;
+  if (j)
+    j->state_path = strdup(store_path(s));
+  if (!j || !j->state_path) {
+    free(j);
+    return luaL_error(L, "out of memory");
+  }
+  strcpy(j->wal, wal);
+  j->task = task;
+  j->req.data = j;
+  int rc = uv_queue_work(sched_loop(), &j->req, sync_work, sync_done);
+  if (rc != 0) {
+    free(j->state_path);
+    free(j);
+    return luaL_error(L, "db:sync: %s", uv_strerror(rc));
+  }
+  j->next = inflight;
+  if (inflight)
+    inflight->prev = j;
+  inflight = j;
+  return sched_wait(L, task);
+}
+
+void store_lua_sync_shutdown(void) {
+  for (sync_job *j = inflight; j; j = j->next)
+    j->task = NULL;
+}
