@@ -401,6 +401,19 @@ describe("the group commit", function()
     done(db)
   end)
 
+  it("that raises (a bug) wakes its steps with the error and stops the run; none waits forever", function()
+    local engine, wf, db = new_engine()
+    local real = engine.db
+    engine.db = setmetatable({ apply = function() error("attempt to get length of local 'lost'") end },
+      { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
+    assert.is_false(ok)
+    assert.are.equal("internal", err.class)
+    assert.matches("the group commit failed: .*length of local 'lost'", err.detail)
+    assert.is_true(engine.stopping)
+    done(db)
+  end)
+
   it("at durability normal, syncs nothing: the commit wakes its steps at once", function()
     n = n + 1
     local db = assert(store.open(("%s/s%d.db"):format(dir, n), { durability = "normal" }))

@@ -15,11 +15,23 @@ local LEASE_LOST = "lease lost"
 local CLAIMED = { step_start = true, step_complete = true, step_fail = true, step_compensated = true }
 
 -- Called by the scheduler after every loop turn: commits everything queued in one transaction
--- and wakes the waiting tasks with the outcome.
+-- and wakes the waiting tasks with the outcome. Whatever goes wrong, no task is left parked:
+-- an error here (a bug, a store binding out of step with this code) stops the run and wakes
+-- every waiter with it, where it used to leave them waiting forever, deaf to SIGTERM.
 function Engine:flush()
   if #self.pending == 0 then return end
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
+  local ok, err = pcall(self.commit_batch, self, batch, waiters)
+  if ok then return end
+  self.fatal = self.fatal or errors.new {
+    class = "internal", op = "recording steps", detail = "the group commit failed: " .. tostring(err),
+    suggest = "report this as a bug; what was committed before is kept and the run can be resumed" }
+  self.stopping = true
+  for _, w in ipairs(waiters) do pcall(scimrun.wake, w.co, false, self.fatal) end -- some may be awake
+end
+
+function Engine:commit_batch(batch, waiters)
   local ok, ids_or_err, lost, unsynced = self.db:apply(batch, self.db.sync ~= nil)
   local code = not ok and lost or nil -- on failure the third value is the store's error code
   unsynced = ok and unsynced -- SQLite at durability full: durable after the next db:sync
