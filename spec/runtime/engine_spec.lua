@@ -369,7 +369,7 @@ describe("the group commit", function()
     done(db)
   end)
 
-  it("syncs once for the commits written while a sync was under way", function()
+  it("writes what was queued during a sync in one transaction after it, then syncs that", function()
     local engine, wf, db = new_engine()
     local seen = watch_sync(engine)
     local list = {}
@@ -379,9 +379,16 @@ describe("the group commit", function()
       for _ = 1, x % 4 do scimrun.sleep(0) end
       wf:step("s:" .. x, function() end)
     end)
-    local writes, syncs = 0, 0
+    local writes, syncs, syncing = 0, 0, false
     for _, what in ipairs(seen) do
-      if what == "written" then writes = writes + 1 elseif what == "sync" then syncs = syncs + 1 end
+      if what == "written" then
+        writes = writes + 1
+        assert.is_false(syncing, "a batch was written while a sync ran; it waits and goes in the next one")
+      elseif what == "sync" then
+        syncs, syncing = syncs + 1, true
+      elseif what == "synced" then
+        syncing = false
+      end
     end
     assert.is_true(writes >= 2)
     assert.is_true(syncs >= 1 and syncs <= writes)

@@ -2,8 +2,9 @@
 -- at the end of the turn (the scheduler calls Engine:flush), then the waiting tasks are woken.
 -- With a SQLite state file at durability full, the transaction's log is synced off the loop
 -- (db:sync on the thread pool): its tasks wake when that sync is done, and meanwhile the loop
--- serves the other tasks and gathers the next batch, whose sync follows. The loop used to stop
--- for every fsync (a quarter of a run's wall time against a fast server).
+-- serves the other tasks and gathers what they write for the next transaction, written when
+-- the sync is done. The loop used to stop for every fsync (a quarter of a run's wall time
+-- against a fast server).
 local errors = require "scimrun.errors"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
@@ -19,7 +20,13 @@ local CLAIMED = { step_start = true, step_complete = true, step_fail = true, ste
 -- an error here (a bug, a store binding out of step with this code) stops the run and wakes
 -- every waiter with it, where it used to leave them waiting forever, deaf to SIGTERM.
 function Engine:flush()
-  if #self.pending == 0 then return end
+  -- While a sync runs, writes wait for it: the syncer writes them in one transaction when it
+  -- is done (their own sync could not start earlier anyway), fewer and larger transactions.
+  if #self.pending == 0 or self.syncing then return end
+  self:write_pending()
+end
+
+function Engine:write_pending()
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
   local ok, err = pcall(self.commit_batch, self, batch, waiters)
@@ -102,6 +109,8 @@ function Engine:start_sync()
       for _, w in ipairs(waiters) do
         if ok then scimrun.wake(w.co, true, w.id) else scimrun.wake(w.co, false, err) end
       end
+      -- what was queued meanwhile: written now, in one transaction, and synced next round
+      if #self.pending > 0 then self:write_pending() end
     end
     self.syncing = false
   end)
