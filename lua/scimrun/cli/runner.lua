@@ -425,7 +425,7 @@ local function watch_signals(r)
   local interrupts = 0
   local function hard_stop()
     if r.progress then r.progress:stop() end
-    if r.engine then r.engine:flush() end
+    if r.engine then r.engine:flush(true) end -- the run_status write below syncs it
     if r.worker then r.worker:stop() end -- its claims go back to the other workers at once
     r.db:apply { { op = "run_status", run_id = r.run.id, status = "interrupted", exit_code = 130 } }
     if r.stream then

@@ -19,10 +19,11 @@ local CLAIMED = { step_start = true, step_complete = true, step_fail = true, ste
 -- and wakes the waiting tasks with the outcome. Whatever goes wrong, no task is left parked:
 -- an error here (a bug, a store binding out of step with this code) stops the run and wakes
 -- every waiter with it, where it used to leave them waiting forever, deaf to SIGTERM.
-function Engine:flush()
+-- force: write now even while a sync runs (a hard stop, whose own last write syncs the log).
+function Engine:flush(force)
   -- While a sync runs, writes wait for it: the syncer writes them in one transaction when it
   -- is done (their own sync could not start earlier anyway), fewer and larger transactions.
-  if #self.pending == 0 or self.syncing then return end
+  if #self.pending == 0 or (self.syncing and not force) then return end
   self:write_pending()
 end
 
