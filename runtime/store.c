@@ -586,6 +586,7 @@ store *store_open(const char *path, const store_options *opt, store_error *err) 
     return NULL;
   }
   s->lock_fd = -1;
+  s->wal_fd = -1;
   s->readonly = o.readonly != 0;
   s->max_value = o.max_value_bytes ? o.max_value_bytes : STORE_MAX_VALUE_BYTES;
   s->durability_normal = o.durability_normal;
@@ -650,6 +651,8 @@ void store_close(store *s) {
     sqlite3_finalize(s->stmts[i]);
   if (s->db)
     sqlite3_close(s->db);
+  if (s->wal_fd >= 0) /* SQLite locks nothing in the -wal file: closing it drops no lock */
+    close(s->wal_fd);
   /* Only now, with SQLite's descriptors and locks gone, may the lock descriptor close. */
   if (s->lock_fd >= 0)
     flock(s->lock_fd, LOCK_UN);

@@ -93,17 +93,23 @@ double store_now(void); /* wall clock, seconds */
 /* Deferred sync (store_sync.c), so a group commit's fdatasync need not stop the event loop.
  * With synchronous=FULL chosen at open, store_defer_sync(s, 1) makes the following commits
  * write their log without syncing it (synchronous=NORMAL) until store_defer_sync(s, 0). Such a
- * commit is durable only once store_wal_sync() has returned 0 after it, which may run on any
- * thread (it opens the -wal file itself and touches nothing else of s): nothing written that
- * way may be reported durable before. With NORMAL chosen at open both do nothing (there is
- * nothing to sync; the log is synced at checkpoints, as SQLite does). */
+ * commit is durable only once store_wal_sync() of a descriptor from store_wal_dup() has
+ * returned 0 after it: nothing written that way may be reported durable before. The
+ * descriptor of the -wal file is opened once (after the first deferred commit) and kept while
+ * the store is open, so a write-back error that SQLite's own fsync saw first (a checkpoint) is
+ * still reported to it, and a renamed or replaced path cannot make a sync touch another file.
+ * With NORMAL chosen at open, store_defer_sync does nothing (the log is synced at checkpoints,
+ * as SQLite does). */
 int store_durability_full(const store *s);
 int store_defer_sync(store *s, int on);
-/* The path store_wal_sync() syncs (the -wal file beside what SQLite opened); owned by s. */
-const char *store_wal_path(store *s); /* NULL when out of memory */
-/* fdatasync of the log at wal_path. 0 on success, also when the file is gone: SQLite removes
- * it only after folding it into the synced database at close. Else an errno value. */
-int store_wal_sync(const char *wal_path);
+/* Opens the log's descriptor unless open: 0, or -1 with the error set ("SYNC"). */
+int store_wal_open(store *s);
+/* A new descriptor of the log (the caller closes it; it may be used from any thread), or -1
+ * with the error set ("SYNC"). */
+int store_wal_dup(store *s);
+/* fdatasync(fd): 0, or an errno value. */
+int store_wal_sync(int fd);
+const char *store_wal_path(store *s); /* the -wal file beside what SQLite opened; NULL on OOM */
 
 int store_begin(store *s); /* BEGIN IMMEDIATE */
 int store_commit(store *s);

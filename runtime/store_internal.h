@@ -46,6 +46,7 @@ struct store {
   char *path;             /* as given: every message names it */
   char *real;             /* resolved real path: what SQLite opens */
   char *wal;              /* real + "-wal": the log a deferred sync makes durable */
+  int wal_fd;             /* the log, opened at the first deferred commit; -1 before */
   int lock_fd;            /* writer: the database file, flock()ed */
   struct open_file *file; /* registered while open */
   int readonly;

@@ -178,6 +178,9 @@ int store_lua_apply(lua_State *L) {
    * failure to restore it fails the batch too (its durability is then unknown). */
   if (defer && store_defer_sync(s, 0) != 0)
     rc = -1;
+  /* The log's descriptor, taken now that the commit wrote it (store.h, "Deferred sync"). */
+  if (rc == 0 && defer && store_wal_open(s) != 0)
+    rc = -1;
   if (rc != 0)
     return store_lua_failure(L, s);
   for (int i = 0; i < n; i++) {

@@ -1,8 +1,10 @@
 /* store_lua_sync.c: db:sync(), the log's fdatasync on libuv's thread pool while the loop runs
  * (store.h "Deferred sync"; the group commit's use of it: lua/scimrun/engine/commit.lua). */
+#include <errno.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "scheduler.h"
 #include "store_lua.h"
@@ -11,17 +13,19 @@
 typedef struct sync_job {
   uv_work_t req;
   sched_task *task; /* NULL once store_lua_sync_shutdown dropped it */
+  int fd;           /* a descriptor of the log, closed by the job */
   int err;          /* errno of the sync, 0 on success */
   struct sync_job *prev, *next;
   char *state_path; /* for the message: the store may be closed by the time it is read */
-  char wal[];       /* the file to sync */
+  char wal[];       /* the log's name, for the message */
 } sync_job;
 
 static sync_job *inflight;
 
 static void sync_work(uv_work_t *req) {
   sync_job *j = req->data;
-  j->err = store_wal_sync(j->wal);
+  j->err = store_wal_sync(j->fd);
+  close(j->fd);
 }
 
 static void sync_done(uv_work_t *req, int status) {
@@ -34,7 +38,7 @@ static void sync_done(uv_work_t *req, int status) {
     j->next->prev = j->prev;
   if (j->task) {
     lua_State *co = sched_wake_begin(j->task);
-    int err = status != 0 ? EIO : j->err;
+    int err = status == UV_ECANCELED ? ECANCELED : status != 0 ? EIO : j->err;
     if (err == 0) {
       lua_pushboolean(co, 1);
       sched_wake_commit(j->task, 1);
@@ -68,10 +72,17 @@ int store_lua_sync(lua_State *L) {
     return luaL_error(L, "out of memory");
   }
   strcpy(j->wal, wal);
+  j->fd = store_wal_dup(s);
+  if (j->fd < 0) {
+    free(j->state_path);
+    free(j);
+    return store_lua_failure(L, s);
+  }
   j->task = task;
   j->req.data = j;
   int rc = uv_queue_work(sched_loop(), &j->req, sync_work, sync_done);
   if (rc != 0) {
+    close(j->fd);
     free(j->state_path);
     free(j);
     return luaL_error(L, "db:sync: %s", uv_strerror(rc));

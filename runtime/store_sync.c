@@ -31,14 +31,28 @@ const char *store_wal_path(store *s) {
   return s->wal;
 }
 
-int store_wal_sync(const char *wal_path) {
-  /* A descriptor of our own, opened and closed here: SQLite takes no locks on the -wal file,
-   * so closing it cannot drop any (unlike the database file, store.h). fdatasync flushes the
-   * file's data whichever descriptor wrote it. */
-  int fd = open(wal_path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? 0 : errno;
-  int err = fdatasync(fd) == 0 ? 0 : errno;
-  close(fd);
-  return err;
+int store_wal_open(store *s) {
+  if (s->wal_fd >= 0)
+    return 0;
+  const char *wal = store_wal_path(s);
+  if (!wal)
+    return store_set_error(s, "NOMEM", "state file %s: out of memory", s->path);
+  /* After a deferred commit SQLite's log exists; opened read-only: fdatasync needs no more. */
+  s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+  if (s->wal_fd < 0)
+    return store_set_error(s, "SYNC", "state file %s: cannot open its log %s to sync it: %s",
+                           s->path, wal, strerror(errno));
+  return 0;
 }
+
+int store_wal_dup(store *s) {
+  if (store_wal_open(s) != 0)
+    return -1;
+  int fd = fcntl(s->wal_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return store_set_error(s, "SYNC", "state file %s: cannot sync its log: %s", s->path,
+                           strerror(errno));
+  return fd;
+}
+
+int store_wal_sync(int fd) { return fdatasync(fd) == 0 ? 0 : errno; }

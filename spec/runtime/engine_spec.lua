@@ -408,6 +408,49 @@ describe("the group commit", function()
     done(db)
   end)
 
+  it("after a failed sync writes nothing more: no step queued meanwhile is told it is durable", function()
+    local engine, wf, db = new_engine()
+    local real, syncs = engine.db, 0
+    engine.db = setmetatable({
+      sync = function()
+        syncs = syncs + 1
+        scimrun.sleep(0.05) -- a slow disk: other steps queue meanwhile
+        if syncs == 1 then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
+        return real:sync()
+      end,
+    }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    local ran, failed = {}, {}
+    local fns = {}
+    for i = 1, 3 do
+      fns[i] = function()
+        scimrun.sleep(i == 1 and 0 or 0.01)
+        local ok, err = pcall(wf.step, wf, "s" .. i, function() ran[#ran + 1] = i end)
+        if not ok then failed[#failed + 1] = err.class end
+      end
+    end
+    scimrun.all(fns)
+    assert.are.same({}, ran) -- every step_start was awaiting a sync: none ran its work
+    assert.are.same({ "store", "store", "store" }, failed)
+    assert.are.equal(1, syncs)
+    assert.matches("Input/output error", engine.fatal.detail)
+    assert.is_false(engine.syncing)
+    done(db)
+  end)
+
+  it("whose syncer raises (a closed store, a bug) wakes its steps with the error; none waits forever", function()
+    local engine, wf, db = new_engine()
+    local real = engine.db
+    engine.db = setmetatable({ sync = function() error("state store is closed") end },
+      { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    local ok, err = pcall(wf.step, wf, "x", function() error("must not run") end)
+    assert.is_false(ok)
+    assert.are.equal("store", err.class)
+    assert.matches("state store is closed", err.detail)
+    assert.is_false(engine.syncing)
+    assert.are.same({}, engine.unsynced)
+    done(db)
+  end)
+
   it("that raises (a bug) wakes its steps with the error and stops the run; none waits forever", function()
     local engine, wf, db = new_engine()
     local real = engine.db

@@ -208,7 +208,8 @@ describe("store steps and apply", function()
     local ok, _, _, unsynced = db:apply(step)
     assert.is_true(ok)
     assert.is_false(unsynced) -- not asked: synced in the commit, as before
-    ok, _, _, unsynced = db:apply({ { op = "step_complete", run_id = "r-1", key = "deferred", result_json = "1" } }, true)
+    local complete = { { op = "step_complete", run_id = "r-1", key = "deferred", result_json = "1" } }
+    ok, _, _, unsynced = db:apply(complete, true)
     assert.is_true(ok)
     assert.is_true(unsynced)
     assert.are.equal("completed", db:step_get("r-1", "deferred").state) -- written, readable

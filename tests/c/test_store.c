@@ -327,6 +327,55 @@ static void test_batch_rollback(void) {
   store_close(s);
 }
 
+/* Deferred sync: NORMAL only between store_defer_sync(s, 1) and (s, 0); the log's descriptor
+ * is the file SQLite wrote, kept when the name goes away; a durability-normal store defers
+ * nothing. */
+static void test_deferred_sync(void) {
+  const char *path = tmp_path("deferred.db");
+  store *s = open_ok(path);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  new_run(s, "r1");
+  CHECK(store_durability_full(s));
+  CHECK(scalar(s, "PRAGMA synchronous") == 2); /* FULL */
+  CHECK(store_defer_sync(s, 1) == 0);
+  CHECK(scalar(s, "PRAGMA synchronous") == 1); /* NORMAL */
+  CHECK(store_begin(s) == 0);
+  CHECK(store_step_start(s, "r1", "a", -1) == 0);
+  CHECK(store_commit(s) == 0);
+  CHECK(store_defer_sync(s, 0) == 0);
+  CHECK(scalar(s, "PRAGMA synchronous") == 2);
+  CHECK(store_wal_open(s) == 0);
+  int fd = store_wal_dup(s);
+  CHECK(fd >= 0);
+  CHECK(store_wal_sync(fd) == 0);
+  close(fd);
+  /* the name moved away: the kept descriptor still syncs the same log (no false "gone") */
+  char moved[700];
+  snprintf(moved, sizeof moved, "%s-wal.moved", path);
+  CHECK(rename(store_wal_path(s), moved) == 0);
+  fd = store_wal_dup(s);
+  CHECK(fd >= 0);
+  CHECK(store_wal_sync(fd) == 0);
+  close(fd);
+  CHECK(rename(moved, store_wal_path(s)) == 0);
+  CHECK(store_wal_sync(-1) == EBADF);
+  store_close(s);
+
+  store_options o = {0};
+  o.durability_normal = 1;
+  store_error err;
+  s = store_open(tmp_path("deferred-normal.db"), &o, &err);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  CHECK(!store_durability_full(s));
+  CHECK(store_defer_sync(s, 1) == 0);
+  CHECK(scalar(s, "PRAGMA synchronous") == 1);
+  store_close(s);
+}
+
 static void test_disk_full(void) {
   store *s = open_ok(tmp_path("full.db"));
   CHECK(s != NULL);
@@ -706,6 +755,7 @@ int main(void) {
   test_value_too_big();
   test_batch_rollback();
   test_disk_full();
+  test_deferred_sync();
   test_batched_10k_steps();
   test_audit_trail();
   if (failures == 0) {

@@ -491,7 +491,7 @@ local function execute(r)
   end
   r.finished = true
   r.progress:stop()
-  engine:flush()
+  engine:settle() -- nothing queued and no sync under way when the store closes
   if r.worker then r.worker:stop() end
   r.err = not ok and errors.normalize(err) or nil
 end

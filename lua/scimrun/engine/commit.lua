@@ -28,6 +28,7 @@ function Engine:flush(force)
 end
 
 function Engine:write_pending()
+  if self.sync_error then return self:sync_failed() end -- nothing more after a failed sync
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
   local ok, err = pcall(self.commit_batch, self, batch, waiters)
@@ -64,6 +65,7 @@ function Engine:commit_batch(batch, waiters)
     self.stopping = true
   end
   if unsynced then
+    assert(lost == nil and not self.worker, "a store that defers its sync has no fenced writes")
     for _, w in ipairs(waiters) do
       w.id = type(ids_or_err) == "table" and ids_or_err[w.index] or nil
       self.unsynced[#self.unsynced + 1] = w
@@ -91,30 +93,54 @@ end
 
 -- The syncer: one task while commits wait for their log to reach the disk. Each db:sync
 -- covers every commit written before it began, so the tasks gathered meanwhile wake together
--- after the next one. A failed sync stops the run like a failed commit: what it covered may
--- be lost, and nothing that depended on it has been told otherwise.
+-- after the next one. A failed sync is final: what it covered may be lost, and a later sync
+-- could not tell (after an EIO, Linux reports success for pages it dropped), so nothing
+-- written after it is written or reported durable; the run stops as on a failed commit.
 function Engine:start_sync()
   if self.syncing or #self.unsynced == 0 then return end
   self.syncing = true
   scimrun.spawn(function()
-    while #self.unsynced > 0 do
-      local waiters = self.unsynced
-      self.unsynced = {}
-      local ok, err = self.db:sync()
-      if not ok then
-        self.fatal = self.fatal or errors.new {
-          class = "store", op = "recording steps", detail = tostring(err),
-          suggest = "check the disk the state file is on, then --resume" }
-        self.stopping = true
-      end
-      for _, w in ipairs(waiters) do
-        if ok then scimrun.wake(w.co, true, w.id) else scimrun.wake(w.co, false, err) end
-      end
-      -- what was queued meanwhile: written now, in one transaction, and synced next round
-      if #self.pending > 0 then self:write_pending() end
-    end
+    local ok, err = pcall(self.sync_rounds, self)
     self.syncing = false
+    if not ok then self:sync_failed(err) end -- a bug or a closed store: nobody waits forever
   end)
+end
+
+function Engine:sync_rounds()
+  while #self.unsynced > 0 do
+    self.in_sync, self.unsynced = self.unsynced, {}
+    local ok, err = self.db:sync()
+    if not ok then return self:sync_failed(err) end
+    local waiters = self.in_sync
+    self.in_sync = nil
+    for _, w in ipairs(waiters) do scimrun.wake(w.co, true, w.id) end
+    -- what was queued meanwhile: written now, in one transaction, and synced next round
+    if #self.pending > 0 then self:write_pending() end
+  end
+end
+
+-- Stops the run and fails every write not known durable: those of the failed sync, those
+-- written after it and those still queued.
+function Engine:sync_failed(err)
+  self.sync_error = self.sync_error or err
+  self.fatal = self.fatal or errors.new {
+    class = "store", op = "recording steps", detail = tostring(self.sync_error),
+    suggest = "check the disk the state file is on, then --resume" }
+  self.stopping = true
+  local lists = { self.in_sync or {}, self.unsynced, self.waiters }
+  self.in_sync, self.unsynced, self.waiters, self.pending = nil, {}, {}, {}
+  for _, list in ipairs(lists) do
+    for _, w in ipairs(list) do pcall(scimrun.wake, w.co, false, self.sync_error) end -- some may be awake
+  end
+end
+
+-- The end of a run: waits for a sync under way, then writes (and syncs) what is left, so the
+-- store is closed with nothing queued and no syncer running.
+function Engine:settle()
+  repeat
+    while self.syncing do scimrun.sleep(0.001) end
+    self:flush()
+  until not self.syncing and #self.pending == 0
 end
 
 -- Queues one write for the next group commit without waiting for it: for state whose loss in

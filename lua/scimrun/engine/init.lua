@@ -40,6 +40,8 @@ function M.new(opts)
     waiters = {},       -- tasks parked until that commit
     unsynced = {},      -- tasks whose commit is written, parked until its log is synced
     syncing = false,    -- a syncer task is running (Engine:start_sync)
+    in_sync = nil,      -- the tasks of the sync under way
+    sync_error = nil,   -- a sync failed: nothing after it is written (Engine:sync_failed)
     session_started = scimrun.wall(),
     stopping = false,   -- a signal: no new steps (rollbacks excepted)
     draining = false,   -- a failure without continue-on-error: no new items
