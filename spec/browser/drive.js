@@ -43,6 +43,22 @@ async function settled(page, before) {
     { timeout: 15000 }, before || '');
 }
 
+// Clicks what opens the confirmation dialog and waits for it to open. A list that re-renders
+// between puppeteer finding the button and the click (a slow machine, the sanitizer build)
+// swallows the click; the dialog is modal and needs its own OK, so clicking again until it is
+// open can never act twice.
+async function openConfirm(page, selector) {
+  for (let attempt = 1; ; attempt++) {
+    await page.click(selector);
+    try {
+      await page.waitForSelector('#confirm[open]', { timeout: 5000 });
+      return;
+    } catch (e) {
+      if (attempt === 4) throw e;
+    }
+  }
+}
+
 async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const browser = await puppeteer.launch({
@@ -113,8 +129,7 @@ async function main() {
     result.replayed = Number(process.env.REPLAY_ID) || first.ids[0];
     const keyOf = (id) => page.$eval(`tr[data-dlq-id="${id}"] td:nth-child(3)`, (td) => td.textContent);
     result.replayed_key = await keyOf(result.replayed);
-    await page.click(`tr[data-dlq-id="${result.replayed}"] button.replay`);
-    await page.waitForSelector('#confirm[open]');
+    await openConfirm(page, `tr[data-dlq-id="${result.replayed}"] button.replay`);
     const dialog = await page.$eval('#confirm', (d) => d.textContent);
     check(dialog.includes('Replay 1 dead letter'), 'the dialog counts the entries: ' + dialog);
     check(dialog.includes(`scimrun dlq replay ${result.replayed} --state `), 'the dialog shows the command: ' + dialog);
@@ -134,8 +149,7 @@ async function main() {
     const other = left.find((g) => g.ids.length > 0);
     result.dropped = Number(process.env.DROP_ID) || other.ids[0];
     result.dropped_key = await keyOf(result.dropped);
-    await page.click(`tr[data-dlq-id="${result.dropped}"] button.drop`);
-    await page.waitForSelector('#confirm[open]');
+    await openConfirm(page, `tr[data-dlq-id="${result.dropped}"] button.drop`);
     await page.click('#confirm-ok'); // without a reason: refused by the dialog itself
     check(await page.$('#confirm[open]'), 'a drop needs a reason');
     await page.type('#confirm-reason', 'a duplicate in the HR export (browser spec)');
@@ -152,8 +166,7 @@ async function main() {
     result.untouched = group.first; // still pending: the refused requests below name it
     result.group = group.label;
     result.group_count = group.n;
-    await page.click('section.group button.replay-group');
-    await page.waitForSelector('#confirm[open]');
+    await openConfirm(page, 'section.group button.replay-group');
     const groupDialog = await page.$eval('#confirm', (d) => d.textContent);
     check(groupDialog.includes(`Replay ${group.n} dead letter`), 'the group dialog counts: ' + groupDialog);
     check(groupDialog.includes(`\u00d7 ${group.label}"`), 'the dialog names the group: ' + groupDialog);
@@ -170,8 +183,7 @@ async function main() {
     await page.waitForSelector('#replay-matching');
     const matching = await page.$eval('#replay-matching', (b) => b.textContent);
     check(/matching the filter \(1\)/.test(matching), 'the filter matches one entry: ' + matching);
-    await page.click('#replay-matching');
-    await page.waitForSelector('#confirm[open]');
+    await openConfirm(page, '#replay-matching');
     check((await page.$eval('#confirm', (d) => d.textContent)).includes('Replay 1 dead letter?'), 'filter count');
     await page.click('#confirm-cancel');
 
