@@ -66,6 +66,15 @@ local function count_applies(engine)
   return batches
 end
 
+-- Puts a proxy of the engine's store in its place: the given methods, the store's for the rest.
+local function override_db(engine, methods)
+  local real = engine.db
+  engine.db = setmetatable(methods, { __index = function(_, k)
+    return function(_, ...) return real[k](real, ...) end
+  end })
+  return real
+end
+
 local function states(db, run_id)
   local out = {}
   for key, s in pairs(db:steps_load(run_id)) do out[key] = s.state end
@@ -410,15 +419,15 @@ describe("the group commit", function()
 
   it("after a failed sync writes nothing more: no step queued meanwhile is told it is durable", function()
     local engine, wf, db = new_engine()
-    local real, syncs = engine.db, 0
-    engine.db = setmetatable({
+    local syncs = 0
+    override_db(engine, {
       sync = function()
         syncs = syncs + 1
         scimrun.sleep(0.05) -- a slow disk: other steps queue meanwhile
         if syncs == 1 then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
-        return real:sync()
+        return db:sync()
       end,
-    }, { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    })
     local ran, failed = {}, {}
     local fns = {}
     for i = 1, 3 do
@@ -437,31 +446,27 @@ describe("the group commit", function()
     done(db)
   end)
 
-  it("whose syncer raises (a closed store, a bug) wakes its steps with the error; none waits forever", function()
+  -- A step whose commit meets a raising store method fails with (class, detail); the run stops.
+  local function step_meets(methods, class, detail)
     local engine, wf, db = new_engine()
-    local real = engine.db
-    engine.db = setmetatable({ sync = function() error("state store is closed") end },
-      { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
+    override_db(engine, methods)
     local ok, err = pcall(wf.step, wf, "x", function() error("must not run") end)
     assert.is_false(ok)
-    assert.are.equal("store", err.class)
-    assert.matches("state store is closed", err.detail)
+    assert.are.equal(class, err.class)
+    assert.matches(detail, err.detail)
+    assert.is_true(engine.stopping)
     assert.is_false(engine.syncing)
     assert.are.same({}, engine.unsynced)
     done(db)
+  end
+
+  it("whose syncer raises (a closed store, a bug) wakes its steps with the error; none waits forever", function()
+    step_meets({ sync = function() error("state store is closed") end }, "store", "state store is closed")
   end)
 
   it("that raises (a bug) wakes its steps with the error and stops the run; none waits forever", function()
-    local engine, wf, db = new_engine()
-    local real = engine.db
-    engine.db = setmetatable({ apply = function() error("attempt to get length of local 'lost'") end },
-      { __index = function(_, k) return function(_, ...) return real[k](real, ...) end end })
-    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
-    assert.is_false(ok)
-    assert.are.equal("internal", err.class)
-    assert.matches("the group commit failed: .*length of local 'lost'", err.detail)
-    assert.is_true(engine.stopping)
-    done(db)
+    step_meets({ apply = function() error("attempt to get length of local 'lost'") end }, "internal",
+      "the group commit failed: .*length of local 'lost'")
   end)
 
   it("at durability normal, syncs nothing: the commit wakes its steps at once", function()
