@@ -50,29 +50,27 @@ local function items(wf, list, fn, opts)
   wf:each(function() i = i + 1; return list[i] end, opts or { concurrency = #list }, fn)
 end
 
--- The sizes of the batches the engine hands db:apply (one per transaction).
-local function count_applies(engine)
-  local db, batches = engine.db, {}
-  engine.db = setmetatable({
-    apply = function(_, batch)
-      batches[#batches + 1] = #batch
-      return db:apply(batch)
-    end,
-  }, { __index = function(_, k)
-    local f = db[k]
-    if type(f) ~= "function" then return f end
-    return function(_, ...) return f(db, ...) end
-  end })
-  return batches
-end
-
 -- Puts a proxy of the engine's store in its place: the given methods, the store's for the rest.
 local function override_db(engine, methods)
   local real = engine.db
   engine.db = setmetatable(methods, { __index = function(_, k)
-    return function(_, ...) return real[k](real, ...) end
+    local f = real[k]
+    if type(f) ~= "function" then return f end
+    return function(_, ...) return f(real, ...) end
   end })
   return real
+end
+
+-- The sizes of the batches the engine hands db:apply (one per transaction).
+local function count_applies(engine)
+  local batches, db = {}, nil
+  db = override_db(engine, {
+    apply = function(_, batch)
+      batches[#batches + 1] = #batch
+      return db:apply(batch)
+    end,
+  })
+  return batches
 end
 
 local function states(db, run_id)
@@ -346,8 +344,8 @@ describe("the group commit", function()
 
   -- The store's apply and sync seen through a proxy: what happened, in order.
   local function watch_sync(engine, failing)
-    local db, seen = engine.db, {}
-    engine.db = setmetatable({
+    local seen, db = {}, nil
+    db = override_db(engine, {
       apply = function(_, batch, defer)
         local ok, ids, lost, unsynced = db:apply(batch, defer)
         seen[#seen + 1] = unsynced and "written" or "written, nothing to sync"
@@ -360,11 +358,7 @@ describe("the group commit", function()
         seen[#seen + 1] = "synced"
         return ok, err, code
       end,
-    }, { __index = function(_, k)
-      local f = db[k]
-      if type(f) ~= "function" then return f end
-      return function(_, ...) return f(db, ...) end
-    end })
+    })
     return seen
   end
 
