@@ -222,8 +222,7 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   if (paused_says_rate(ra, w)) {
     /* The server stopped the clients until its allowance came back: what it accepted over the
      * window, the pause included, is the rate it allows (no less than half the send rate).
-     * Growth from there creeps, as near where 429s began: a server whose burst allowance is a
-     * second of its rate hides a limit set above it for many seconds, then refuses at once. */
+     * Growth from there creeps, as near where 429s began (CREEP_BAND). */
     double est = max2(accepted_rate(s.goodput, target), 0.5 * s.send_rate);
     /* a pause early in a window leaves it few accepted requests: no less than the window
      * before, nor than what was accepted since the last pause, this one included */

@@ -12,15 +12,16 @@
 
 typedef struct sync_job {
   uv_work_t req;
-  sched_task *task; /* NULL once store_lua_sync_shutdown dropped it */
-  int fd;           /* a descriptor of the log, closed by the job */
-  int err;          /* errno of the sync, 0 on success */
-  struct sync_job *prev, *next;
-  char *state_path; /* for the message: the store may be closed by the time it is read */
-  char wal[];       /* the log's name, for the message */
+  sched_task *task;
+  int fd;        /* a descriptor of the log, closed by the job */
+  int err;       /* errno of the sync, 0 on success */
+  size_t wal_at; /* names + wal_at: the log's name; names: the state file's (for the message:
+                  * the store may be closed by the time it is read) */
+  char names[];
 } sync_job;
 
-static sync_job *inflight;
+/* Set at shutdown: the tasks of the syncs still in flight are released, none may be woken. */
+static int tasks_gone;
 
 static void sync_work(uv_work_t *req) {
   sync_job *j = req->data;
@@ -30,13 +31,7 @@ static void sync_work(uv_work_t *req) {
 
 static void sync_done(uv_work_t *req, int status) {
   sync_job *j = req->data;
-  if (j->prev)
-    j->prev->next = j->next;
-  else
-    inflight = j->next;
-  if (j->next)
-    j->next->prev = j->prev;
-  if (j->task) {
+  if (!tasks_gone) {
     lua_State *co = sched_wake_begin(j->task);
     int err = status == UV_ECANCELED ? ECANCELED : status != 0 ? EIO : j->err;
     if (err == 0) {
@@ -47,12 +42,11 @@ static void sync_done(uv_work_t *req, int status) {
       lua_pushfstring(co,
                       "state file %s: syncing its log %s to disk failed: %s (what was written "
                       "since the last sync may be lost; check the disk, then --resume)",
-                      j->state_path, j->wal, strerror(err));
+                      j->names, j->names + j->wal_at, strerror(err));
       lua_pushliteral(co, "SYNC");
       sched_wake_commit(j->task, 3);
     }
   }
-  free(j->state_path);
   free(j);
 }
 
@@ -63,18 +57,16 @@ int store_lua_sync(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  const char *wal = store_wal_path(s);
-  sync_job *j = wal ? calloc(1, sizeof *j + strlen(wal) + 1) : NULL;
-  if (j)
-    j->state_path = strdup(store_path(s));
-  if (!j || !j->state_path) {
-    free(j);
+  const char *wal = store_wal_path(s), *path = store_path(s);
+  size_t path_len = strlen(path) + 1;
+  sync_job *j = wal ? calloc(1, sizeof *j + path_len + strlen(wal) + 1) : NULL;
+  if (!j)
     return luaL_error(L, "out of memory");
-  }
-  strcpy(j->wal, wal);
+  memcpy(j->names, path, path_len);
+  j->wal_at = path_len;
+  strcpy(j->names + path_len, wal);
   j->fd = store_wal_dup(s);
   if (j->fd < 0) {
-    free(j->state_path);
     free(j);
     return store_lua_failure(L, s);
   }
@@ -83,18 +75,10 @@ int store_lua_sync(lua_State *L) {
   int rc = uv_queue_work(sched_loop(), &j->req, sync_work, sync_done);
   if (rc != 0) {
     close(j->fd);
-    free(j->state_path);
     free(j);
     return luaL_error(L, "db:sync: %s", uv_strerror(rc));
   }
-  j->next = inflight;
-  if (inflight)
-    inflight->prev = j;
-  inflight = j;
   return sched_wait(L, task);
 }
 
-void store_lua_sync_shutdown(void) {
-  for (sync_job *j = inflight; j; j = j->next)
-    j->task = NULL;
-}
+void store_lua_sync_shutdown(void) { tasks_gone = 1; }
