@@ -70,6 +70,21 @@ describe("pacing a target", function()
     local sent = paced_sends(100, 40)
     assert.is_true(sent[#sent] < 0.25, ("the last went out at %.2f s"):format(sent[#sent]))
   end)
+
+  -- A cut used to start a full bucket: the next request went out right behind the one just
+  -- sent, and a server whose burst is 1 answered it 429, which cut again.
+  it("a cut does not refill the bucket: the next send waits one interval at the new rate", function()
+    local rl = policy.load("default").rate_limit
+    local rate = 200
+    local tg = { adapt = { limit = function() return rate end },
+                 limiter = require("scimrun.resilience").limiter { rps = 0 } }
+    local first = retry.book(tg, 0, rl) -- a learned rate starts spent too: 1/200 s
+    assert.is_true(first <= 0.0051, ("the first send at 200/s waits %.3f s"):format(first))
+    rate = 20
+    local w = retry.book(tg, 0.001, rl)
+    assert.is_true(w >= 0.049, ("the send after the cut waits %.3f s, not 1/20 s"):format(w))
+    assert.is_true(w <= 0.051, ("the send after the cut waits %.3f s"):format(w))
+  end)
 end)
 
 describe("policy simulate against a hidden token bucket", function()
@@ -98,6 +113,15 @@ describe("policy simulate against a hidden token bucket", function()
       assert.is_true(with.ok >= 0.98 * without.ok,
         ("seed %d: %d answered 2xx with the learned limit, %d without"):format(seed, with.ok, without.ok))
     end
+  end)
+
+  -- A server with a burst of 1 refuses any request that comes sooner than 1/rate after the
+  -- last it accepted. Before a cut stopped refilling the client's bucket: 0.55 of its rate.
+  it("a bucket of 10/s with a burst of 1: at least 0.7 of its rate", function()
+    local pol = policy.load("default")
+    local _, t = rate_sim.run(pol, { server = rate_sim.parse_server("bucket:10/s:burst=1"), concurrency = 8,
+                                     latency = 0.005, seconds = 30, every = 30, seed = 1 })
+    assert.is_true(t.ok / 30 >= 7, ("%.2f accepted/s"):format(t.ok / 30))
   end)
 
   it("a low limit is not taken for random 429s: 8 clients, 5/s, fewer than 5% answered 429", function()

@@ -503,6 +503,10 @@ function M.book(tg, now, rl, on_change)
     if rate > 0 and (old <= 0 or rate < old) then
       tg.limiter = R.limiter { rps = rate, burst = burst }
       tg.rate_gen = (tg.rate_gen or 0) + 1
+      -- A learned or server-given rate starts spent: a request may have left a moment ago at
+      -- the old pace, and a full bucket would send the next one right behind it (against a
+      -- server with a burst of 1, a 429 for every cut, and each 429 cut again).
+      if rate ~= (rl.rps or 0) then tg.limiter:reserve(now) end
     else
       tg.limiter:set_rate(now, rate, burst)
     end
