@@ -7,9 +7,11 @@ local proc = require "helpers.proc"
 
 local dir = proc.tmpdir("progress")
 local bin = proc.bin:match("^/") and proc.bin or (require("scimrun.fs").cwd() .. "/" .. proc.bin)
-local socket = "scimrun-spec-" .. dir:match("[^/]+$")
+-- the server's socket inside the spec's directory: `kill-server` leaves the socket file
+-- behind, and -L would leave one per run in /tmp/tmux-UID
+local socket = dir .. "/tmux.sock"
 teardown(function()
-  os.execute(("tmux -L %s kill-server 2>/dev/null"):format(socket))
+  os.execute(("tmux -S %s kill-server 2>/dev/null"):format(socket))
   os.execute("rm -rf '" .. dir .. "'")
 end)
 
@@ -19,11 +21,11 @@ local sh = proc.sh
 local function tmux_start(name, args)
   local cmd = ("cd %s && %s %s; echo EXIT=$?; sleep 600"):format(require("scimrun.fs").cwd(), bin, args)
   -- single quotes: $? is the pane shell's, not expanded by the shell that starts tmux
-  os.execute(("tmux -L %s new-session -d -s %s -x 150 -y 30 '%s'"):format(socket, name, cmd))
+  os.execute(("tmux -S %s new-session -d -s %s -x 150 -y 30 '%s'"):format(socket, name, cmd))
 end
 
 local function pane(name)
-  return sh(("tmux -L %s capture-pane -p -t %s"):format(socket, name))
+  return sh(("tmux -S %s capture-pane -p -t %s"):format(socket, name))
 end
 
 -- Polls the pane until pattern shows (or the time is up); returns the pane text.
@@ -61,7 +63,7 @@ describe("progress on a terminal", function()
     tmux_start("int", ("examples/onboard.lua --sandbox=latency:200ms --state %s --param concurrency=4")
       :format(state))
     wait_pane("int", "in flight %d+")
-    os.execute(("tmux -L %s send-keys -t int C-c"):format(socket))
+    os.execute(("tmux -S %s send-keys -t int C-c"):format(socket))
     local text = wait_pane("int", "EXIT=130", 60)
     assert.matches("finishing in%-flight steps", text)
     assert.matches("scimrun examples/onboard%.lua %-%-resume", text)
