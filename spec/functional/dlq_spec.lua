@@ -77,6 +77,37 @@ describe("dead-letter queue", function()
       state))))).state)
     dcode, dout = proc.run(("dlq drop %d --state %s"):format(id, state))
     assert.are.equal(2, dcode, dout)
+
+    -- several at once, with a reason: each is in the audit trail with who and why; one bad ID
+    -- among them drops nothing, and so does an empty reason
+    local a, b = entries[2].id, entries[3].id
+    local derr
+    dcode, _, derr = proc.run(("dlq drop %d 999999 %d --reason 'left' --state %s"):format(a, b, state))
+    assert.are.equal(2, dcode, derr)
+    assert.matches("no dead letter 999999.*nothing was dropped", derr)
+    dcode, _, derr = proc.run(("dlq drop %d --reason ' ' --state %s"):format(a, state))
+    assert.are.equal(2, dcode, derr)
+    assert.matches("%-%-reason: say why", derr)
+    assert.are.equal(24, #dlq(state, "--state-filter pending"))
+    dcode, dout = proc.run(("dlq drop %d %d --reason 'left the company\tbefore the import' --state %s")
+      :format(a, b, state))
+    assert.are.equal(0, dcode, dout)
+    assert.are.equal(22, #dlq(state, "--state-filter pending"))
+    local _, aout = proc.run("audit --json --state " .. state)
+    local drops = {}
+    for _, r in ipairs(cjson.decode(aout)) do
+      if r.operation == "dlq.drop" then drops[tonumber(r.resource_id)] = r end
+    end
+    for _, d in ipairs { a, b } do
+      local r = drops[d]
+      assert.is_table(r, "no audit row for the drop of " .. d)
+      assert.are.equal("dropped", r.result)
+      local changes = {}
+      for _, c in ipairs(r.changes) do changes[c.attribute] = c.after end
+      assert.are.equal("left the company before the import", changes.reason)
+      assert.are.equal("cli", changes.from)
+      assert.is_string(changes.by)
+    end
   end)
 
   it("stops the run when max_failed_items (a count) is crossed", function()

@@ -287,7 +287,7 @@ describe("scimrun ui", function()
     local res = ui:post("/api/dlq/drop", { ids = { e.id, 999999 }, reason = "left the company\nbefore the run" })
     assert.are.equal(200, res.status, res.body)
     assert.are.same({ 1, 1 }, { res.doc.dropped, res.doc.refused })
-    assert.are.equal(("scimrun dlq drop %d --state %s && scimrun dlq drop 999999 --state %s"):format(e.id, abs_state,
+    assert.are.equal(("scimrun dlq drop %d --reason 'left the company before the run' --state %s"):format(e.id,
       abs_state), res.doc.command)
     assert.are.equal("dropped", dlq_state(state, e.id))
     local rows = cli_json("audit --json --run " .. e.run_id .. " --state " .. state)

@@ -45,6 +45,30 @@ function M.serve_until_signal(close)
   scimrun.park()
 end
 
+local function read_whole(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- The OS user this process runs as (who the audit trail says acted): the name of its uid in
+-- /etc/passwd, else $USER, else "uid N".
+function M.os_user()
+  local status = read_whole("/proc/self/status") or ""
+  local uid = status:match("\nUid:%s*(%d+)")
+  if uid then
+    for line in (read_whole("/etc/passwd") or ""):gmatch("[^\n]+") do
+      local name, id = line:match("^([^:]+):[^:]*:(%d+):")
+      if id == uid then return name end
+    end
+  end
+  local env = os.getenv("USER") or os.getenv("LOGNAME")
+  if env and env ~= "" then return env end
+  return uid and ("uid " .. uid) or "?"
+end
+
 -- A word for a command printed to be pasted into a shell: a postgres:// state URL holds '?'
 -- and '&' (`--state postgres://u@/db?host=/run/pg&port=5433` unquoted runs in the background,
 -- without its port), so anything but plain path characters is single-quoted.

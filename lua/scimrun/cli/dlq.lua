@@ -278,6 +278,30 @@ function M.replay_entries(db, entries, o, cli, say)
   return { replayed = done, failed = failed, results = results, resume = resume }
 end
 
+M.MAX_REASON = 500
+
+-- A reason given for an action (`dlq drop --reason`, the console's Drop): trimmed, control
+-- characters made spaces, at most MAX_REASON bytes. Returns it, or nil and what is wrong.
+function M.clean_reason(reason)
+  if type(reason) ~= "string" or not reason:find("%S") then return nil, "say why (kept in the audit trail)" end
+  reason = reason:gsub("^%s+", ""):gsub("%s+$", ""):gsub("[%z\1-\31\127]", " ")
+  if #reason > M.MAX_REASON then return nil, ("the reason is longer than %d bytes"):format(M.MAX_REASON) end
+  return reason
+end
+
+-- The audit row of an action on dead letter e (what: "replay" or "drop"): actor = { user,
+-- address, via = "scimrun dlq" | "scimrun ui", prefix = "dlq." | "console.dlq." }; extra:
+-- reason, policy, status, detail. Who acted is the row's changes (by, from, reason, policy).
+function M.action_row(e, what, result, actor, extra)
+  extra = extra or {}
+  local changes = { { attribute = "by", after = actor.user }, { attribute = "from", after = actor.address or "?" } }
+  if extra.reason then changes[#changes + 1] = { attribute = "reason", after = extra.reason } end
+  if extra.policy then changes[#changes + 1] = { attribute = "policy", after = extra.policy } end
+  return { op = "audit_add", run_id = e.run_id or "-", item = e.step_key, operation = actor.prefix .. what,
+    target = actor.via, resource_type = "dead_letter", resource_id = tostring(e.id), result = result,
+    status = tonumber(extra.status), detail = extra.detail, changes_json = cjson.encode(changes) }
+end
+
 -- Drops a pending entry as `dlq drop` does (the item stays failed): the entry, or nil, why.
 function M.drop_entry(db, id)
   local e = db:dlq_get(id)
@@ -288,6 +312,42 @@ function M.drop_entry(db, id)
   return e
 end
 M.not_replayable = not_replayable
+
+-- `dlq drop ID... [--reason TEXT]`: every ID is checked first (it exists and is pending), so a
+-- bad one drops nothing; then each is dropped and recorded in the audit trail (operation
+-- dlq.drop, by the OS user, with the reason when given), as the console's Drop is.
+local function drop(db, ids, o, cli)
+  if #ids == 0 then cli.fail("usage: scimrun dlq drop ID... [--reason TEXT]") end
+  local reason
+  if o.reason ~= nil then
+    local why
+    reason, why = M.clean_reason(o.reason)
+    if not reason then cli.fail("--reason: %s", why) end
+  end
+  local entries = {}
+  for _, id in ipairs(ids) do
+    local n = tonumber(id)
+    if not n or n % 1 ~= 0 or n < 1 then cli.fail("dlq drop needs numeric IDs, got %q", tostring(id)) end
+    local e = db:dlq_get(n)
+    if not e then cli.fail("no dead letter %s (see: scimrun dlq list); nothing was dropped", id) end
+    if e.state ~= "pending" then cli.fail("dead letter %s is %s, not pending; nothing was dropped", id, e.state) end
+    entries[#entries + 1] = e
+  end
+  local actor = { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
+  local rows = {}
+  for _, e in ipairs(entries) do
+    local done, why = M.drop_entry(db, e.id)
+    if not done then cli.fail("%s", why) end
+    rows[#rows + 1] = M.action_row(e, "drop", "dropped", actor, { reason = reason })
+    io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(e.id, e.step_key or "?", e.run_id))
+  end
+  local ok, err = db:apply(rows)
+  if not ok then
+    io.stderr:write(("scimrun: dropped, but the audit trail could not record it: %s\n"):format(tostring(err)))
+    return 1
+  end
+  return 0
+end
 
 function M.main(args, cli)
   local o, pos = flags.parse("dlq", args, cli)
@@ -302,13 +362,11 @@ function M.main(args, cli)
       if #ids == 0 and not o.all then cli.fail("usage: scimrun dlq replay ID... | --all [--run ID]") end
       return replay(db, ids, o, cli)
     elseif sub == "drop" then
-      local id = tonumber(pos[2]) or cli.fail("usage: scimrun dlq drop ID")
-      local e, why = M.drop_entry(db, id)
-      if not e then cli.fail("%s", why) end
-      io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(id, e.step_key or "?", e.run_id))
-      return 0
+      local ids = {}
+      for i = 2, #pos do ids[#ids + 1] = pos[i] end
+      return drop(db, ids, o, cli)
     end
-    cli.fail("unknown dlq command %q (use: list, show ID, replay ID...|--all, drop ID)", sub)
+    cli.fail("unknown dlq command %q (use: list, show ID, replay ID...|--all, drop ID...)", sub)
   end)
   db:close()
   if not ok then error(code, 0) end

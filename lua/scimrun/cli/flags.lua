@@ -251,13 +251,14 @@ M.commands.dlq = {
             "scimrun dlq show ID [--json] [--state FILE]",
             "scimrun dlq replay ID...|--all [--run ID] [--policy NAME|FILE|original] [--sandbox] "
               .. "[--token-env NAME] [--state FILE]",
-            "scimrun dlq drop ID [--state FILE]" },
+            "scimrun dlq drop ID... [--reason TEXT] [--state FILE]" },
   summary = "inspect, replay or drop dead letters",
   about = {
     "list: every entry with its step, operation, class and what to do. show: one entry's request "
       .. "(never a token), error, rule and attempt history. replay: re-send the recorded requests "
       .. "with the current token; a success becomes the step's result, so --resume continues that "
-      .. "item from its next step. drop: discard an entry (the item stays failed).",
+      .. "item from its next step. drop: discard entries (the items stay failed; every ID is "
+      .. "checked first, so a bad one drops nothing), recorded in the audit trail with who and why.",
   },
   flags = {
     { name = "--state", arg = "FILE", kind = "value", default = "$SCIMRUN_STATE, else ./.scimrun/state.db",
@@ -279,6 +280,9 @@ M.commands.dlq = {
       example = "--sandbox" },
     { name = "--token-env", arg = "NAME", kind = "value", default = "SCIM_TOKEN", only = { "replay" },
       help = "The environment variable holding the bearer token.", example = "--token-env HR_SCIM_TOKEN" },
+    { name = "--reason", arg = "TEXT", kind = "value", default = "none recorded", only = { "drop" },
+      help = "Why the entries are dropped, kept in the audit trail (at most 500 bytes).",
+      example = "--reason 'left the company before the import'" },
     HELP_FLAG,
   },
 }

@@ -22,21 +22,7 @@ local function read_file(path)
   return s
 end
 
--- The OS user this process runs as (who the audit trail says acted): the name of its uid in
--- /etc/passwd, else $USER, else "uid N".
-function M.os_user()
-  local status = read_file("/proc/self/status") or ""
-  local uid = status:match("\nUid:%s*(%d+)")
-  if uid then
-    for line in (read_file("/etc/passwd") or ""):gmatch("[^\n]+") do
-      local name, id = line:match("^([^:]+):[^:]*:(%d+):")
-      if id == uid then return name end
-    end
-  end
-  local env = os.getenv("USER") or os.getenv("LOGNAME")
-  if env and env ~= "" then return env end
-  return uid and ("uid " .. uid) or "?"
-end
+M.os_user = common.os_user
 
 local function read_token(path, cli)
   local st, err = require("scimrun.fs").stat(path)

@@ -10,9 +10,9 @@
 -- still_failing, dropped, refused) and, as its changes, who (by: the OS user the console runs
 -- as; from: the client's address), the reason of a drop and the policy of a replay. A replay's
 -- own writes at the provider are recorded as `dlq replay` records them.
-local cjson = require "cjson"
 local json = require "scimrun.sandbox.json"
 local server = require "scimrun.ui.server"
+local dlq = require "scimrun.cli.dlq"
 
 local M = {}
 
@@ -22,7 +22,7 @@ X.__index = X
 local fail = server.fail
 
 M.MAX_IDS = 10000
-M.MAX_REASON = 500
+M.MAX_REASON = dlq.MAX_REASON
 
 -- o: state (path or postgres:// URL), sandbox, token_env, open (fn(path) -> db | nil, err,
 -- code; default: a writable store by scimrun.state), log, cli_opts (" --state PATH").
@@ -50,13 +50,10 @@ local function ids_of(body)
   return out
 end
 
+-- the row of an action, as `scimrun dlq drop` writes its own (operation console.dlq.*)
 local function audit_row(e, what, result, actor, extra)
-  local changes = { { attribute = "by", after = actor.user }, { attribute = "from", after = actor.address or "?" } }
-  if extra.reason then changes[#changes + 1] = { attribute = "reason", after = extra.reason } end
-  if extra.policy then changes[#changes + 1] = { attribute = "policy", after = extra.policy } end
-  return { op = "audit_add", run_id = e.run_id or "-", item = e.step_key, operation = "console.dlq." .. what,
-    target = "scimrun ui", resource_type = "dead_letter", resource_id = tostring(e.id), result = result,
-    status = tonumber(extra.status), detail = extra.detail, changes_json = cjson.encode(changes) }
+  return dlq.action_row(e, what, result, { user = actor.user, address = actor.address, via = "scimrun ui",
+    prefix = "console.dlq." }, extra)
 end
 
 -- Runs fn(db) with the state file open for writing and the console's action slot held.
@@ -84,17 +81,16 @@ function X:record(db, rows)
   if not ok then self.log("error", "ui: could not record the action in the audit trail", { error = tostring(err) }) end
 end
 
--- The command that does the same from a shell.
+-- The command that does the same from a shell (a drop's: of the entries it dropped).
 function X:replay_command(ids, policy)
   return ("scimrun dlq replay %s%s%s%s%s"):format(table.concat(ids, " "),
     policy ~= "default" and (" --policy " .. policy) or "", self.cli_opts, self.sandbox and " --sandbox" or "",
     self.token_env and (" --token-env " .. self.token_env) or "")
 end
 
-function X:drop_command(ids)
-  local parts = {}
-  for _, id in ipairs(ids) do parts[#parts + 1] = ("scimrun dlq drop %d%s"):format(id, self.cli_opts) end
-  return table.concat(parts, " && ")
+function X:drop_command(ids, reason)
+  return ("scimrun dlq drop %s --reason %s%s"):format(table.concat(ids, " "),
+    require("scimrun.cli.common").shell_quote(reason), self.cli_opts)
 end
 
 local POLICY_NAME = "^[%w_%-]+$"
@@ -158,18 +154,18 @@ end
 -- body: { ids = {...}, reason = "why they are dropped" }
 function X:drop(body, actor)
   local ids = ids_of(body)
-  local reason = body.reason
-  if type(reason) ~= "string" or not reason:find("%S") then
+  if type(body.reason) ~= "string" or not body.reason:find("%S") then
     fail(400, 'say why: {"ids": [...], "reason": "..."} (kept in the audit trail)')
   end
-  reason = reason:gsub("^%s+", ""):gsub("%s+$", ""):gsub("[%z\1-\31\127]", " ")
-  if #reason > M.MAX_REASON then fail(400, "the reason is longer than %d bytes", M.MAX_REASON) end
+  local reason, bad = dlq.clean_reason(body.reason)
+  if not reason then fail(400, "%s", bad) end
   return self:with_store(function(db)
-    local results, rows, dropped = json.array {}, {}, 0
+    local results, rows, dropped, done = json.array {}, {}, 0, {}
     for _, id in ipairs(ids) do
-      local e, why = require("scimrun.cli.dlq").drop_entry(db, id)
+      local e, why = dlq.drop_entry(db, id)
       if e then
         dropped = dropped + 1
+        done[#done + 1] = id
         results[#results + 1] = { id = id, ok = true }
         rows[#rows + 1] = audit_row(e, "drop", "dropped", actor, { reason = reason })
       else
@@ -184,7 +180,7 @@ function X:drop(body, actor)
     self.log("info", "ui: drop", { ids = table.concat(ids, ","), by = actor.user, from = actor.address,
       dropped = dropped })
     return { dropped = dropped, refused = #ids - dropped, results = results, reason = reason,
-      command = self:drop_command(ids) }
+      command = self:drop_command(#done > 0 and done or ids, reason) }
   end)
 end
 
