@@ -204,8 +204,10 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
   double in_force = capped(ra, ra->limit);
   double prev_goodput = ra->last_goodput;
   ra->last_goodput = s.goodput;
-  TRACE("w%ld t=%.1f sent=%.1f good=%.1f share=%.3f limit=%.1f bg=%.3f anchored=%d\n", w->id,
-        w->start, s.send_rate, s.goodput, s.share, in_force, ra->background, ra->anchored);
+  TRACE("w%ld t=%.1f sent=%.1f good=%.1f share=%.3f limit=%.1f bg=%.3f anchored=%d known=%.1f "
+        "zeros=%d\n",
+        w->id, w->start, s.send_rate, s.goodput, s.share, in_force, ra->background, ra->anchored,
+        ra->excess_limit, ra->zero_streak);
   double target = ra->background + ra->cfg.target_share;
   double spread = 3 * sqrt(target * (1 - target) / (double)w->answered);
   int excess = s.share > target + spread && w->limited >= 2;
@@ -305,6 +307,13 @@ static void judge(rate_adapt *ra, const rate_adapt_window *w) {
       return; /* only the fixed cap binds: nothing learned to raise */
     if (factor < 1 && !ra->anchored)
       anchor(ra, in_force);
+    if (factor < 1 && ra->excess_limit <= 0) {
+      /* No 429s have been placed yet (the limit came from running free): these mark where
+       * they begin. At 10/s a window holds ten answers, and one 429 is too few to be an excess
+       * but cuts; without a mark, growth doubled past it again and again. */
+      double accepted = accepted_rate(s.goodput, target);
+      ra->excess_limit = accepted < in_force ? accepted : in_force;
+    }
     set_limit(ra, in_force * factor);
     return;
   }

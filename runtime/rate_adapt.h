@@ -27,7 +27,9 @@
  *    began. The background decays when fewer 429s are seen.
  *  - A binding window (sent >= 0.85 x limit) with a few 429s moves the limit by small steps
  *    toward the target share. One with none raises it: fast (doubling steps from `growth`)
- *    below where 429s last began, by `growth` near it, fast again 20% above it.
+ *    below where 429s last began, by `growth` near it, fast again 20% above it. Where 429s
+ *    began is set by a window over the target and by a pause (below); while neither has been
+ *    seen (the limit came from running free), by the first small step down.
  *  - rate_adapt_refused(): the caller saw a run of refusals (429s with a server delay, none
  *    accepted since the first). If the window open now has at least min_samples accepted
  *    requests, sends pause for that delay and the window is judged by what the server accepted
