@@ -161,4 +161,28 @@ describe("progress events", function()
     s:emit { type = "input", total = -1, correction = true }
     assert.are.equal(9, p:figures(now).total)
   end)
+
+  -- A worker of a shared run (--worker) reads the whole input's size but runs only its share:
+  -- counted by its own items, two workers each showed half the run done at the end and an ETA
+  -- twice too long.
+  it("a worker shows the run's done, rate and ETA from its heartbeats, and its own share apart", function()
+    local now = 0
+    local s = events.new()
+    local p = progress.new { stream = s, mode = "off", now = function() return now end,
+                             log = { emit = function() end } }
+    s:emit { type = "input", total = 1000 }
+    s:emit { type = "run_items", done = 0 }
+    p:sample(now)
+    for _ = 1, 100 do s:emit { type = "item_start" }; s:emit { type = "item", status = "ok" } end
+    now = 10
+    s:emit { type = "run_items", done = 200 } -- another worker did as many
+    for _ = 1, 10 do s:emit { type = "item_start" }; s:emit { type = "item", status = "ok" } end
+    local f = p:figures(now)
+    assert.are.equal(210, f.done)
+    assert.are.equal(110, f.mine)
+    assert.are.equal(21, f.percent)
+    assert.are.equal(21, f.rate)
+    assert.are.equal(38, f.eta_s) -- (1000 - 210) / 21 per second
+    assert.matches("^210/1000 %(21%%%)  110 by this worker  21/s  ETA 0:38", p:lines(now)[1])
+  end)
 end)

@@ -18,6 +18,9 @@ local floor, max, min = math.floor, math.max, math.min
 local concat, sort = table.concat, table.sort
 
 local RATE_WINDOW = 10 -- seconds of history behind the items/s figure and the ETA
+-- ... for a worker of a shared run: the run's count comes with each heartbeat (a third of the
+-- lease, 10 s by default), so a 10-second window would hold one jump or none
+local SHARED_RATE_WINDOW = 30
 
 function M.new(o)
   local self = setmetatable({
@@ -51,6 +54,10 @@ function P:on_event(ev)
     self.started_items = self.started_items + 1
   elseif ty == "input" then
     self.total = (self.total or 0) + ev.total
+  elseif ty == "run_items" then
+    -- a worker of a shared run (scimrun.worker): the run's items done by every worker, as its
+    -- heartbeat counted them; this worker's own since then are added as they end
+    self.shared = { done = ev.done, mine = self.done }
   elseif ty == "failure" then
     if ev.retry then
       self.retries = self.retries + 1
@@ -85,6 +92,14 @@ local function short(x)
   return ("%.1f"):format(x)
 end
 
+-- Items done: this process's, or for a worker of a shared run the run's (every worker's at the
+-- last heartbeat, and this worker's own since).
+function P:run_done()
+  local sh = self.shared
+  if not sh then return self.done end
+  return max(self.done, sh.done + self.done - sh.mine)
+end
+
 -- Items per second over the last RATE_WINDOW seconds (since the start before that).
 function P:rate(now)
   local s = self.samples
@@ -93,15 +108,16 @@ function P:rate(now)
     local el = now - self.started
     return el >= 0.5 and self.done / el or nil
   end
-  return (self.done - first.done) / (now - first.t)
+  return (self:run_done() - first.done) / (now - first.t)
 end
 
 function P:sample(now)
   local s = self.samples
   local last = s[#s]
   if not last or now - last.t >= 0.5 then
-    s[#s + 1] = { t = now, done = self.done }
-    while #s > 2 and now - s[2].t >= RATE_WINDOW do table.remove(s, 1) end
+    s[#s + 1] = { t = now, done = self:run_done() }
+    local window = self.shared and SHARED_RATE_WINDOW or RATE_WINDOW
+    while #s > 2 and now - s[2].t >= window do table.remove(s, 1) end
   end
 end
 
@@ -109,13 +125,16 @@ end
 function P:figures(now)
   now = now or self.now()
   local rate = self:rate(now)
-  local f = { done = self.done, total = self.total, in_flight = max(0, self.started_items - self.done),
+  local done = self:run_done()
+  local f = { done = done, total = self.total, in_flight = max(0, self.started_items - self.done),
               failed = self.failed, dead_letters = self.dead_letters, retries = self.retries,
               elapsed_s = floor(now - self.started + 0.5) }
+  -- a worker: done, rate and ETA are the run's; `mine` is what this worker did
+  if self.shared then f.mine = self.done end
   if rate then f.rate = floor(rate * 10 + 0.5) / 10 end
   if self.total and self.total > 0 then
-    f.percent = floor(min(self.done, self.total) * 100 / self.total)
-    if rate and rate > 0 and self.total > self.done then f.eta_s = floor((self.total - self.done) / rate + 0.5) end
+    f.percent = floor(min(done, self.total) * 100 / self.total)
+    if rate and rate > 0 and self.total > done then f.eta_s = floor((self.total - done) / rate + 0.5) end
   end
   return f
 end
@@ -166,6 +185,7 @@ function P:lines(now)
   else
     first[#first + 1] = ("%d done"):format(f.done)
   end
+  if f.mine then first[#first + 1] = ("%d by this worker"):format(f.mine) end
   first[#first + 1] = f.rate and ("%s/s"):format(short(f.rate)) or "-/s"
   if f.total then
     first[#first + 1] = "ETA " .. (f.eta_s and clock(f.eta_s) or (f.done >= f.total and "0:00" or "-"))

@@ -139,16 +139,19 @@ function M.release(db, run_id, worker_id, idxs_by_batch)
 end
 
 -- One statement every third of the lease: every claim of this worker lives on, and so does the
--- worker's heartbeat. Returns the number of live workers of the run (heartbeat within a lease).
+-- worker's heartbeat. Returns the number of live workers of the run (heartbeat within a lease)
+-- and the items of the run done by any worker (for the progress: a worker's own count is only
+-- its share).
 function M.heartbeat(db, run_id, worker_id, lease_s)
   local rows = exec(db, "extend the leases",
     "WITH l AS (UPDATE scimrun.items SET lease_until = now() + make_interval(secs => $3) "
     .. "WHERE run_id = $1 AND owner = $2 AND state = 'claimed' RETURNING 1), "
     .. "w AS (UPDATE scimrun.workers SET heartbeat_at = now() WHERE id = $2 RETURNING 1) "
     .. "SELECT (SELECT count(*) FROM scimrun.workers WHERE run_id = $1 "
-    .. "AND stopped_at IS NULL AND (id = $2 OR heartbeat_at > now() - make_interval(secs => $3))) AS live",
+    .. "AND stopped_at IS NULL AND (id = $2 OR heartbeat_at > now() - make_interval(secs => $3))) AS live, "
+    .. "(SELECT count(*) FROM scimrun.items WHERE run_id = $1 AND state = 'done') AS done",
     run_id, worker_id, lease_s)
-  return rows[1].live
+  return rows[1].live, rows[1].done
 end
 
 function M.register(db, run_id, worker_id, host, pid)

@@ -78,9 +78,10 @@ function Worker:start()
       local slept = 0
       while slept < period and not me.stopped do scimrun.sleep(0.1); slept = slept + 0.1 end
       if me.stopped then break end
-      local ok, live = pcall(claims.heartbeat, me.db, me.run_id, me.id, me.lease)
+      local ok, live, done = pcall(claims.heartbeat, me.db, me.run_id, me.id, me.lease)
       if ok then
         me:set_live(live)
+        me:run_items(done)
         me:follow_breakers()
       else
         me.log("warn", "worker heartbeat failed; the leases may run out",
@@ -88,7 +89,9 @@ function Worker:start()
       end
     end
   end)
-  self:set_live(claims.heartbeat(self.db, self.run_id, self.id, self.lease))
+  local live, done = claims.heartbeat(self.db, self.run_id, self.id, self.lease)
+  self:set_live(live)
+  self:run_items(done)
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
       if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
@@ -103,6 +106,16 @@ function Worker:set_live(n)
   end
   self.live = n
   if self.executor and self.executor.set_share then self.executor:set_share(1 / n) end
+end
+
+-- The run's items done by every worker, as the last heartbeat counted them: an event of the
+-- run's stream, so the progress shows the run's done/total and ETA, not this worker's share
+-- against the whole input.
+function Worker:run_items(done)
+  done = tonumber(done)
+  if done and self.executor and self.executor.events then
+    self.executor.events:emit { type = "run_items", done = done, worker = self.id }
+  end
 end
 
 function Worker:share_breaker(ev)
