@@ -151,7 +151,8 @@ typedef struct {
 } store_dlq_entry;
 
 int store_dlq_add(store *s, const store_dlq_entry *e, int64_t *id);
-int store_dlq_set_state(store *s, int64_t id, const char *state); /* NOTFOUND if no such id */
+/* A pending entry becomes `state`; NOTFOUND if there is no such id or it is not pending. */
+int store_dlq_set_state(store *s, int64_t id, const char *state);
 int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted);
 /* Per-attempt history of a step (the retry layer's events, JSON without secrets), kept so a
  * failed item's attempts can be shown later; pruned by age like dead letters. */

@@ -168,7 +168,8 @@ const char *const store_sql[N_STMTS] = {
                   "first_failed_at, last_failed_at, state, is_compensation, rule) VALUES "
                   "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, COALESCE(?13, ?14), ?14, "
                   "'pending', ?15, ?16)",
-    [W_DLQ_SET_STATE] = "UPDATE dead_letters SET state = ?2 WHERE id = ?1",
+    /* only from pending: a replay and a drop racing for one entry cannot both win */
+    [W_DLQ_SET_STATE] = "UPDATE dead_letters SET state = ?2 WHERE id = ?1 AND state = 'pending'",
     [W_DLQ_PRUNE] = "DELETE FROM dead_letters WHERE last_failed_at < ?1",
     [W_EVENT_ADD] = "INSERT INTO step_events (run_id, step_key, at, event_json) "
                     "VALUES (?1, ?2, ?3, ?4)",

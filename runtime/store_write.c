@@ -233,7 +233,7 @@ int store_dlq_set_state(store *s, int64_t id, const char *state) {
     return -1;
   char idtext[32];
   snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-  return expect_change(s, "dlq_set_state", "dead letter", idtext);
+  return expect_change(s, "dlq_set_state", "pending dead letter", idtext);
 }
 
 int store_dlq_prune(store *s, double retention_seconds, int64_t *deleted) {

@@ -108,6 +108,20 @@ describe("dead-letter queue", function()
       assert.are.equal("cli", changes.from)
       assert.is_string(changes.by)
     end
+    -- an ID given twice is dropped and recorded once; IDs are whole numbers, nothing else
+    local c = entries[4].id
+    dcode, dout = proc.run(("dlq drop %d %d --reason twice --state %s"):format(c, c, state))
+    assert.are.equal(0, dcode, dout)
+    _, aout = proc.run("audit --json --state " .. state)
+    local rows_c = 0
+    for _, r in ipairs(cjson.decode(aout)) do
+      if r.operation == "dlq.drop" and r.resource_id == tostring(c) then rows_c = rows_c + 1 end
+    end
+    assert.are.equal(1, rows_c)
+    dcode, _, derr = proc.run(("dlq drop 0x%x --state %s"):format(entries[5].id, state))
+    assert.are.equal(2, dcode, derr)
+    assert.matches("whole numbers", derr)
+    assert.are.equal(21, #dlq(state, "--state-filter pending"))
   end)
 
   it("stops the run when max_failed_items (a count) is crossed", function()

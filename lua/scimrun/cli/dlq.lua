@@ -283,8 +283,9 @@ M.MAX_REASON = 500
 -- A reason given for an action (`dlq drop --reason`, the console's Drop): trimmed, control
 -- characters made spaces, at most MAX_REASON bytes. Returns it, or nil and what is wrong.
 function M.clean_reason(reason)
-  if type(reason) ~= "string" or not reason:find("%S") then return nil, "say why (kept in the audit trail)" end
-  reason = reason:gsub("^%s+", ""):gsub("%s+$", ""):gsub("[%z\1-\31\127]", " ")
+  if type(reason) ~= "string" then return nil, "say why (kept in the audit trail)" end
+  reason = reason:gsub("[%z\1-\31\127]", " "):gsub("^%s+", ""):gsub("%s+$", "")
+  if reason == "" then return nil, "say why (kept in the audit trail)" end
   if #reason > M.MAX_REASON then return nil, ("the reason is longer than %d bytes"):format(M.MAX_REASON) end
   return reason
 end
@@ -313,9 +314,11 @@ function M.drop_entry(db, id)
 end
 M.not_replayable = not_replayable
 
--- `dlq drop ID... [--reason TEXT]`: every ID is checked first (it exists and is pending), so a
--- bad one drops nothing; then each is dropped and recorded in the audit trail (operation
--- dlq.drop, by the OS user, with the reason when given), as the console's Drop is.
+-- `dlq drop ID... [--reason TEXT]`: every ID is checked first (it exists and is pending; one
+-- given twice counts once), so a bad one drops nothing; then each is dropped and recorded in
+-- the audit trail (operation dlq.drop, by the OS user, with the reason when given), as the
+-- console's Drop is. A drop that fails on the way (another process replayed the entry
+-- meanwhile) stops there, and what was dropped before it is still recorded.
 local function drop(db, ids, o, cli)
   if #ids == 0 then cli.fail("usage: scimrun dlq drop ID... [--reason TEXT]") end
   local reason
@@ -324,28 +327,33 @@ local function drop(db, ids, o, cli)
     reason, why = M.clean_reason(o.reason)
     if not reason then cli.fail("--reason: %s", why) end
   end
-  local entries = {}
+  local entries, seen = {}, {}
   for _, id in ipairs(ids) do
-    local n = tonumber(id)
-    if not n or n % 1 ~= 0 or n < 1 then cli.fail("dlq drop needs numeric IDs, got %q", tostring(id)) end
-    local e = db:dlq_get(n)
-    if not e then cli.fail("no dead letter %s (see: scimrun dlq list); nothing was dropped", id) end
-    if e.state ~= "pending" then cli.fail("dead letter %s is %s, not pending; nothing was dropped", id, e.state) end
-    entries[#entries + 1] = e
+    local n = tostring(id):match("^%d+$") and tonumber(id)
+    if not n or n < 1 then cli.fail("dlq drop needs IDs as whole numbers (see: scimrun dlq list), got %q", id) end
+    if not seen[n] then
+      seen[n] = true
+      local e = db:dlq_get(n)
+      if not e then cli.fail("no dead letter %d (see: scimrun dlq list); nothing was dropped", n) end
+      if e.state ~= "pending" then cli.fail("dead letter %d is %s, not pending; nothing was dropped", n, e.state) end
+      entries[#entries + 1] = e
+    end
   end
   local actor = { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
-  local rows = {}
+  local rows, failed = {}, nil
   for _, e in ipairs(entries) do
     local done, why = M.drop_entry(db, e.id)
-    if not done then cli.fail("%s", why) end
+    if not done then failed = why; break end
     rows[#rows + 1] = M.action_row(e, "drop", "dropped", actor, { reason = reason })
     io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(e.id, e.step_key or "?", e.run_id))
   end
-  local ok, err = db:apply(rows)
+  local ok, err = true, nil
+  if #rows > 0 then ok, err = db:apply(rows) end
   if not ok then
     io.stderr:write(("scimrun: dropped, but the audit trail could not record it: %s\n"):format(tostring(err)))
     return 1
   end
+  if failed then cli.fail("%s; the entries before it were dropped", failed) end
   return 0
 end
 

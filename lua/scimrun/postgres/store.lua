@@ -67,7 +67,7 @@ local SQL = {
     .. "COALESCE($5, '{}'), COALESCE($6, '{}'), $7, 'running', " .. NOW .. ", " .. NOW .. ")",
   run_set_status = "UPDATE scimrun.runs SET status = $2, exit_code = $3::int, updated_at = " .. NOW
     .. ", finished_at = CASE WHEN $2 IN " .. FINAL_STATES .. " THEN " .. NOW .. " END WHERE id = $1",
-  dlq_set_state = "UPDATE scimrun.dead_letters SET state = $2 WHERE id = $1::bigint",
+  dlq_set_state = "UPDATE scimrun.dead_letters SET state = $2 WHERE id = $1::bigint AND state = 'pending'",
   dlq_prune = "DELETE FROM scimrun.dead_letters WHERE last_failed_at < " .. NOW .. " - $1::double precision",
   events_prune = "DELETE FROM scimrun.step_events WHERE at < " .. NOW .. " - $1::double precision",
   audit_prune = "DELETE FROM scimrun.audit WHERE at < " .. NOW .. " - $1::double precision",
@@ -423,7 +423,7 @@ function DB:dlq_set_state(id, state)
   local ok, err, code = s:transaction("dlq_set_state", function(conn)
     local rows, affected, st = conn:exec(SQL.dlq_set_state, id, state)
     if not rows then return nil, affected, st end
-    if affected == 0 then return nil, ("scimrun:NOTFOUND:dlq_set_state: no dead letter '%d'"):format(id) end
+    if affected == 0 then return nil, ("scimrun:NOTFOUND:dlq_set_state: no pending dead letter '%d'"):format(id) end
     return true
   end)
   if not ok then return nil, err, code end

@@ -81,7 +81,8 @@ function X:record(db, rows)
   if not ok then self.log("error", "ui: could not record the action in the audit trail", { error = tostring(err) }) end
 end
 
--- The command that does the same from a shell (a drop's: of the entries it dropped).
+-- The command that does the same from a shell (a drop's: of the entries it dropped; none when
+-- it dropped nothing, as the CLI would refuse those IDs).
 function X:replay_command(ids, policy)
   return ("scimrun dlq replay %s%s%s%s%s"):format(table.concat(ids, " "),
     policy ~= "default" and (" --policy " .. policy) or "", self.cli_opts, self.sandbox and " --sandbox" or "",
@@ -180,7 +181,7 @@ function X:drop(body, actor)
     self.log("info", "ui: drop", { ids = table.concat(ids, ","), by = actor.user, from = actor.address,
       dropped = dropped })
     return { dropped = dropped, refused = #ids - dropped, results = results, reason = reason,
-      command = self:drop_command(#done > 0 and done or ids, reason) }
+      command = #done > 0 and self:drop_command(done, reason) or nil }
   end)
 end
 

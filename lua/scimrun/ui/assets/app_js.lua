@@ -171,7 +171,7 @@ return [==[
       `${info.cli.state}${info.cli.replay}${info.cli.token_env}`;
   }
   function dropCommand(ids) {
-    return ids.map((id) => `scimrun dlq drop ${id}${info.cli.state}`).join(' && ');
+    return `scimrun dlq drop ${ids.join(' ')} --reason REASON${info.cli.state}`;
   }
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
   async function replay(ids, what, after) {
@@ -224,7 +224,7 @@ return [==[
       h('strong', {}, lines[0]), lines.slice(1).map((l) => h('div', {}, l)),
       (res.resume || []).length ? h('p', {}, 'Continue the runs from the replayed steps with:') : null,
       (res.resume || []).map((c) => cmd(c)),
-      h('p', { class: 'muted' }, 'Same as: ', h('code', {}, res.command))));
+      res.command ? h('p', { class: 'muted' }, 'Same as: ', h('code', {}, res.command)) : null));
   }
   function showError(e) {
     const box = document.getElementById('result');
