@@ -79,11 +79,27 @@ describe("pacing a target", function()
     local tg = { adapt = { limit = function() return rate end },
                  limiter = require("scimrun.resilience").limiter { rps = 0 } }
     local first = retry.book(tg, 0, rl) -- a learned rate starts spent too: 1/200 s
-    assert.is_true(first <= 0.0051, ("the first send at 200/s waits %.3f s"):format(first))
+    assert.is_true(first >= 0.0049 and first <= 0.0051, ("the first send at 200/s waits %.4f s"):format(first))
     rate = 20
     local w = retry.book(tg, 0.001, rl)
     assert.is_true(w >= 0.049, ("the send after the cut waits %.3f s, not 1/20 s"):format(w))
     assert.is_true(w <= 0.051, ("the send after the cut waits %.3f s"):format(w))
+    -- a fast rate's bucket holds 2 ms of requests: spent as well, none goes at once
+    rate = 5000
+    retry.book(tg, 1, rl)
+    rate = 4000
+    for i = 1, 3 do
+      local wi = retry.book(tg, 1, rl)
+      assert.is_true(math.abs(wi - i / 4000) < 1e-6, ("send %d after the cut to 4000/s waits %.5f s"):format(i, wi))
+    end
+  end)
+
+  it("a fixed rps keeps its first burst, also a worker's share of it", function()
+    local rl = { rps = 40, burst = 4 }
+    local tg = { limiter = require("scimrun.resilience").limiter { rps = 0 } }
+    for _ = 1, 4 do assert.are.equal(0, retry.book(tg, 0, rl)) end
+    local shared = { share = 0.5, limiter = require("scimrun.resilience").limiter { rps = 0 } }
+    assert.are.equal(0, retry.book(shared, 0, rl), "a worker of two at 20/s sends its first request at once")
   end)
 end)
 

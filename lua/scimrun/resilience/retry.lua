@@ -491,11 +491,12 @@ end
 function M.book(tg, now, rl, on_change)
   local rate = rate_in_force(tg, rl, now)
   if rate < 0 then return nil, -rate end
+  local fixed = rate == (rl.rps or 0) -- the policy's rps, not learned nor from headers
   -- a worker of N (scimrun.worker) sends at most its share of a fixed limit (rps): together the
   -- workers stay within it
   if tg.share and tg.share < 1 and (rl.rps or 0) > 0 then
     local cap = rl.rps * tg.share
-    if rate == 0 or rate > cap then rate = cap end
+    if rate == 0 or rate > cap then rate, fixed = cap, true end
   end
   local burst = M.limiter_burst(rate, rl)
   local old = tg.limiter:rate()
@@ -506,7 +507,9 @@ function M.book(tg, now, rl, on_change)
       -- A learned or server-given rate starts spent: a request may have left a moment ago at
       -- the old pace, and a full bucket would send the next one right behind it (against a
       -- server with a burst of 1, a 429 for every cut, and each 429 cut again).
-      if rate ~= (rl.rps or 0) then tg.limiter:reserve(now) end
+      if not fixed then
+        for _ = 1, math.floor(burst) do tg.limiter:reserve(now) end
+      end
     else
       tg.limiter:set_rate(now, rate, burst)
     end
