@@ -322,6 +322,57 @@ describe("membership coalescing in-process", function()
     assert.is_true(free >= 3, ("%d PATCHes for callers 30 ms apart without a binding limit"):format(free))
   end)
 
+  -- Callers of group gid at the given times (seconds from now), each using the connection 0.1 s
+  -- before (a task the batch may wait for); the first PATCH is slow: first_patch(opts) runs in it.
+  local function staged(gid, ids, times, first_patch)
+    local rec = recorder()
+    local inner, n = rec.run, 0
+    rec.run = function(self, op, target, fn, opts)
+      if opts.method == "PATCH" then
+        n = n + 1
+        if n == 1 then first_patch(opts) end
+      end
+      return inner(self, op, target, fn, opts)
+    end
+    local sp = connect { executor = rec, member_batch_window = 0.1 }
+    local out = concurrently(#times, function(i)
+      local t0 = scimrun.now()
+      scimrun.sleep(math.max(0, times[i] - 0.1))
+      assert(sp.users:get(ids[i]))
+      scimrun.sleep(math.max(0, t0 + times[i] - scimrun.now()))
+      return sp.groups:add_members(gid, { ids[i] })
+    end)
+    for i, o in ipairs(out) do assert.is_nil(o.err or o.raised, "caller " .. i) end
+    return patch_calls(rec)
+  end
+
+  -- A server that re-validates the whole group on each PATCH answers nothing else meanwhile:
+  -- the members of the next batch came before that PATCH began and after it ended, and the
+  -- wait for it used to count against the next batch's window (sent half full).
+  it("a batch's window runs from its turn, not through the slow PATCH ahead of it", function()
+    local gid, ids = fixture(7)
+    local calls = staged(gid, ids, { 0, 0.3, 0.35, 0.65, 0.66, 0.67, 0.68 }, function() scimrun.sleep(0.6) end)
+    -- the first caller's PATCH (to about 0.6 s), then the two that came during it and the four
+    -- after it in one
+    assert.are.equal(2, #calls)
+    assert.are.equal(6, #calls[2].payload.Operations[1].value)
+  end)
+
+  -- The batch ahead sleeps out a backoff (a 429 on a binding limit), every other caller parked
+  -- in it: a lone caller used to take its turn and send a PATCH of one member.
+  it("a lone caller waits for the batch ahead that backs off instead of sending alone", function()
+    local gid, ids = fixture(6)
+    -- (the first two go at once; their PATCH is refused at 0.1 s and sent again at 0.5 s)
+    local calls = staged(gid, ids, { 0, 0, 0.15, 0.55, 0.56, 0.57 }, function(opts)
+      scimrun.sleep(0.1) -- on the wire, then refused: it sleeps out the server's delay
+      if opts.on_backoff then opts.on_backoff(true) end
+      scimrun.sleep(0.4)
+      if opts.on_backoff then opts.on_backoff(false) end
+    end)
+    assert.are.equal(2, #calls)
+    assert.are.equal(4, #calls[2].payload.Operations[1].value)
+  end)
+
   it("times a call by its attempts on the wire, not by its wait for the rate limit", function()
     -- call_time stretches the batches' window; time queued behind the client's own limiter used
     -- to count, so a learned limit slowed the batches, which made it look binding, and so on

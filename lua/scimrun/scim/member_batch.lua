@@ -14,9 +14,11 @@
 --     The leader sends the batch as soon as one of these holds:
 --       full:   it holds sp.max_members_per_patch members;
 --       alone:  nobody else may join soon: no request of the connection in flight
---               (sp.in_flight) and no other task that used the connection within W
---               (sp.last_used, kept by SP:call), parked callers of membership batches aside;
---       window: no caller joined for W seconds, or 3 W passed since the leader arrived, where
+--               (sp.in_flight), no other task that used the connection within W
+--               (sp.last_used, kept by SP:call), parked callers of membership batches aside,
+--               and no call queued on the target's rate limit (sp.executor:queued);
+--       window: no caller joined for W seconds, or 8 W passed since the leader arrived (both
+--               counted from its turn when a batch ahead of it was being sent), where
 --               W = sp.member_batch_window, stretched to twice the connection's average call
 --               time on the wire (sp.call_time) when calls are slower (at most 1 s), 1 s while
 --               calls queue on the target's rate limit (sp.executor:queued), and shortened for a
@@ -25,7 +27,10 @@
 --     every POLL seconds.
 --   - Batches of one group go out one at a time in arrival order (at most one membership PATCH
 --     per group on the wire): callers arriving while a batch is being sent form the next one,
---     which goes when the batches ahead are done or all sleeping out a backoff.
+--     which goes when the batches ahead are done or all sleeping out a backoff; in the latter
+--     case only once a member has joined it since (alone, it waits for them: every other
+--     caller may be parked in them, and its PATCH of one member would take a place on a binding
+--     rate limit for nothing).
 --   - Each caller gets the outcome of its own members only (the first error among them, as its
 --     own copy); an id given by several callers is sent once. A caller with more ids than fit
 --     takes part in consecutive batches and stops at its first failed one (as chunked requests
@@ -42,7 +47,11 @@ local M = {}
 
 local POLL = 0.001
 local MAX_WAIT = 1
-local CAP_WAITS = 3
+-- Windows a batch stays open at most while members keep joining: filling 100 members takes
+-- about 3-4 s at a binding 30/s, and each PATCH saved matters most on servers whose PATCH costs
+-- grow with the group (scimmy: 3 windows sent its first batch at 72-86 members).
+local CAP_WAITS = 8
+local AHEAD_POLL = 0.01
 
 function M.unbatched(sp, mode, ids, send, narrow)
   local size, requests = sp.max_members_per_patch, 0
@@ -220,21 +229,53 @@ local function lead(sp, q, b, send, narrow)
   local me = b.leader
   local ok, raised = pcall(function()
     local reason
-    local looked = false -- tasks made ready in this turn (spawned, woken) have not run yet
+    local looks = 0 -- since its turn came: tasks made ready in that turn (spawned, woken) join first
+    local n_at_turn = b.n -- its members when its turn last came
+    -- Waits for the batch ahead (finish() of it wakes this one, or M.backing_off when it starts
+    -- sleeping out a backoff). The window then runs from now: this batch could not go while the
+    -- one ahead was on the wire, and a server busy with that PATCH (one that re-validates the
+    -- whole group) answers no create meanwhile, so no member could join; counted, the wait
+    -- sent it half full.
+    local function turn_now()
+      looks, n_at_turn = 0, b.n
+      local now = scimrun.now()
+      if b.last_join < now then b.last_join = now end
+      if b.started < now then b.started = now end
+    end
+    local function wait_ahead()
+      b.turn_waiter = me
+      scimrun.park()
+      turn_now()
+    end
+    local held = false -- waiting below for a batch ahead that backs off
     while true do
+      if held and q.batches[1] == b then
+        held = false
+        turn_now() -- the batch ahead has ended: its window runs from now, as after wait_ahead
+      end
       if not my_turn(sp, q, b) then
-        b.turn_waiter = me
-        scimrun.park() -- woken by finish() of the batch ahead
+        held = false
+        wait_ahead()
+      elseif q.batches[1] ~= b and b.n < sp.max_members_per_patch and b.n <= n_at_turn then
+        -- Its turn came only because the batch ahead sleeps out a backoff, and nobody joined it
+        -- since: with every other caller parked in that batch (the slots are not lent while a
+        -- rate limit paces the target), a PATCH of its few members now would take a place on
+        -- the limit for nothing (a 600-user run at 30/s sent one of one member after each 429).
+        -- It goes on as any batch once a member joins, or when the batch ahead has ended.
+        held = true
+        scimrun.sleep(AHEAD_POLL)
       else
         local now = scimrun.now()
         local w = max_wait(sp, b.group_id)
         local left = math.min(b.last_join + w, b.started + CAP_WAITS * w) - now
         if b.n >= sp.max_members_per_patch then reason = "full"
         elseif left <= 0 then reason = "window"
-        elseif looked and not others_active(sp, me, now, window(sp)) then reason = "alone" end
+        elseif looks > 0 and not others_active(sp, me, now, window(sp)) and not target_is(sp, "queued") then
+          reason = "alone"
+        end
         if reason then break end
-        scimrun.sleep(looked and math.min(POLL, left) or 0) -- 0: after the tasks ready now
-        looked = true
+        scimrun.sleep(looks > 0 and math.min(POLL, left) or 0) -- 0: after the tasks ready now
+        looks = looks + 1
       end
     end
     if q.open[b.mode] == b then q.open[b.mode] = nil end
