@@ -185,4 +185,24 @@ describe("progress events", function()
     assert.are.equal(38, f.eta_s) -- (1000 - 210) / 21 per second
     assert.matches("^210/1000 %(21%%%)  110 by this worker  21/s  ETA 0:38", p:lines(now)[1])
   end)
+
+  it("a worker joining a run under way: what the others did before is not its rate; done stays <= total", function()
+    local now = 0
+    local s = events.new()
+    local p = progress.new { stream = s, mode = "off", now = function() return now end,
+                             log = { emit = function() end } }
+    p:sample(now)
+    now = 1
+    s:emit { type = "run_items", done = 500, every = 10 }
+    s:emit { type = "input", total = 1000 }
+    p:sample(now)
+    for _ = 1, 20 do s:emit { type = "item_start" }; s:emit { type = "item", status = "ok" } end
+    now = 11
+    s:emit { type = "run_items", done = 600, every = 10 } -- this worker's 20 and the others' 80
+    local f = p:figures(now)
+    assert.are.equal(600, f.done)
+    assert.are.equal(10, f.rate) -- (600 - 500) / 10 s, not 600 in 11 s
+    s:emit { type = "run_items", done = 1500, every = 10 } -- the others are on a batch not loaded here
+    assert.are.equal(1000, p:figures(now).done)
+  end)
 end)

@@ -19,7 +19,8 @@ local concat, sort = table.concat, table.sort
 
 local RATE_WINDOW = 10 -- seconds of history behind the items/s figure and the ETA
 -- ... for a worker of a shared run: the run's count comes with each heartbeat (a third of the
--- lease, 10 s by default), so a 10-second window would hold one jump or none
+-- lease, 10 s by default), so the window holds three of them (a 10-second one would hold one
+-- jump or none)
 local SHARED_RATE_WINDOW = 30
 
 function M.new(o)
@@ -57,7 +58,10 @@ function P:on_event(ev)
   elseif ty == "run_items" then
     -- a worker of a shared run (scimrun.worker): the run's items done by every worker, as its
     -- heartbeat counted them; this worker's own since then are added as they end
-    self.shared = { done = ev.done, mine = self.done }
+    -- (the first resets the rate's history: it was this worker's count alone, and the run's
+    -- items done before it joined are no rate of its own)
+    if not self.shared then self.samples = {} end
+    self.shared = { done = ev.done, mine = self.done, window = max(SHARED_RATE_WINDOW, 3 * (ev.every or 0)) }
   elseif ty == "failure" then
     if ev.retry then
       self.retries = self.retries + 1
@@ -116,7 +120,7 @@ function P:sample(now)
   local last = s[#s]
   if not last or now - last.t >= 0.5 then
     s[#s + 1] = { t = now, done = self:run_done() }
-    local window = self.shared and SHARED_RATE_WINDOW or RATE_WINDOW
+    local window = self.shared and self.shared.window or RATE_WINDOW
     while #s > 2 and now - s[2].t >= window do table.remove(s, 1) end
   end
 end
@@ -126,6 +130,8 @@ function P:figures(now)
   now = now or self.now()
   local rate = self:rate(now)
   local done = self:run_done()
+  -- other workers may be further on (a batch this worker has not loaded yet counts there)
+  if self.total and done > self.total then done = self.total end
   local f = { done = done, total = self.total, in_flight = max(0, self.started_items - self.done),
               failed = self.failed, dead_letters = self.dead_letters, retries = self.retries,
               elapsed_s = floor(now - self.started + 0.5) }

@@ -139,19 +139,26 @@ function M.release(db, run_id, worker_id, idxs_by_batch)
 end
 
 -- One statement every third of the lease: every claim of this worker lives on, and so does the
--- worker's heartbeat. Returns the number of live workers of the run (heartbeat within a lease)
--- and the items of the run done by any worker (for the progress: a worker's own count is only
--- its share).
+-- worker's heartbeat. Returns the number of live workers of the run (heartbeat within a lease).
 function M.heartbeat(db, run_id, worker_id, lease_s)
   local rows = exec(db, "extend the leases",
     "WITH l AS (UPDATE scimrun.items SET lease_until = now() + make_interval(secs => $3) "
     .. "WHERE run_id = $1 AND owner = $2 AND state = 'claimed' RETURNING 1), "
     .. "w AS (UPDATE scimrun.workers SET heartbeat_at = now() WHERE id = $2 RETURNING 1) "
     .. "SELECT (SELECT count(*) FROM scimrun.workers WHERE run_id = $1 "
-    .. "AND stopped_at IS NULL AND (id = $2 OR heartbeat_at > now() - make_interval(secs => $3))) AS live, "
-    .. "(SELECT count(*) FROM scimrun.items WHERE run_id = $1 AND state = 'done') AS done",
+    .. "AND stopped_at IS NULL AND (id = $2 OR heartbeat_at > now() - make_interval(secs => $3))) AS live",
     run_id, worker_id, lease_s)
-  return rows[1].live, rows[1].done
+  return rows[1].live
+end
+
+-- The items of these batches (wf:each calls) done by any worker, for the progress (a worker's
+-- own count is only its share). A statement of its own, not the heartbeat's: it reads the done
+-- part of the batches' index (items_claimable), which grows with the run.
+function M.done_count(db, run_id, batches)
+  local rows = exec(db, "count the items done",
+    "SELECT count(*) AS n FROM scimrun.items WHERE run_id = $1 AND batch = ANY($2::text[]) AND state = 'done'",
+    run_id, '{"' .. table.concat(batches, '","') .. '"}') -- batch names are each:N
+  return rows[1].n
 end
 
 function M.register(db, run_id, worker_id, host, pid)

@@ -78,10 +78,10 @@ function Worker:start()
       local slept = 0
       while slept < period and not me.stopped do scimrun.sleep(0.1); slept = slept + 0.1 end
       if me.stopped then break end
-      local ok, live, done = pcall(claims.heartbeat, me.db, me.run_id, me.id, me.lease)
+      local ok, live = pcall(claims.heartbeat, me.db, me.run_id, me.id, me.lease)
       if ok then
         me:set_live(live)
-        me:run_items(done)
+        me:run_items()
         me:follow_breakers()
       else
         me.log("warn", "worker heartbeat failed; the leases may run out",
@@ -89,9 +89,7 @@ function Worker:start()
       end
     end
   end)
-  local live, done = claims.heartbeat(self.db, self.run_id, self.id, self.lease)
-  self:set_live(live)
-  self:run_items(done)
+  self:set_live(claims.heartbeat(self.db, self.run_id, self.id, self.lease))
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
       if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
@@ -108,13 +106,17 @@ function Worker:set_live(n)
   if self.executor and self.executor.set_share then self.executor:set_share(1 / n) end
 end
 
--- The run's items done by every worker, as the last heartbeat counted them: an event of the
--- run's stream, so the progress shows the run's done/total and ETA, not this worker's share
--- against the whole input.
-function Worker:run_items(done)
-  done = tonumber(done)
-  if done and self.executor and self.executor.events then
-    self.executor.events:emit { type = "run_items", done = done, worker = self.id }
+-- The items done by every worker in the batches this worker runs, counted now (at each
+-- heartbeat and when a batch starts here): an event of the run's stream, so the progress shows
+-- the run's done/total and ETA, not this worker's share against the whole input. every: the
+-- seconds until the next count. A failed count is skipped (the heartbeat logs the database).
+function Worker:run_items()
+  local batches = {}
+  for batch in pairs(self.held) do batches[#batches + 1] = batch end
+  if #batches == 0 or not (self.executor and self.executor.events) then return end
+  local ok, done = pcall(claims.done_count, self.db, self.run_id, batches)
+  if ok and tonumber(done) then
+    self.executor.events:emit { type = "run_items", done = tonumber(done), every = self.lease / 3, worker = self.id }
   end
 end
 
@@ -170,6 +172,7 @@ function Worker:source(batch, iter, preflight)
   end
   self.held[batch] = self.held[batch] or {}
   self.finished[batch] = self.finished[batch] or {}
+  self:run_items() -- a worker joining a run under way starts from what the others did
   local me, queue = self, {}
   local expires -- seconds until another worker's first lease runs out, as the last count saw it
   local src = { total = total }
