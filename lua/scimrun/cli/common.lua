@@ -45,7 +45,8 @@ function M.serve_until_signal(close)
   scimrun.park()
 end
 
-local function read_whole(path)
+-- A whole file's text, or nil when it cannot be opened.
+function M.read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
   local s = f:read("*a")
@@ -56,10 +57,10 @@ end
 -- The OS user this process runs as (who the audit trail says acted): the name of its uid in
 -- /etc/passwd, else $USER, else "uid N".
 function M.os_user()
-  local status = read_whole("/proc/self/status") or ""
+  local status = M.read_file("/proc/self/status") or ""
   local uid = status:match("\nUid:%s*(%d+)")
   if uid then
-    for line in (read_whole("/etc/passwd") or ""):gmatch("[^\n]+") do
+    for line in (M.read_file("/etc/passwd") or ""):gmatch("[^\n]+") do
       local name, id = line:match("^([^:]+):[^:]*:(%d+):")
       if id == uid then return name end
     end

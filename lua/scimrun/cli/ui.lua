@@ -14,13 +14,7 @@ local M = {}
 
 M.MIN_TOKEN = 16
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = common.read_file
 
 M.os_user = common.os_user
 
