@@ -188,6 +188,25 @@ describe("dead-letter queue", function()
     assert.matches(#entries .. " replayed, 0 still failing", rout)
     assert.matches("scimrun .*saga%.lua %-%-resume " .. run_id:gsub("%-", "%%-"), rout)
     for _, e in ipairs(dlq(state)) do assert.are.equal("replayed", e.state) end
+    -- each replay is in the audit trail: who, from the CLI, with which policy, and its result
+    local _, aout = proc.run("audit --json --state " .. state)
+    local replays = {}
+    for _, r in ipairs(cjson.decode(aout)) do
+      if r.operation == "dlq.replay" then
+        local id = tonumber(r.resource_id)
+        replays[id] = replays[id] or {}
+        table.insert(replays[id], r.result)
+        local changes = {}
+        for _, c in ipairs(r.changes) do changes[c.attribute] = c.after end
+        assert.are.same({ "cli", "fast-test" }, { changes.from, changes.policy })
+        assert.is_string(changes.by)
+      end
+    end
+    for _, e in ipairs(entries) do
+      table.sort(replays[e.id] or {})
+      local want = e.id == entries[1].id and { "replayed", "still_failing" } or { "replayed" }
+      assert.are.same(want, replays[e.id], "the audit rows of the replays of " .. e.id)
+    end
 
     local posts = count_by_route(srv, "POST /Users")
     code, out = sbrun.run(args(state, "--resume " .. run_id .. " --continue-on-error"), srv.env)

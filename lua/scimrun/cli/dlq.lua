@@ -217,6 +217,20 @@ local function replay(db, ids, o, cli)
   end
   if #entries == 0 then io.stdout:write("nothing to replay\n"); return 0 end
   local out = M.replay_entries(db, entries, o, cli, function(line) io.stdout:write(line) end)
+  -- who replayed what, with which policy, as the console's Replay records it (the replay's own
+  -- writes at the provider are recorded by the SCIM client as any run's)
+  local actor = { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
+  local by_id, rows = {}, {}
+  for _, e in ipairs(entries) do by_id[e.id] = e end
+  for _, r in ipairs(out.results) do
+    rows[#rows + 1] = M.action_row(by_id[r.id], "replay", r.ok and "replayed" or "still_failing", actor,
+      { policy = o.policy or "default", status = r.status, detail = not r.ok and r.why or nil })
+  end
+  local ok, err = true, nil
+  if #rows > 0 then ok, err = db:apply(rows) end
+  if not ok then
+    io.stderr:write(("scimrun: replayed, but the audit trail could not record who did: %s\n"):format(tostring(err)))
+  end
   return out.failed > 0 and 3 or 0
 end
 
