@@ -374,6 +374,7 @@ end
 function M.main(args, cli)
   local o, pos = flags.parse("dlq", args, cli)
   local sub = pos[1] or "list"
+  flags.check_only("dlq", o, sub, cli)
   local db = common.open_store(o, cli, sub == "list" or sub == "show")
   local ok, code = pcall(function()
     if sub == "list" then return list(db, o)

@@ -517,6 +517,20 @@ function M.parse(cmd, args, cli, first)
   return o, pos
 end
 
+-- A flag given to a subcommand it does nothing for (`dlq list --reason x`) is an error (exit 2)
+-- naming the subcommands it is for, rather than ignored: the person meant something by it.
+function M.check_only(cmd, o, sub, cli)
+  for _, f in ipairs(M.commands[cmd].flags) do
+    if f.only and o[key_of(f)] ~= nil then
+      local fits = false
+      for _, s in ipairs(f.only) do fits = fits or s == sub end
+      if not fits then
+        cli.fail("%s is for scimrun %s %s, not %s (see: scimrun help %s)", f.name, cmd, join_or(f.only), sub, cmd)
+      end
+    end
+  end
+end
+
 -- Help text ----------------------------------------------------------------------------------
 
 local function wrap(text, width, indent)

@@ -67,6 +67,7 @@ end
 function M.main(args, cli)
   local o, pos = flags.parse("runs", args, cli)
   local sub = pos[1] or "list"
+  flags.check_only("runs", o, sub, cli)
   local db = common.open_store(o, cli, true)
   if sub == "list" then
     local runs = M.list_data(db, o)
