@@ -203,6 +203,22 @@ local function policy_executors(db, entries, o, cli, say)
   return out
 end
 
+-- Who acts from this command, for the audit rows of its actions (M.action_row).
+local function cli_actor()
+  return { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
+end
+
+-- Appends the audit rows of the actions done (what: "replayed", "dropped"); true, or false
+-- after saying on stderr that they are done but not on record.
+local function record(db, rows, what)
+  if #rows == 0 then return true end
+  local ok, err = db:apply(rows)
+  if not ok then
+    io.stderr:write(("scimrun: %s, but the audit trail could not record it: %s\n"):format(what, tostring(err)))
+  end
+  return ok and true or false
+end
+
 local function replay(db, ids, o, cli)
   local entries = {}
   if o.all then
@@ -219,18 +235,14 @@ local function replay(db, ids, o, cli)
   local out = M.replay_entries(db, entries, o, cli, function(line) io.stdout:write(line) end)
   -- who replayed what, with which policy, as the console's Replay records it (the replay's own
   -- writes at the provider are recorded by the SCIM client as any run's)
-  local actor = { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
+  local actor = cli_actor()
   local by_id, rows = {}, {}
   for _, e in ipairs(entries) do by_id[e.id] = e end
   for _, r in ipairs(out.results) do
     rows[#rows + 1] = M.action_row(by_id[r.id], "replay", r.ok and "replayed" or "still_failing", actor,
       { policy = o.policy or "default", status = r.status, detail = not r.ok and r.why or nil })
   end
-  local ok, err = true, nil
-  if #rows > 0 then ok, err = db:apply(rows) end
-  if not ok then
-    io.stderr:write(("scimrun: replayed, but the audit trail could not record who did: %s\n"):format(tostring(err)))
-  end
+  record(db, rows, "replayed")
   return out.failed > 0 and 3 or 0
 end
 
@@ -353,7 +365,7 @@ local function drop(db, ids, o, cli)
       entries[#entries + 1] = e
     end
   end
-  local actor = { user = common.os_user(), address = "cli", via = "scimrun dlq", prefix = "dlq." }
+  local actor = cli_actor()
   local rows, failed = {}, nil
   for _, e in ipairs(entries) do
     local done, why = M.drop_entry(db, e.id)
@@ -361,12 +373,7 @@ local function drop(db, ids, o, cli)
     rows[#rows + 1] = M.action_row(e, "drop", "dropped", actor, { reason = reason })
     io.stdout:write(("dropped %d (%s); the item stays failed in run %s\n"):format(e.id, e.step_key or "?", e.run_id))
   end
-  local ok, err = true, nil
-  if #rows > 0 then ok, err = db:apply(rows) end
-  if not ok then
-    io.stderr:write(("scimrun: dropped, but the audit trail could not record it: %s\n"):format(tostring(err)))
-    return 1
-  end
+  if not record(db, rows, "dropped") then return 1 end
   if failed then cli.fail("%s; the entries before it were dropped", failed) end
   return 0
 end

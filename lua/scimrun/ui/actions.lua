@@ -13,6 +13,7 @@
 local json = require "scimrun.sandbox.json"
 local server = require "scimrun.ui.server"
 local dlq = require "scimrun.cli.dlq"
+local common = require "scimrun.cli.common"
 
 local M = {}
 
@@ -91,7 +92,7 @@ end
 
 function X:drop_command(ids, reason)
   return ("scimrun dlq drop %s --reason %s%s"):format(table.concat(ids, " "),
-    require("scimrun.cli.common").shell_quote(reason), self.cli_opts)
+    common.shell_quote(reason), self.cli_opts)
 end
 
 local POLICY_NAME = "^[%w_%-]+$"
@@ -161,11 +162,10 @@ function X:drop(body, actor)
   local reason, bad = dlq.clean_reason(body.reason)
   if not reason then fail(400, "%s", bad) end
   return self:with_store(function(db)
-    local results, rows, dropped, done = json.array {}, {}, 0, {}
+    local results, rows, done = json.array {}, {}, {}
     for _, id in ipairs(ids) do
       local e, why = dlq.drop_entry(db, id)
       if e then
-        dropped = dropped + 1
         done[#done + 1] = id
         results[#results + 1] = { id = id, ok = true }
         rows[#rows + 1] = audit_row(e, "drop", "dropped", actor, { reason = reason })
@@ -179,8 +179,8 @@ function X:drop(body, actor)
     end
     self:record(db, rows)
     self.log("info", "ui: drop", { ids = table.concat(ids, ","), by = actor.user, from = actor.address,
-      dropped = dropped })
-    return { dropped = dropped, refused = #ids - dropped, results = results, reason = reason,
+      dropped = #done })
+    return { dropped = #done, refused = #ids - #done, results = results, reason = reason,
       command = #done > 0 and self:drop_command(done, reason) or nil }
   end)
 end

@@ -114,9 +114,10 @@ function Worker:run_items()
   local batches = {}
   for batch in pairs(self.held) do batches[#batches + 1] = batch end
   if #batches == 0 or not (self.executor and self.executor.events) then return end
-  local ok, done = pcall(claims.done_count, self.db, self.run_id, batches)
-  if ok and tonumber(done) then
-    self.executor.events:emit { type = "run_items", done = tonumber(done), every = self.lease / 3, worker = self.id }
+  local ok, n = pcall(claims.done_count, self.db, self.run_id, batches)
+  local done = ok and tonumber(n)
+  if done then
+    self.executor.events:emit { type = "run_items", done = done, every = self.lease / 3, worker = self.id }
   end
 end
 
