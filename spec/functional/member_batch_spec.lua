@@ -286,11 +286,11 @@ describe("membership coalescing in-process", function()
     assert.are.equal(6, seen_during_patch) -- all six lent while their PATCH was out
   end)
 
-  it("lends no slot while the target is paced by its rate limit: more items would only queue on it", function()
+  it("lends no slot while the target's rate limit binds: more items would only queue on it", function()
     local gid, ids = fixture(4)
     local rec = recorder()
     local asked
-    rec.paced = function(_, target) asked = target; return true end
+    rec.binding = function(_, target) asked = target; return true end
     local sp = connect { executor = rec }
     local lends = 0
     local out = concurrently(4, function(i)

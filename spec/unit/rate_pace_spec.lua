@@ -191,18 +191,55 @@ describe("Executor:queued", function()
   end)
 end)
 
-describe("Executor:paced", function()
-  it("is true while a limit is in force on the target (fixed, learned or from headers), not before", function()
+describe("Executor:binding", function()
+  -- callers every `gap` seconds, `clump` at a time, for `seconds`, under a learned limit of
+  -- `rate`/s; returns whether the limit bound and whether a call was queued, at `probe_at`
+  local function pace(rate, gap, clump, seconds, probe_at)
+    local clock = sim_clock()
+    local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false, clock = clock }
+    local tg = ex:_target("t")
+    tg.adapt = { limit = function() return rate end, answered = function() end }
+    local finished, spawned, probe = 0, 0, nil
+    scimrun.spawn(function()
+      local t = 0
+      while t < seconds do
+        for _ = 1, clump do
+          spawned = spawned + 1
+          scimrun.spawn(function() ex:_pace(tg, "users.create"); finished = finished + 1 end)
+        end
+        clock.sleep(gap)
+        t = t + gap
+      end
+      finished = finished + 1
+    end)
+    scimrun.spawn(function()
+      clock.sleep(probe_at)
+      probe = { binding = ex:binding("t"), queued = ex:queued("t") }
+      finished = finished + 1
+    end)
+    clock.run(function() return finished == spawned + 2 end)
+    return probe
+  end
+
+  it("is false for a learned limit far above what is sent, though a clump of sends queues on it", function()
+    -- 1000/s learned (from random 429s), 100 sent per second in clumps of 10: each clump is
+    -- spaced a millisecond apart, so a call is queued, but the limit holds nothing back
+    local p = pace(1000, 0.1, 10, 3, 2.1035)
+    assert.is_true(p.queued, "a call of the clump waits for its place")
+    assert.is_false(p.binding)
+  end)
+
+  it("is true when the sends reach the limit and calls queue on it", function()
+    local p = pace(20, 0.1, 4, 3, 2.05) -- 40 callers a second at 20/s
+    assert.is_true(p.queued)
+    assert.is_true(p.binding)
+  end)
+
+  it("is false for a target never used or without a limit", function()
     local ex = retry.executor { policy = policy.load("default"), seed = 1, log = false }
-    assert.is_false(ex:paced("t")) -- never used
+    assert.is_false(ex:binding("t"))
     ex:_target("t")
-    assert.is_false(ex:paced("t")) -- the default policy: no fixed cap, nothing learned yet
-    ex:_target("t").adapt:server_rate(scimrun.now(), 10, 5) -- RateLimit headers: 10 left in 5 s
-    assert.is_true(ex:paced("t"))
-    local fixed = retry.executor { policy = policy.load("fast-test", { overrides = { ["rate_limit.rps"] = 40 } }),
-                                   seed = 1, log = false }
-    fixed:_target("t")
-    assert.is_true(fixed:paced("t"))
+    assert.is_false(ex:binding("t"))
   end)
 end)
 

@@ -38,7 +38,8 @@
 --   - A caller inside wf:each lends its item's slot (scimrun.engine.each) from joining a batch
 --     until its outcome: waiting for a PATCH is not using the connection, and with the slots
 --     lent new items keep creating users whose members fill the next batch. Not while the
---     target is paced by its rate limit (sp.executor:paced(sp.target)).
+--     target's rate limit binds (sp.executor:binding(sp.target)): more items would only queue
+--     on it. A limit in force far above what is sent (learned from random 429s) does not bind.
 --   - Every parked caller is woken exactly once, also when the leader's send raises: the others
 --     then get an error table and the leader re-raises.
 --   - Outside a scheduler task, or with a window of 0, calls are sent on their own (chunked):
@@ -157,7 +158,7 @@ end
 -- CAP_WAITS windows after its leader arrived. max_wait scales W by the group's patience: halved
 -- each time a lone caller waited it out for nothing, whole again as soon as a batch has several
 -- callers (at 0 the group still coalesces the callers arriving while its PATCH is in flight).
--- What the connection's executor says of its target (Executor:paced, Executor:queued); false
+-- What the connection's executor says of its target (Executor:binding, Executor:queued); false
 -- for an executor without that question (a spec's recorder, a single attempt).
 local function target_is(sp, question)
   local ex = sp.executor
@@ -320,11 +321,11 @@ local function take_part(sp, group_id, mode, ids, from, send, narrow)
   b.last_join = scimrun.now()
   b.parts[#b.parts + 1] = { co = me, ids = mine }
   sp.last_used[me] = false -- parked here: not a caller the batches wait for
-  -- the item lends its slot while it waits, unless the target is paced by its rate limit:
-  -- more items would only queue on that limit (and a cold one would meet more 429s)
+  -- the item lends its slot while it waits, unless the target's rate limit binds: more items
+  -- would only queue on that limit (and a cold one would meet more 429s)
   local item = scimrun.ctx().item
   local lend = item and item.lend
-  if lend and target_is(sp, "paced") then lend = nil end
+  if lend and target_is(sp, "binding") then lend = nil end
   if lend then lend(true) end
   local ok, res
   if leader then
