@@ -85,4 +85,20 @@ describe("scimrun policy", function()
     assert.are.equal(2, code, out)
     assert.matches("simulate needs %-%-op", err)
   end)
+
+  it("refuses a flag the subcommand or the kind of simulation would ignore, with exit code 2", function()
+    local cases = {
+      { "policy check policies/fast-test.lua --op users.get", "%-%-op is for scimrun policy simulate, not check" },
+      { "policy simulate --server bucket:30/s --op users.create", "%-%-op is not used with %-%-server" },
+      { "policy simulate --server bucket:30/s --target hr", "%-%-target is not used with %-%-server" },
+      { "policy simulate --op users.get --errors 503,200 --seconds 30",
+        "%-%-seconds is for policy simulate %-%-server" },
+    }
+    for _, c in ipairs(cases) do
+      local code, out, err = proc.run(c[1])
+      assert.are.equal(2, code, c[1] .. ": " .. out)
+      assert.matches(c[2], err)
+      assert.are.equal("", out, c[1])
+    end
+  end)
 end)

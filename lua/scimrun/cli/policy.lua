@@ -29,8 +29,27 @@ local function load_or_fail(cli, spec, overrides, all)
   error(pol, 0)
 end
 
-local function parse_args(args, cli)
+-- `policy simulate` runs a schedule of answers (--op, --errors) or a server (--server with
+-- --concurrency, --latency, --seconds); a flag of the other kind would be ignored, so it is
+-- refused (exit 2), as flags of another subcommand are (flags.check_only).
+local SCHEDULE_ONLY, SERVER_ONLY = { "op", "errors", "target" }, { "concurrency", "latency", "seconds" }
+
+local function check_simulate_mode(o, cli)
+  local unused = o.server and SCHEDULE_ONLY or SERVER_ONLY
+  for _, key in ipairs(unused) do
+    if o[key] ~= nil then
+      if o.server then
+        cli.fail("--%s is not used with --server (it belongs to a simulation of --op/--errors) %s", key, SEE)
+      end
+      cli.fail("--%s is for policy simulate --server (a simulated rate-limited server) %s", key, SEE)
+    end
+  end
+end
+
+local function parse_args(args, cli, sub)
   local o, pos = flags.parse("policy", args, cli)
+  flags.check_only("policy", o, sub, cli)
+  if sub == "simulate" then check_simulate_mode(o, cli) end
   if #pos > 1 then cli.fail("unexpected argument %s %s", pos[2], SEE) end
   o.file = pos[1]
   o.target = o.target or "simulated"
@@ -148,13 +167,13 @@ function M.main(args, cli)
   local rest = {}
   for i = 2, #args do rest[#rest + 1] = args[i] end
   if sub == "check" then
-    local o = parse_args(rest, cli)
+    local o = parse_args(rest, cli, sub)
     local pol = load_or_fail(cli, o.file, o.overrides, true)
     for _, l in ipairs(policy.describe(pol)) do io.stdout:write(l, "\n") end
     io.stdout:write("policy OK\n")
     return 0
   elseif sub == "simulate" then
-    local o = parse_args(rest, cli)
+    local o = parse_args(rest, cli, sub)
     if o.server then
       local rate_sim = require "scimrun.resilience.rate_sim"
       local server, msg = rate_sim.parse_server(o.server)
