@@ -578,20 +578,6 @@ end
 
 -- Waits until this target may be sent to: a server's "nothing left until the reset" first,
 -- then the place booked on the bucket (M.book), booked again if a cut voided it.
--- Sends per second to a target, counted over windows of a second (Executor:binding).
-local function count_send(tg, now)
-  local w = tg.send_window
-  if not w then
-    tg.send_window = { start = now, n = 1 }
-    return
-  end
-  w.n = w.n + 1
-  if now - w.start >= 1 then
-    tg.send_rate = w.n / (now - w.start)
-    w.start, w.n = now, 0
-  end
-end
-
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
   -- a call waits until `at`: the target's limit binds until then (Executor:queued)
@@ -606,17 +592,13 @@ function Executor:_pace(tg, op)
       queued_until(now + reset)
       clock.sleep(reset)
     elseif w <= 0 then
-      count_send(tg, now)
       return
     else
       local rate, gen = tg.booked_rate, tg.booked_gen
       self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
       queued_until(now + w)
       clock.sleep(w)
-      if not M.booking_void(tg, rate, gen, clock.now()) then
-        count_send(tg, clock.now())
-        return
-      end
+      if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
   end
 end
@@ -627,18 +609,6 @@ end
 function Executor:queued(name)
   local tg = self.targets[name]
   return tg ~= nil and tg.queued_until ~= nil and self.clock.now() < tg.queued_until
-end
-
--- Does the target's rate limit bind: calls queue on it now, and the last second's sends
--- reached BINDING of the rate? A limit that only spaces a clump of sends by a millisecond
--- (a learned limit above what the run sends, set by random 429s) does not: work waiting
--- elsewhere (scimrun.scim.member_batch) may then lend its slot to the next item.
-local BINDING = 0.85
-function Executor:binding(name)
-  local tg = self.targets[name]
-  if not (tg and self:queued(name)) then return false end
-  local rate = tg.booked_rate or 0
-  return rate > 0 and (tg.send_rate or 0) >= BINDING * rate
 end
 
 -- An answer from target tg (M.answered): slow start moves the bulkhead's bound; a run of
