@@ -185,7 +185,7 @@ function M.connect(o)
     in_flight = 0,
     call_time = nil,
     last_used = setmetatable({}, { __mode = "k" }),
-    backing_off = setmetatable({}, { __mode = "k" }), -- tasks sleeping out a backoff in SP:call
+    backing_off = setmetatable({}, { __mode = "k" }), -- tasks sleeping out a backoff in SP:call -> wake time
     -- where the token comes from, named when the target rejects it (never the token itself)
     credential = o.token_env or (o.token_file and ("token_file " .. tostring(o.token_file)))
       or (o.token and "the token given to scim.connect") or nil,
@@ -357,11 +357,11 @@ function SP:call(req, extra)
   local t0 = co and clock and clock()
   if t0 then
     self.last_used[co] = t0
-    opts.on_backoff = function(sleeping)
+    opts.on_backoff = function(sleeping, seconds)
       if sleeping then
         self.in_flight = self.in_flight - 1
         self.last_used[co] = nil
-        self.backing_off[co] = true
+        self.backing_off[co] = clock() + (seconds or 0) -- when it wakes
         if self._member_queues then require("scimrun.scim.member_batch").backing_off(self, co) end
       else
         self.in_flight = self.in_flight + 1

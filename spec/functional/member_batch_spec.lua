@@ -372,6 +372,31 @@ describe("membership coalescing in-process", function()
     assert.are.equal(4, #calls[2].payload.Operations[1].value)
   end)
 
+  -- The tail of a run with random 429s: the other items sleep out a 429 on their create. A lone
+  -- caller used to send a PATCH of its one member, and each sleeper another when it woke.
+  it("a lone caller waits for callers asleep in a backoff that wake soon: one PATCH for all", function()
+    local gid, ids = fixture(3)
+    local rec = recorder()
+    local inner = rec.run
+    rec.run = function(self, op, target, fn, opts)
+      if opts.method == "GET" and opts.on_backoff then
+        opts.on_backoff(true, 0.3) -- refused with a delay: asleep for 0.3 s
+        scimrun.sleep(0.3)
+        opts.on_backoff(false)
+      end
+      return inner(self, op, target, fn, opts)
+    end
+    local sp = connect { executor = rec, member_batch_window = 0.05 }
+    local out = concurrently(3, function(i)
+      if i > 1 then assert(sp.users:get(ids[i])) end -- the call that backs off
+      return sp.groups:add_members(gid, { ids[i] })
+    end)
+    for i, o in ipairs(out) do assert.is_nil(o.err or o.raised, "caller " .. i) end
+    local calls = patch_calls(rec)
+    assert.are.equal(1, #calls)
+    assert.are.equal(3, #calls[1].payload.Operations[1].value)
+  end)
+
   it("times a call by its attempts on the wire, not by its wait for the rate limit", function()
     -- call_time stretches the batches' window; time queued behind the client's own limiter used
     -- to count, so a learned limit slowed the batches, which made it look binding, and so on

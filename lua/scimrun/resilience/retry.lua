@@ -13,7 +13,8 @@
 --   timeouts.step deadline applies too), key (checkpoint key for the backoff deadline; by
 --   default the running step's, from scimrun.ctx().step), before_retry = fn(err, attempt) -> result|nil (called before
 --   re-sending when the outcome of the failed attempt is unknown: timeout, reset or 5xx),
---   on_backoff = fn(sleeping) (called with true before sleeping out a backoff, false after),
+--   on_backoff = fn(sleeping, seconds) (called with true and the delay before sleeping out a
+--                backoff, false after),
 --   credential = where the target's token comes from (the environment variable's name, as
 --   scim.connect's token_env, or a description such as "token_file PATH"), named in auth errors.
 --   err gains class, rule, suggest, attempts, trail, retry_after and, when the retry budget
@@ -778,7 +779,7 @@ function Executor:run(op, target, attempt_fn, opts)
       -- more items would only queue on the same limit)
       local item = not d.paced and step and scimrun.ctx().item or nil
       local lend = item and item.lend
-      if opts.on_backoff then opts.on_backoff(true) end
+      if opts.on_backoff then opts.on_backoff(true, d.delay) end
       if lend then lend(true) end
       clock.sleep(d.delay)
       if lend then lend(false) end

@@ -17,6 +17,11 @@
 --               (sp.in_flight), no other task that used the connection within W
 --               (sp.last_used, kept by SP:call), parked callers of membership batches aside,
 --               and no call queued on the target's rate limit (sp.executor:queued);
+--       (not alone while a caller sleeping out a backoff, not a batch's leader, wakes within
+--               1 s: nothing else is under way, and its item will likely join (a create that met
+--               a 429 near the end of a run); the window then runs from its waking, for at most
+--               3 s after the leader arrived: the tail of a run with random 429s sent one PATCH
+--               of a single member per such item);
 --       window: no caller joined for W seconds, or 8 W passed since the leader arrived (both
 --               counted from its turn when a batch ahead of it was being sent), where
 --               W = sp.member_batch_window, stretched to twice the connection's average call
@@ -54,6 +59,7 @@ local MAX_WAIT = 1
 -- grow with the group (scimmy: 3 windows sent its first batch at 72-86 members).
 local CAP_WAITS = 8
 local AHEAD_POLL = 0.01
+local SLEEPER_CAP = 3 -- seconds a batch waits for callers asleep in a backoff, at most
 
 function M.unbatched(sp, mode, ids, send, narrow)
   local size, requests = sp.max_members_per_patch, 0
@@ -200,6 +206,20 @@ local function learn(sp, b, reason)
   st[reason] = st[reason] + 1
 end
 
+-- When the first caller that sleeps out a backoff and leads no batch of q wakes (it may join
+-- b then), if within MAX_WAIT of now; nil if none.
+local function sleeper_wake(sp, q, now)
+  local leaders, first = {}, nil
+  for _, x in ipairs(q.batches) do leaders[x.leader] = true end
+  for co, at in pairs(sp.backing_off) do
+    if type(at) == "number" and not leaders[co] and at - now <= MAX_WAIT and (not first or at < first)
+      and coroutine.status(co) ~= "dead" then
+      first = at
+    end
+  end
+  return first
+end
+
 -- Is it b's turn? When every batch ahead of it is being sent by a leader that sleeps out a
 -- backoff (a 429's Retry-After, a 503): a PATCH waiting a second to be re-sent is not on the
 -- wire, and holding every later member back for it stalled whole runs.
@@ -269,11 +289,17 @@ local function lead(sp, q, b, send, narrow)
       else
         local now = scimrun.now()
         local w = max_wait(sp, b.group_id)
-        local left = math.min(b.last_join + w, b.started + CAP_WAITS * w) - now
+        local left = math.max(math.min(b.last_join + w, b.started + CAP_WAITS * w), b.sleeper_until or 0) - now
+        local idle = looks > 0 and not others_active(sp, me, now, window(sp)) and not target_is(sp, "queued")
+        local wake = idle and b.n < sp.max_members_per_patch and now - b.started < SLEEPER_CAP
+          and sleeper_wake(sp, q, now)
+        if wake then
+          b.sleeper_until = math.max(b.sleeper_until or 0, wake + w) -- its window runs from the waking
+          left = math.max(left, b.sleeper_until - now)
+        end
         if b.n >= sp.max_members_per_patch then reason = "full"
         elseif left <= 0 then reason = "window"
-        elseif looks > 0 and not others_active(sp, me, now, window(sp)) and not target_is(sp, "queued") then
-          reason = "alone"
+        elseif idle and not wake then reason = "alone"
         end
         if reason then break end
         scimrun.sleep(looks > 0 and math.min(POLL, left) or 0) -- 0: after the tasks ready now
