@@ -361,7 +361,7 @@ function SP:call(req, extra)
       if sleeping then
         self.in_flight = self.in_flight - 1
         self.last_used[co] = nil
-        self.backing_off[co] = clock() + (seconds or 0) -- when it wakes
+        self.backing_off[co] = seconds and clock() + seconds or math.huge -- when it wakes
         if self._member_queues then require("scimrun.scim.member_batch").backing_off(self, co) end
       else
         self.in_flight = self.in_flight + 1
@@ -389,6 +389,7 @@ function SP:call(req, extra)
   end, opts)
   self.in_flight = self.in_flight - 1
   if t0 then
+    self.backing_off[co] = nil -- also when the executor raised in a backoff
     self.last_used[co] = clock()
     -- call_time is the server's pace, not the client's own: time queued for the rate limit or
     -- the bulkhead would stretch the membership batches' window just when the client is the

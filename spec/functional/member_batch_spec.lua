@@ -286,19 +286,21 @@ describe("membership coalescing in-process", function()
     assert.are.equal(6, seen_during_patch) -- all six lent while their PATCH was out
   end)
 
-  it("lends its slot also while calls queue on the target's rate limit: the batch fills past the concurrency",
-    function()
+  it("lends its slot also while a rate limit is in force and calls queue on it", function()
     local gid, ids = fixture(4)
     local rec = recorder()
-    rec.queued = function() return true end -- a binding limit
+    -- whatever the executor says of the target's limit (paced: the question the lending used
+    -- to ask; queued: calls wait on it now), the slot is lent, and every lend is given back
+    rec.queued = function() return true end
+    rec.paced = function() return true end
     local sp = connect { executor = rec }
-    local lends = 0
+    local lent, back = 0, 0
     local out = concurrently(4, function(i)
-      scimrun.ctx().item = { lend = function(on) if on then lends = lends + 1 end end }
+      scimrun.ctx().item = { lend = function(on) if on then lent = lent + 1 else back = back + 1 end end }
       return sp.groups:add_members(gid, { ids[i] })
     end)
     for i, o in ipairs(out) do assert.is_nil(o.err, "caller " .. i) end
-    assert.are.equal(4, lends)
+    assert.are.same({ 4, 4 }, { lent, back })
   end)
 
   it("waits longer for members while calls queue on the target's rate limit: fewer PATCHes", function()
@@ -395,6 +397,38 @@ describe("membership coalescing in-process", function()
     local calls = patch_calls(rec)
     assert.are.equal(1, #calls)
     assert.are.equal(3, #calls[1].payload.Operations[1].value)
+  end)
+
+  -- Sleepers that must not hold a lone batch: the leader of another group's batch (it wakes to
+  -- send that PATCH again) and a caller waking more than a second from now. The batch goes
+  -- before either wakes (the events say in which order things happened).
+  it("a lone caller waits neither for another group's leader nor for a sleeper waking in over 1 s", function()
+    local gid, ids = fixture(3)
+    local hid = assert(connect().groups:create { displayName = "H" }).id
+    local rec, events, slept = recorder(), {}, {}
+    local inner = rec.run
+    rec.run = function(self, op, target, fn, opts)
+      local key = (opts.method == "PATCH" and opts.url:find(hid, 1, true) and "H") or (opts.method == "GET" and "GET")
+      if key and not slept[key] and opts.on_backoff then
+        slept[key] = true
+        local s = key == "H" and 0.5 or 1.5
+        opts.on_backoff(true, s)
+        scimrun.sleep(s)
+        opts.on_backoff(false)
+        events[#events + 1] = key .. " woke"
+      end
+      if opts.method == "PATCH" and opts.url:find(gid, 1, true) then events[#events + 1] = "G sent" end
+      return inner(self, op, target, fn, opts)
+    end
+    local sp = connect { executor = rec, member_batch_window = 0.05 }
+    local out = concurrently(3, function(i)
+      if i == 1 then return sp.groups:add_members(hid, { ids[1] }) end -- leads H's batch, then sleeps
+      if i == 3 then return assert(sp.users:get(ids[3])) end -- asleep for 1.5 s
+      scimrun.sleep(0.1)
+      return sp.groups:add_members(gid, { ids[2] })
+    end)
+    for i, o in ipairs(out) do assert.is_nil(o.err or o.raised, "caller " .. i) end
+    assert.are.same({ "G sent", "H woke", "GET woke" }, events)
   end)
 
   it("times a call by its attempts on the wire, not by its wait for the rate limit", function()

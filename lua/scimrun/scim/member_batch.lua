@@ -19,9 +19,9 @@
 --               and no call queued on the target's rate limit (sp.executor:queued);
 --       (not alone while a caller sleeping out a backoff, not a batch's leader, wakes within
 --               1 s: nothing else is under way, and its item will likely join (a create that met
---               a 429 near the end of a run); the window then runs from its waking, for at most
---               3 s after the leader arrived: the tail of a run with random 429s sent one PATCH
---               of a single member per such item);
+--               a 429 near the end of a run); the window then runs from its waking, beyond 8 W
+--               but never past 3 s after the batch's turn: the tail of a run with random 429s
+--               sent one PATCH of a single member per such item);
 --       window: no caller joined for W seconds, or 8 W passed since the leader arrived (both
 --               counted from its turn when a batch ahead of it was being sent), where
 --               W = sp.member_batch_window, stretched to twice the connection's average call
@@ -174,7 +174,8 @@ end
 
 local function window(sp)
   -- Calls queued on a binding rate limit: each PATCH takes a place a user's create could have
-  -- had, and a member waiting here costs nothing (its item would only queue on the same limit).
+  -- had, and a member waiting here costs little (its slot is lent to an item that queues on
+  -- the same limit meanwhile).
   -- The batch then waits long: until it is full, 1 s without a new member, 3 s in all, or the
   -- queue on the limit is gone (the window shrinks back at the next look).
   if target_is(sp, "queued") then return MAX_WAIT end
@@ -206,14 +207,17 @@ local function learn(sp, b, reason)
   st[reason] = st[reason] + 1
 end
 
--- When the first caller that sleeps out a backoff and leads no batch of q wakes (it may join
--- b then), if within MAX_WAIT of now; nil if none.
-local function sleeper_wake(sp, q, now)
+-- When the first caller asleep in a backoff wakes (it may join a batch then), if within
+-- MAX_WAIT of now and not already past by more than `late`; nil if none. The leaders of
+-- batches (of any group) are not counted: they wake to send their own PATCH again.
+local function sleeper_wake(sp, now, late)
   local leaders, first = {}, nil
-  for _, x in ipairs(q.batches) do leaders[x.leader] = true end
+  for _, q in pairs(sp._member_queues or {}) do
+    for _, x in ipairs(q.batches) do leaders[x.leader] = true end
+  end
   for co, at in pairs(sp.backing_off) do
-    if type(at) == "number" and not leaders[co] and at - now <= MAX_WAIT and (not first or at < first)
-      and coroutine.status(co) ~= "dead" then
+    if type(at) == "number" and at - now <= MAX_WAIT and now - at <= late and not leaders[co]
+      and (not first or at < first) and coroutine.status(co) ~= "dead" then
       first = at
     end
   end
@@ -280,9 +284,9 @@ local function lead(sp, q, b, send, narrow)
         wait_ahead()
       elseif q.batches[1] ~= b and b.n < sp.max_members_per_patch and b.n <= n_at_turn then
         -- Its turn came only because the batch ahead sleeps out a backoff, and nobody joined it
-        -- since: with every other caller parked in that batch (the slots are not lent while a
-        -- rate limit paces the target), a PATCH of its few members now would take a place on
-        -- the limit for nothing (a 600-user run at 30/s sent one of one member after each 429).
+        -- since: with the other callers parked in that batch (or its items' slots lent up to
+        -- wf:each's bound), a PATCH of its few members now would take a place on the limit for
+        -- nothing (a 600-user run at 30/s sent one of one member after each 429).
         -- It goes on as any batch once a member joins, or when the batch ahead has ended.
         held = true
         scimrun.sleep(AHEAD_POLL)
@@ -292,9 +296,9 @@ local function lead(sp, q, b, send, narrow)
         local left = math.max(math.min(b.last_join + w, b.started + CAP_WAITS * w), b.sleeper_until or 0) - now
         local idle = looks > 0 and not others_active(sp, me, now, window(sp)) and not target_is(sp, "queued")
         local wake = idle and b.n < sp.max_members_per_patch and now - b.started < SLEEPER_CAP
-          and sleeper_wake(sp, q, now)
-        if wake then
-          b.sleeper_until = math.max(b.sleeper_until or 0, wake + w) -- its window runs from the waking
+          and sleeper_wake(sp, now, w)
+        if wake then -- its window runs from the waking, to SLEEPER_CAP after the batch's turn
+          b.sleeper_until = math.min(b.started + SLEEPER_CAP, math.max(b.sleeper_until or 0, wake + w))
           left = math.max(left, b.sleeper_until - now)
         end
         if b.n >= sp.max_members_per_patch then reason = "full"
