@@ -164,6 +164,25 @@ describe("the CLI on a postgres:// state", function()
       assert.are.equal(2, code)
       assert.matches("is dropped, not pending", err)
       assert.are.equal(#creates + #adds - 1, #cli_json("dlq list --json --state-filter pending --state " .. q(url)))
+      -- the drop is in the PostgreSQL audit trail: who (the OS user, from the CLI) and why
+      local other = creates[#creates - 1]
+      code, out = proc.run(("dlq drop %d --reason 'left the company' --state %s"):format(other.id, q(url)))
+      assert.are.equal(0, code, out)
+      local drops = {}
+      for _, r in ipairs(cli_json("audit --json --state " .. q(url))) do
+        if r.operation == "dlq.drop" then drops[tonumber(r.resource_id)] = r end
+      end
+      for _, d in ipairs { { dropped.id, "none recorded" }, { other.id, "left the company" } } do
+        local r = drops[d[1]]
+        assert.is_table(r, "no audit row for the drop of " .. d[1])
+        assert.are.equal("dropped", r.result)
+        local changes = {}
+        for _, c in ipairs(r.changes) do changes[c.attribute] = c.after end
+        assert.are.equal("cli", changes.from)
+        assert.is_string(changes.by)
+        if d[2] ~= "none recorded" then assert.are.equal(d[2], changes.reason) end
+      end
+      assert.are.equal(#creates + #adds - 2, #cli_json("dlq list --json --state-filter pending --state " .. q(url)))
     end)
 
     -- report.lua quotes --state in the commands it prints: bare, the shell would run "scimrun dlq
@@ -310,7 +329,8 @@ describe("the CLI on a postgres:// state", function()
       assert.is_truthy(resume, out)
       local posts = sbrun.stats(srv).by_route["POST /Users"] or 0
       code, out = paste(dir, resume .. " --continue-on-error", srv.env)
-      -- the two dropped items stay failed: the run ends with them, nothing else
+      -- the three dropped items (two from the CLI, one from the console) stay failed: the run
+      -- ends with them, nothing else
       assert.are.equal(3, code, out)
       assert.matches("completed_with_dead_letters", cli_json(("runs show %s --json --state %s"):format(run_id,
         q(url))).status)
@@ -319,7 +339,7 @@ describe("the CLI on a postgres:// state", function()
       for _, e in ipairs(cli_json("dlq list --json --state-filter dropped --state " .. q(url))) do
         dropped[cjson.decode(e.request_body).userName] = true
       end
-      assert.are.equal(2, proc.count(dropped))
+      assert.are.equal(3, proc.count(dropped))
       local users, members, dump = sbrun.state(srv, "Staff")
       local per_name = {}
       for _, u in ipairs(dump.users) do per_name[u.userName] = (per_name[u.userName] or 0) + 1 end
