@@ -325,7 +325,7 @@ describe("membership coalescing in-process", function()
 
   -- Callers of group gid at the given times (seconds from now), each using the connection 0.1 s
   -- before (a task the batch may wait for); the first PATCH is slow: first_patch(opts) runs in it.
-  local function staged(gid, ids, times, first_patch)
+  local function staged(gid, ids, times, first_patch, window)
     local rec = recorder()
     local inner, n = rec.run, 0
     rec.run = function(self, op, target, fn, opts)
@@ -335,7 +335,7 @@ describe("membership coalescing in-process", function()
       end
       return inner(self, op, target, fn, opts)
     end
-    local sp = connect { executor = rec, member_batch_window = 0.1 }
+    local sp = connect { executor = rec, member_batch_window = window or 0.1 }
     local out = concurrently(#times, function(i)
       local t0 = scimrun.now()
       scimrun.sleep(math.max(0, times[i] - 0.1))
@@ -352,8 +352,10 @@ describe("membership coalescing in-process", function()
   -- wait for it used to count against the next batch's window (sent half full).
   it("a batch's window runs from its turn, not through the slow PATCH ahead of it", function()
     local gid, ids = fixture(7)
-    local calls = staged(gid, ids, { 0, 0.3, 0.35, 0.65, 0.66, 0.67, 0.68 }, function() scimrun.sleep(0.6) end)
-    -- the first caller's PATCH (to about 0.6 s), then the two that came during it and the four
+    -- a window of 0.25 s: the last four join within it of the second batch's turn (at about 1 s)
+    -- even on a loaded machine; counted from its last member (0.45 s), it was over at 0.7 s
+    local calls = staged(gid, ids, { 0, 0.4, 0.45, 1.05, 1.06, 1.07, 1.08 }, function() scimrun.sleep(1) end, 0.25)
+    -- the first caller's PATCH (to about 1 s), then the two that came during it and the four
     -- after it in one
     assert.are.equal(2, #calls)
     assert.are.equal(6, #calls[2].payload.Operations[1].value)

@@ -614,6 +614,36 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
     assert.are.equal("r-1", db:run_get("r-1").id)
   end)
 
+  it("tasks whose statements fail together share one recovery, not a window each", function()
+    local url = fresh("postgres")
+    local db = open(url)
+    new_run(db, "r-1")
+    local admin = raw(cluster.url)
+    local dbname = url:match("^postgres://[^/]*/([%w_]+)")
+    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS false"):format(dbname)))
+    assert(admin:exec("SELECT pg_terminate_backend($1)", db:conn():backend_pid()))
+    local total, emit = session.RECONNECT_TOTAL, scimrun.log.emit
+    session.RECONNECT_TOTAL = 0.3
+    local first_attempts = 0
+    scimrun.log.emit = function(_, msg, fields)
+      if msg:find("reconnecting", 1, true) and fields and fields.attempt == 1 then
+        first_attempts = first_attempts + 1
+      end
+    end
+    local out = scimrun.all {
+      function() return { db:run_get("r-1") } end,
+      function() return { db:step_get("r-1", "x") } end,
+    }
+    scimrun.log.emit, session.RECONNECT_TOTAL = emit, total
+    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS true"):format(dbname)))
+    for i, r in ipairs(out) do
+      assert.is_nil(r[1], "task " .. i)
+      assert.are.equal("CONNECTION", r[3], "task " .. i)
+    end
+    assert.are.equal(1, first_attempts)
+    assert.are.equal("r-1", db:run_get("r-1").id)
+  end)
+
   it("stops writing a run whose lock another process took while the connection was down", function()
     local url = fresh("postgres")
     local a, b = open(url), open(url)

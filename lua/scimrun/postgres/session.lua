@@ -122,13 +122,33 @@ function S:failure(what, err, state)
   return nil, self:message(what, err) .. (HINTS[state] or ""), "PG_" .. tostring(state or "ERROR")
 end
 
+-- Tasks whose statements failed together wait for the one recovery under way and share its
+-- outcome: each used to run a window of its own, logging attempt 1, 2, ... twice over, and a
+-- stopping worker waited for the slowest.
+function S:recover(err)
+  if self.recovering then
+    while self.recovering do sleep(0.01) end
+    local r = self.recovered
+    return r[1], r[2], r[3]
+  end
+  self.recovering = true
+  local pok, ok, rerr, rcode = pcall(self.reconnect, self, err)
+  self.recovering = nil
+  if not pok then -- a bug: the waiting tasks fail with it rather than wait forever
+    self.recovered = { nil, tostring(ok), "CONNECTION" }
+    error(ok, 0)
+  end
+  self.recovered = { ok, rerr, rcode }
+  return ok, rerr, rcode
+end
+
 -- Resets the broken connection until it works again or RECONNECT_TOTAL seconds have passed.
 -- Another task of this process may have reset it meanwhile (we slept): then it is usable.
 -- Once a recovery has given up, the next ones try once and fail at once until a reset works:
 -- a process stopping because its database is gone still makes a few statements (the run's
 -- status, the dead-letter count, ...), and each waited the whole window again (a worker
 -- whose database stayed down took five windows, 150 s, to exit instead of 30 s).
-function S:recover(err)
+function S:reconnect(err)
   local delay, waited, attempt = M.RECONNECT_FIRST, 0, 0
   local total = self.gave_up and 0 or M.RECONNECT_TOTAL
   local why = clean(err)
