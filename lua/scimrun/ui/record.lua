@@ -11,6 +11,9 @@
 -- once a second, and at once when a breaker changes state; the last one is written when the
 -- run finishes (o.db:apply, after the engine's last flush). A resumed run counts the items of
 -- its own session (as its summary does); the steps table holds what every session did.
+-- A `--worker` of a shared run writes the run's items done by every worker (its heartbeat's
+-- count, event run_items, plus its own since) as `done`, and its own as `mine`: the workers
+-- write the same row, and each used to show only its own share of the run.
 local cjson = require "cjson"
 
 local M = {}
@@ -27,6 +30,7 @@ function M.new(o)
   local outcomes = {}
   for _, k in ipairs(OUTCOMES) do outcomes[k] = 0 end
   return { v = 1, started_at = o.started_at, resumed = o.resumed or false, total = cjson.null, done = 0,
+           mine = 0,
            started = 0, failed = 0, dead_letters = 0, interrupted = 0, retries = 0, retries_by_class = {},
            outcomes = outcomes, targets = {}, finished = false }
 end
@@ -46,6 +50,7 @@ end
 function M.apply(rec, ev, wall)
   local ty = ev.type
   if ty == "item" then
+    rec.mine = (rec.mine or 0) + 1
     rec.done = rec.done + 1
     local outcome = ev.outcome or "done"
     rec.outcomes[outcome] = (rec.outcomes[outcome] or 0) + 1
@@ -54,6 +59,10 @@ function M.apply(rec, ev, wall)
     if ev.status == "interrupted" then rec.interrupted = rec.interrupted + 1 end
   elseif ty == "item_start" then
     rec.started = rec.started + 1
+  elseif ty == "run_items" then
+    local mine = rec.mine or 0
+    rec.shared = { done = tonumber(ev.done) or 0, mine = mine }
+    rec.done = rec.shared.done
   elseif ty == "input" then
     rec.total = (tonumber(rec.total) or 0) + (tonumber(ev.total) or 0)
   elseif ty == "failure" then
@@ -80,9 +89,16 @@ end
 
 local function encode(rec, wall)
   rec.updated_at = wall
-  rec.in_flight = math.max(rec.started - rec.done, 0)
+  local mine = rec.mine or 0
+  rec.in_flight = math.max(rec.started - mine, 0)
+  if rec.shared then -- the run's count at the last heartbeat, and this worker's items since
+    rec.done = rec.shared.done + mine - rec.shared.mine
+    local total = tonumber(rec.total)
+    if total and rec.done > total then rec.done = total end
+  end
   return cjson.encode(rec)
 end
+M.encode = encode
 
 function M.attach(stream, o)
   if o.dry_run then return end
