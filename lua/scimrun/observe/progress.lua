@@ -96,13 +96,17 @@ local function short(x)
   return ("%.1f"):format(x)
 end
 
--- Items done: this process's, or for a worker of a shared run the run's (every worker's at the
--- last heartbeat, and this worker's own since).
-function P:run_done()
-  local sh = self.shared
-  if not sh then return self.done end
-  return max(self.done, sh.done + self.done - sh.mine)
+-- Items done: this process's (mine), or for a worker of a shared run the run's: every worker's
+-- at the last heartbeat (shared.done, when this one had done shared.mine) and this worker's own
+-- since; at most `total` when given (other workers may be further on: a batch this worker has
+-- not loaded yet counts there). Also the console's row (scimrun.ui.record).
+function M.run_done(shared, mine, total)
+  local done = shared and max(mine, shared.done + mine - shared.mine) or mine
+  if total and done > total then done = total end
+  return done
 end
+
+function P:run_done() return M.run_done(self.shared, self.done) end
 
 -- Items per second over the last RATE_WINDOW seconds (since the start before that).
 function P:rate(now)
@@ -129,9 +133,7 @@ end
 function P:figures(now)
   now = now or self.now()
   local rate = self:rate(now)
-  local done = self:run_done()
-  -- other workers may be further on (a batch this worker has not loaded yet counts there)
-  if self.total and done > self.total then done = self.total end
+  local done = M.run_done(self.shared, self.done, self.total)
   local f = { done = done, total = self.total, in_flight = max(0, self.started_items - self.done),
               failed = self.failed, dead_letters = self.dead_letters, retries = self.retries,
               elapsed_s = floor(now - self.started + 0.5) }

@@ -290,19 +290,20 @@ local function lead(sp, q, b, send, narrow)
         -- It goes on as any batch once a member joins, or when the batch ahead has ended.
         held = true
         scimrun.sleep(AHEAD_POLL)
+      elseif b.n >= sp.max_members_per_patch then
+        reason = "full"
+        break
       else
         local now = scimrun.now()
         local w = max_wait(sp, b.group_id)
         local left = math.max(math.min(b.last_join + w, b.started + CAP_WAITS * w), b.sleeper_until or 0) - now
         local idle = looks > 0 and not others_active(sp, me, now, window(sp)) and not target_is(sp, "queued")
-        local wake = idle and b.n < sp.max_members_per_patch and now - b.started < SLEEPER_CAP
-          and sleeper_wake(sp, now, w)
+        local wake = idle and now - b.started < SLEEPER_CAP and sleeper_wake(sp, now, w)
         if wake then -- its window runs from the waking, to SLEEPER_CAP after the batch's turn
           b.sleeper_until = math.min(b.started + SLEEPER_CAP, math.max(b.sleeper_until or 0, wake + w))
           left = math.max(left, b.sleeper_until - now)
         end
-        if b.n >= sp.max_members_per_patch then reason = "full"
-        elseif left <= 0 then reason = "window"
+        if left <= 0 then reason = "window"
         elseif idle and not wake then reason = "alone"
         end
         if reason then break end

@@ -15,6 +15,7 @@
 -- count, event run_items, plus its own since) as `done`, and its own as `mine`: the workers
 -- write the same row, and each used to show only its own share of the run.
 local cjson = require "cjson"
+local progress = require "scimrun.observe.progress"
 
 local M = {}
 
@@ -50,8 +51,7 @@ end
 function M.apply(rec, ev, wall)
   local ty = ev.type
   if ty == "item" then
-    rec.mine = (rec.mine or 0) + 1
-    rec.done = rec.done + 1
+    rec.mine = rec.mine + 1
     local outcome = ev.outcome or "done"
     rec.outcomes[outcome] = (rec.outcomes[outcome] or 0) + 1
     if ev.status == "failed" then rec.failed = rec.failed + 1 end
@@ -60,9 +60,7 @@ function M.apply(rec, ev, wall)
   elseif ty == "item_start" then
     rec.started = rec.started + 1
   elseif ty == "run_items" then
-    local mine = rec.mine or 0
-    rec.shared = { done = tonumber(ev.done) or 0, mine = mine }
-    rec.done = rec.shared.done
+    rec.shared = { done = tonumber(ev.done) or 0, mine = rec.mine }
   elseif ty == "input" then
     rec.total = (tonumber(rec.total) or 0) + (tonumber(ev.total) or 0)
   elseif ty == "failure" then
@@ -89,13 +87,8 @@ end
 
 local function encode(rec, wall)
   rec.updated_at = wall
-  local mine = rec.mine or 0
-  rec.in_flight = math.max(rec.started - mine, 0)
-  if rec.shared then -- the run's count at the last heartbeat, and this worker's items since
-    rec.done = rec.shared.done + mine - rec.shared.mine
-    local total = tonumber(rec.total)
-    if total and rec.done > total then rec.done = total end
-  end
+  rec.in_flight = math.max(rec.started - rec.mine, 0)
+  rec.done = progress.run_done(rec.shared, rec.mine, tonumber(rec.total))
   return cjson.encode(rec)
 end
 M.encode = encode
