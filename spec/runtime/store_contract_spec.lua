@@ -644,6 +644,45 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
     assert.are.equal("r-1", db:run_get("r-1").id)
   end)
 
+  it("a statement outside a task (the group commit) does not wait on a task's recovery", function()
+    -- Waiting there would block the loop, and with it the task that recovers: the process hung.
+    local url = fresh("postgres")
+    local db = open(url)
+    new_run(db, "r-1")
+    local admin = raw(cluster.url)
+    local dbname = url:match("^postgres://[^/]*/([%w_]+)")
+    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS false"):format(dbname)))
+    assert(admin:exec("SELECT pg_terminate_backend($1)", db:conn():backend_pid()))
+    local total, emit = session.RECONNECT_TOTAL, scimrun.log.emit
+    session.RECONNECT_TOTAL = 0.3
+    scimrun.log.emit = function() end
+    local core = require "scimrun.core"
+    local outside
+    core.at_turn_end(function()
+      if outside or not db._s.recovering then return end
+      outside = { core.is_task() }
+      local t0 = scimrun.now()
+      -- a hang fails this case instead of the whole suite (hooks do not run in compiled code)
+      jit.off()
+      debug.sethook(function() if scimrun.now() - t0 > 20 then error("hung waiting for the task's recovery") end end,
+        "", 1000)
+      local ok, r = pcall(function() return { db:step_get("r-1", "x") } end)
+      debug.sethook()
+      jit.on()
+      outside[2], outside[3] = ok, r
+    end)
+    local r = { db:run_get("r-1") } -- this task recovers; the turn's end runs meanwhile
+    core.at_turn_end(nil)
+    scimrun.log.emit, session.RECONNECT_TOTAL = emit, total
+    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS true"):format(dbname)))
+    assert.is_table(outside, "the turn's end never ran during the recovery")
+    assert.is_false(outside[1])
+    assert.is_true(outside[2], tostring(outside[3]))
+    assert.are.equal("CONNECTION", outside[3][3])
+    assert.are.equal("CONNECTION", r[3])
+    assert.are.equal("r-1", db:run_get("r-1").id)
+  end)
+
   it("stops writing a run whose lock another process took while the connection was down", function()
     local url = fresh("postgres")
     local a, b = open(url), open(url)
