@@ -124,6 +124,12 @@ describe("workers sharing one run in PostgreSQL", function()
     local n = 0
     for _ in pairs(accounts) do n = n + 1 end
     assert.are.equal(300, n, proc.read_all(log):sub(-3000))
+    -- what `scimrun ui` shows of the run counts every worker's users, each once (the workers
+    -- write a row each; the console showed the last writer's counts as the run's)
+    local db = assert(require("scimrun.state").open(url, { readonly = true }))
+    local rec = require("scimrun.ui.record").read(db, id)
+    db:close()
+    assert.are.same({ 2, 300, true }, { rec.workers, rec.outcomes.created, rec.finished })
     -- the provider's bucket (R per second, full at the start) refused nothing: the two workers
     -- together never sent faster than R
     assert.are.equal(0, refused, cjson.encode(stats.by_status))

@@ -371,7 +371,8 @@ local function wire(r)
   r.mx:attach(stream)
   -- the run's progress and counts as a row of the state file, for scimrun ui (another process)
   require("scimrun.ui.record").attach(stream, { enqueue = enqueue, db = db, run_id = run.id,
-                                                resumed = r.resumed, dry_run = o.dry_run })
+    resumed = r.resumed, dry_run = o.dry_run,
+    worker = o.worker and function() return r.worker and r.worker.id end or nil })
   -- the policy's on_event hooks (the policy in force: a SIGHUP reload applies to them too)
   r.hooks = require("scimrun.observe.hooks").attach(stream, function() return r.ex.policy end)
   local pol = r.pol

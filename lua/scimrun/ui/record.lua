@@ -5,15 +5,18 @@
 -- sees a run's progress live and the counts the summary prints (created, updated, skipped,
 -- adopted) after it ended.
 --
---   record.attach(stream, { enqueue = fn(op), db = db, run_id = id, resumed = bool, dry_run = bool })
+--   record.attach(stream, { enqueue = fn(op), db = db, run_id = id, resumed = bool, dry_run = bool,
+--                           worker = fn() -> the worker's id, or nil while it has none (worker mode) })
 --
 -- The row rides on the engine's group commit (o.enqueue, no transaction of its own), at most
 -- once a second, and at once when a breaker changes state; the last one is written when the
 -- run finishes (o.db:apply, after the engine's last flush). A resumed run counts the items of
 -- its own session (as its summary does); the steps table holds what every session did.
--- A `--worker` of a shared run writes the run's items done by every worker (its heartbeat's
--- count, event run_items, plus its own since) as `done`, and its own as `mine`: the workers
--- write the same row, and each used to show only its own share of the run.
+-- A `--worker` of a shared run writes a row of its own (key "console:" .. its worker id): the
+-- run's items done by every worker (its heartbeat's count, event run_items, plus its own since)
+-- as `done`, its own as `mine`, and its own outcomes, failures, retries and targets. M.read
+-- merges the rows of a run's workers (sums, the worst breaker, done the highest); the workers
+-- used to write one row, and the console showed the last writer's counts as the run's.
 local cjson = require "cjson"
 local progress = require "scimrun.observe.progress"
 
@@ -98,6 +101,13 @@ function M.attach(stream, o)
   local wall, now = o.wall or scimrun.wall, o.now or scimrun.now
   local rec = M.new { started_at = wall(), resumed = o.resumed }
   local last = -math.huge
+  -- a worker writes no row before it has its id (its items come after): a row under the lone
+  -- process's key would stay behind and be counted with the workers' rows
+  local function key()
+    if not o.worker then return M.KV_KEY end
+    local id = o.worker()
+    return id and M.KV_KEY .. ":" .. id or nil
+  end
   stream:subscribe(function(ev)
     if ev.type == "run_finished" then
       rec.finished, rec.status, rec.exit_code = true, ev.status, ev.exit_code
@@ -106,28 +116,95 @@ function M.attach(stream, o)
       rec.summary = { items = s.items, succeeded = s.succeeded, failed = s.failed, created = s.created,
                       updated = s.updated, skipped = s.skipped, adopted = s.adopted, attempts = s.attempts,
                       retries = s.retries, gave_up = s.gave_up, breaker_opened = s.breaker_opened }
-      if o.db then
-        pcall(o.db.apply, o.db,
-          { { op = "kv_put", run_id = o.run_id, key = M.KV_KEY, value_json = encode(rec, wall()) } })
+      local k = key()
+      if o.db and k then
+        pcall(o.db.apply, o.db, { { op = "kv_put", run_id = o.run_id, key = k, value_json = encode(rec, wall()) } })
       end
       return
     end
     local changed = M.apply(rec, ev, wall())
     if not changed then return end
     local t = now()
-    if changed == "now" or t - last >= M.INTERVAL then
+    local k = (changed == "now" or t - last >= M.INTERVAL) and key()
+    if k then
       last = t
-      o.enqueue { op = "kv_put", key = M.KV_KEY, value_json = encode(rec, wall()) }
+      o.enqueue { op = "kv_put", key = k, value_json = encode(rec, wall()) }
     end
   end)
 end
 
--- The record of a run from the state file, or nil.
+local BREAKER_RANK = { closed = 1, half_open = 2, open = 3 }
+local SUMMED = { "mine", "started", "failed", "dead_letters", "interrupted", "retries", "in_flight" }
+local SUMMARY_SUMMED = { "items", "succeeded", "failed", "created", "updated", "skipped", "adopted", "attempts",
+                         "retries", "gave_up", "breaker_opened" }
+
+local function num(v) return tonumber(v) or 0 end
+
+local function add_counts(into, from)
+  for k, v in pairs(type(from) == "table" and from or {}) do into[k] = num(into[k]) + num(v) end
+end
+
+local function max_of(a, b)
+  if tonumber(a) and tonumber(b) then return math.max(a, b) end
+  return tonumber(a) or tonumber(b)
+end
+
+-- One record of the rows of a run's workers: counts summed; done, total and times the
+-- highest (each worker's done is already the run's); a target's breaker the worst any worker
+-- saw, its rates and waits summed (each worker has its own limiter); finished once all are.
+function M.merge(rows)
+  if #rows == 1 then return rows[1] end
+  local m = M.new()
+  m.workers, m.finished, m.summary = #rows, true, {}
+  local summaries = 0
+  for _, r in ipairs(rows) do
+    for _, k in ipairs(SUMMED) do m[k] = num(m[k]) + num(r[k]) end
+    add_counts(m.outcomes, r.outcomes)
+    add_counts(m.retries_by_class, r.retries_by_class)
+    m.done = max_of(m.done, r.done)
+    if r.total ~= cjson.null then m.total = max_of(m.total, r.total) or m.total end
+    local a, b = tonumber(m.started_at), tonumber(r.started_at)
+    m.started_at = a and b and math.min(a, b) or a or b
+    m.updated_at = max_of(m.updated_at, r.updated_at)
+    m.resumed = m.resumed or r.resumed == true
+    m.finished = m.finished and r.finished == true
+    for name, t in pairs(type(r.targets) == "table" and r.targets or {}) do
+      local mt = m.targets[name]
+      if not mt then
+        mt = { breaker = "closed", rps = 0, waited_s = 0 }
+        m.targets[name] = mt
+      end
+      if (BREAKER_RANK[t.breaker] or 0) > (BREAKER_RANK[mt.breaker] or 0) then mt.breaker = t.breaker end
+      mt.rps, mt.waited_s = mt.rps + num(t.rps), mt.waited_s + num(t.waited_s)
+      mt.breaker_since, mt.open_until = max_of(mt.breaker_since, t.breaker_since), max_of(mt.open_until, t.open_until)
+    end
+    if type(r.summary) == "table" then
+      summaries = summaries + 1
+      for _, k in ipairs(SUMMARY_SUMMED) do
+        if tonumber(r.summary[k]) then m.summary[k] = num(m.summary[k]) + r.summary[k] end
+      end
+    end
+    m.elapsed = max_of(m.elapsed, r.elapsed)
+  end
+  if summaries == 0 then m.summary = nil end
+  return m
+end
+
+-- The record of a run from the state file (the workers' rows merged), or nil.
 function M.read(db, run_id)
-  local ok, json = pcall(db.kv_get, db, run_id, M.KV_KEY)
-  if not ok or type(json) ~= "string" then return nil end
-  local dok, rec = pcall(cjson.decode, json)
-  return dok and type(rec) == "table" and rec or nil
+  local ok, all = pcall(db.kv_all, db, run_id)
+  if not ok or type(all) ~= "table" then return nil end
+  local rows, keys = {}, {}
+  for k in pairs(all) do
+    if k == M.KV_KEY or k:sub(1, #M.KV_KEY + 1) == M.KV_KEY .. ":" then keys[#keys + 1] = k end
+  end
+  table.sort(keys) -- the same merge whatever order the store returns them in
+  for _, k in ipairs(keys) do
+    local dok, rec = pcall(cjson.decode, all[k])
+    if dok and type(rec) == "table" then rows[#rows + 1] = rec end
+  end
+  if #rows == 0 then return nil end
+  return M.merge(rows)
 end
 
 return M
