@@ -7,7 +7,8 @@ python3-tenacity). One keep-alive session, timeouts on every call, retries on 5x
 connection errors with full-jitter exponential backoff (the same schedule as scimrun's default
 "balanced" profile: 5 attempts, 1 s x 2, at most 30 s, give up after 300 s), Retry-After
 honoured, a 409 on create resolved by looking the user up, a failed row logged and skipped.
-Sequential, no lookup before create. Memberships are batched: the ids of the users created (or
+Sequential, no lookup before create. The attributes are those scimrun's default mapping
+sends for the same CSV (the department in the enterprise extension). Memberships are batched: the ids of the users created (or
 adopted) are collected and added to the group 100 per PATCH (one "add" operation with 100
 values), a PATCH every 100 users and one for the rest at the end, instead of one PATCH per user
 (which many providers, re-validating the whole group on each PATCH, make quadratic). A batch
@@ -35,6 +36,7 @@ from tenacity import (retry, retry_if_exception, stop_after_attempt, stop_after_
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 TIMEOUT = (10, 30)  # connect, read (seconds)
 
 log = logging.getLogger("onboard")
@@ -139,6 +141,10 @@ def to_scim_user(row):
         if row.get(column):
             user[attribute] = row[column]
     user["name"] = {k: v for k, v in user["name"].items() if v}
+    # the department, as scimrun's default mapping sends it: the enterprise extension
+    if row.get("department"):
+        user["schemas"].append(ENTERPRISE_SCHEMA)
+        user[ENTERPRISE_SCHEMA] = {"department": row["department"]}
     return user
 
 
