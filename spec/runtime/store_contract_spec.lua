@@ -614,7 +614,10 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
     assert.are.equal("r-1", db:run_get("r-1").id)
   end)
 
-  it("tasks whose statements fail together share one recovery, not a window each", function()
+  -- A store with run r-1 whose connection is gone and whose database refuses new ones, a
+  -- reconnect window of 0.3 s, and the log going to log_emit. Returns db, back(): the window,
+  -- the log and the database as they were.
+  local function database_gone(log_emit)
     local url = fresh("postgres")
     local db = open(url)
     new_run(db, "r-1")
@@ -623,19 +626,25 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
     assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS false"):format(dbname)))
     assert(admin:exec("SELECT pg_terminate_backend($1)", db:conn():backend_pid()))
     local total, emit = session.RECONNECT_TOTAL, scimrun.log.emit
-    session.RECONNECT_TOTAL = 0.3
+    session.RECONNECT_TOTAL, scimrun.log.emit = 0.3, log_emit
+    return db, function()
+      scimrun.log.emit, session.RECONNECT_TOTAL = emit, total
+      assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS true"):format(dbname)))
+    end
+  end
+
+  it("tasks whose statements fail together share one recovery, not a window each", function()
     local first_attempts = 0
-    scimrun.log.emit = function(_, msg, fields)
+    local db, back = database_gone(function(_, msg, fields)
       if msg:find("reconnecting", 1, true) and fields and fields.attempt == 1 then
         first_attempts = first_attempts + 1
       end
-    end
+    end)
     local out = scimrun.all {
       function() return { db:run_get("r-1") } end,
       function() return { db:step_get("r-1", "x") } end,
     }
-    scimrun.log.emit, session.RECONNECT_TOTAL = emit, total
-    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS true"):format(dbname)))
+    back()
     for i, r in ipairs(out) do
       assert.is_nil(r[1], "task " .. i)
       assert.are.equal("CONNECTION", r[3], "task " .. i)
@@ -646,16 +655,7 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
 
   it("a statement outside a task (the group commit) does not wait on a task's recovery", function()
     -- Waiting there would block the loop, and with it the task that recovers: the process hung.
-    local url = fresh("postgres")
-    local db = open(url)
-    new_run(db, "r-1")
-    local admin = raw(cluster.url)
-    local dbname = url:match("^postgres://[^/]*/([%w_]+)")
-    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS false"):format(dbname)))
-    assert(admin:exec("SELECT pg_terminate_backend($1)", db:conn():backend_pid()))
-    local total, emit = session.RECONNECT_TOTAL, scimrun.log.emit
-    session.RECONNECT_TOTAL = 0.3
-    scimrun.log.emit = function() end
+    local db, back = database_gone(function() end)
     local core = require "scimrun.core"
     local outside
     core.at_turn_end(function()
@@ -673,8 +673,7 @@ io.write(db and "ok" or (tostring(code) .. ": " .. tostring(err)))
     end)
     local r = { db:run_get("r-1") } -- this task recovers; the turn's end runs meanwhile
     core.at_turn_end(nil)
-    scimrun.log.emit, session.RECONNECT_TOTAL = emit, total
-    assert(admin:exec(("ALTER DATABASE %s ALLOW_CONNECTIONS true"):format(dbname)))
+    back()
     assert.is_table(outside, "the turn's end never ran during the recovery")
     assert.is_false(outside[1])
     assert.is_true(outside[2], tostring(outside[3]))
