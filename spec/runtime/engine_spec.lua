@@ -342,6 +342,38 @@ describe("the group commit", function()
     done(db)
   end)
 
+  it("waits to write while a task restores the store's connection, then writes what was queued", function()
+    -- The PostgreSQL store's recovering(): a group commit at a turn's end then ran a reconnect
+    -- window of its own, blocking the loop (and the task restoring the connection) with it.
+    local engine, wf, db = new_engine()
+    local batches, real = {}, nil
+    local restoring = true
+    real = override_db(engine, {
+      apply = function(_, batch, defer)
+        batches[#batches + 1] = #batch
+        return real:apply(batch, defer)
+      end,
+      recovering = function() return restoring end,
+    })
+    local finished = false
+    scimrun.spawn(function()
+      wf:step("a", function() return 1 end)
+      finished = true
+    end)
+    scimrun.sleep(0.05) -- many loop turns
+    assert.are.same({}, batches)
+    assert.is_false(finished)
+    restoring = false
+    for _ = 1, 200 do
+      if finished then break end
+      scimrun.sleep(0.005)
+    end
+    assert.is_true(finished)
+    assert.are.same({ 1, 1 }, batches) -- the step's start, then its completion
+    assert.are.equal("completed", states(db, engine.run_id)["a"])
+    done(db)
+  end)
+
   -- The store's apply and sync seen through a proxy: what happened, in order.
   local function watch_sync(engine, failing)
     local seen, db = {}, nil

@@ -24,8 +24,14 @@ function Engine:flush(force)
   -- While a sync runs, writes wait for it: the syncer writes them in one transaction when it
   -- is done (their own sync could not start earlier anyway), fewer and larger transactions.
   if #self.pending == 0 or (self.syncing and not force) then return end
+  -- While a task restores the PostgreSQL store's lost connection, writing now (outside any
+  -- task) would run a second reconnect window of its own, blocking the loop, that task with
+  -- it: the writes wait for a later turn, and meet the restored connection or the verdict.
+  if self:store_recovering() then return end
   self:write_pending()
 end
+
+function Engine:store_recovering() return self.db.recovering ~= nil and self.db:recovering() end
 
 function Engine:write_pending()
   if self.sync_error then return self:sync_failed() end -- nothing more after a failed sync
@@ -138,7 +144,7 @@ end
 -- store is closed with nothing queued and no syncer running.
 function Engine:settle()
   repeat
-    while self.syncing do scimrun.sleep(0.001) end
+    while self.syncing or self:store_recovering() do scimrun.sleep(0.001) end
     self:flush()
   until not self.syncing and #self.pending == 0
 end

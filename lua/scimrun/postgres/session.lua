@@ -178,13 +178,15 @@ function S:reconnect(err)
       why = clean(rerr)
     end
     if waited >= total then
+      -- the verdict names the window that gave up, also in the later tries' messages: the first
+      -- failure a stopping run reports may be one of theirs
       if self.gave_up then
-        return nil, ("state database %s: the connection is still lost (reconnecting gave up earlier; one more "
-          .. "attempt failed): %s"):format(self.url, why), "CONNECTION"
+        return nil, ("state database %s: the connection was lost and could not be restored in %d s (one more "
+          .. "attempt since failed): %s"):format(self.url, self.gave_up, why), "CONNECTION"
       end
-      self.gave_up = true
+      self.gave_up = math.floor(waited + 0.5)
       return nil, ("state database %s: the connection was lost and could not be restored in %d s: %s")
-        :format(self.url, math.floor(waited + 0.5), why), "CONNECTION"
+        :format(self.url, self.gave_up, why), "CONNECTION"
     end
     local pause = math.min(delay, total - waited)
     sleep(pause)

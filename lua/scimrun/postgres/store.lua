@@ -191,6 +191,11 @@ function DB:close()
   self._s = nil
 end
 
+-- True while a task of this process is restoring the lost connection (session.lua S:recover):
+-- the group commit waits for the next loop turn instead of starting a reconnect window of its
+-- own, which would block the loop (and that task) for up to RECONNECT_TOTAL seconds.
+function DB:recovering() return self._s ~= nil and self._s.recovering == true end
+
 function DB:path()
   check_db(self)
   return self._url
