@@ -129,7 +129,8 @@ describe("workers sharing one run in PostgreSQL", function()
     local db = assert(require("scimrun.state").open(url, { readonly = true }))
     local rec = require("scimrun.ui.record").read(db, id)
     db:close()
-    assert.are.same({ 2, 300, true }, { rec.workers, rec.outcomes.created, rec.finished })
+    -- (a user whose lease ran out under load is adopted by the other worker: counted once too)
+    assert.are.same({ 2, 300, true }, { rec.workers, rec.outcomes.created + rec.outcomes.adopted, rec.finished })
     -- the provider's bucket (R per second, full at the start) refused nothing: the two workers
     -- together never sent faster than R
     assert.are.equal(0, refused, cjson.encode(stats.by_status))
