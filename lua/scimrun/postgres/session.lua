@@ -125,9 +125,10 @@ end
 -- Tasks whose statements failed together wait for the one recovery under way and share its
 -- outcome: each used to run a window of its own, logging attempt 1, 2, ... twice over, and a
 -- stopping worker waited for the slowest.
--- Outside a task (the group commit at the end of a loop turn) waiting would block the loop
--- and with it the task that recovers, for ever: there it resets the connection itself, as it
--- did before, and that task finds it restored when it wakes.
+-- Outside a task waiting would block the loop and with it the task that recovers, for ever:
+-- there it resets the connection itself (a second window), and that task finds it restored
+-- when it wakes. The group commit, the usual caller outside a task, does not get here: it
+-- waits for a later loop turn while db:recovering() (engine/commit.lua).
 function S:recover(err)
   if self.recovering then
     if not core.is_task() then return self:reconnect(err) end

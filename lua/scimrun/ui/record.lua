@@ -144,10 +144,14 @@ local function add_counts(into, from)
   for k, v in pairs(type(from) == "table" and from or {}) do into[k] = num(into[k]) + num(v) end
 end
 
-local function max_of(a, b)
-  if tonumber(a) and tonumber(b) then return math.max(a, b) end
-  return tonumber(a) or tonumber(b)
+-- The larger (smaller) of two values that may be missing or null: nil when both are.
+local function pick(f, a, b)
+  a, b = tonumber(a), tonumber(b)
+  if a and b then return f(a, b) end
+  return a or b
 end
+local function max_of(a, b) return pick(math.max, a, b) end
+local function min_of(a, b) return pick(math.min, a, b) end
 
 -- One record of the rows of a run's workers: counts summed; done, total and times the
 -- highest (each worker's done is already the run's); a target's breaker the worst any worker
@@ -155,16 +159,14 @@ end
 function M.merge(rows)
   if #rows == 1 then return rows[1] end
   local m = M.new()
-  m.workers, m.finished, m.summary = #rows, true, {}
-  local summaries = 0
+  m.workers, m.finished = #rows, true
   for _, r in ipairs(rows) do
     for _, k in ipairs(SUMMED) do m[k] = num(m[k]) + num(r[k]) end
     add_counts(m.outcomes, r.outcomes)
     add_counts(m.retries_by_class, r.retries_by_class)
     m.done = max_of(m.done, r.done)
-    if r.total ~= cjson.null then m.total = max_of(m.total, r.total) or m.total end
-    local a, b = tonumber(m.started_at), tonumber(r.started_at)
-    m.started_at = a and b and math.min(a, b) or a or b
+    m.total = max_of(m.total, r.total) or m.total
+    m.started_at = min_of(m.started_at, r.started_at)
     m.updated_at = max_of(m.updated_at, r.updated_at)
     m.resumed = m.resumed or r.resumed == true
     m.finished = m.finished and r.finished == true
@@ -179,14 +181,13 @@ function M.merge(rows)
       mt.breaker_since, mt.open_until = max_of(mt.breaker_since, t.breaker_since), max_of(mt.open_until, t.open_until)
     end
     if type(r.summary) == "table" then
-      summaries = summaries + 1
+      m.summary = m.summary or {}
       for _, k in ipairs(SUMMARY_SUMMED) do
         if tonumber(r.summary[k]) then m.summary[k] = num(m.summary[k]) + r.summary[k] end
       end
     end
     m.elapsed = max_of(m.elapsed, r.elapsed)
   end
-  if summaries == 0 then m.summary = nil end
   return m
 end
 
