@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
   signals_shutdown(L);
   http_server_shutdown_all();
   http_client_shutdown();
-  store_lua_sync_shutdown();
+  store_lua_async_shutdown();
   if (sched_shutdown() != 0)
     log_emit(LOG_WARN, "event loop did not close cleanly", NULL);
   int leaked_refs = sched_ref_count();

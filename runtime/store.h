@@ -49,7 +49,7 @@
  * The old "<path>.lock" files are no longer used (a leftover one is harmless).
  *
  * Files: store.c (open, lock, checks), store_write.c (writes), store_sql.c (schema, SQL),
- * store_sync.c (deferred sync);
+ * store_sync.c (deferred sync), store_reader.c (companion reader);
  * the Lua binding is store_lua.c + store_lua_apply.c.
  */
 #ifndef SCIMRUN_STORE_H
@@ -110,6 +110,13 @@ int store_wal_dup(store *s);
 /* fdatasync(fd): 0, or an errno value. */
 int store_wal_sync(int fd);
 const char *store_wal_path(store *s); /* the -wal file beside what SQLite opened; NULL on OOM */
+
+/* Companion reader (store_reader.c): a second, read-only connection to the file of the open
+ * writer w, for reads made while w is busy on another thread (the Lua binding's group commit
+ * on the thread pool). It sees every transaction w has committed, none in progress; it skips
+ * the checks w made at open and takes no lock of its own. Close it with store_close() before
+ * w. NULL with *err filled on failure. */
+store *store_open_reader_of(const store *w, store_error *err);
 
 int store_begin(store *s); /* BEGIN IMMEDIATE */
 int store_commit(store *s);

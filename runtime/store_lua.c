@@ -13,22 +13,46 @@
 
 #define DB_MT "scimrun.store.db"
 
-typedef struct {
-  store *s;
-} db_ud;
+typedef store_lua_db db_ud;
 
-store *store_lua_check_db(lua_State *L) {
+store_lua_db *store_lua_check_ud(lua_State *L) {
   db_ud *u = luaL_checkudata(L, 1, DB_MT);
   if (!u->s)
     luaL_error(L, "state store is closed");
-  return u->s;
+  return u;
+}
+
+store *store_lua_check_db(lua_State *L) { return store_lua_check_ud(L)->s; }
+
+void store_lua_wait_idle(store_lua_db *u) {
+  pthread_mutex_lock(&u->mu);
+  while (u->applying)
+    pthread_cond_wait(&u->idle, &u->mu);
+  pthread_mutex_unlock(&u->mu);
 }
 
 store *store_lua_check_writable(lua_State *L) {
-  store *s = store_lua_check_db(L);
-  if (store_is_readonly(s))
-    luaL_error(L, "state file %s was opened readonly", store_path(s));
-  return s;
+  db_ud *u = store_lua_check_ud(L);
+  if (store_is_readonly(u->s))
+    luaL_error(L, "state file %s was opened readonly", store_path(u->s));
+  store_lua_wait_idle(u);
+  return u->s;
+}
+
+store *store_lua_check_reader(lua_State *L) {
+  db_ud *u = store_lua_check_ud(L);
+  if (store_is_readonly(u->s))
+    return u->s;
+  if (!u->reader && !u->reader_failed) {
+    store_error err;
+    u->reader = store_open_reader_of(u->s, &err);
+    /* Not fatal: reads then use the writer, waiting for the group commit as before. */
+    u->reader_failed = u->reader == NULL;
+  }
+  if (u->reader)
+    return u->reader;
+  store_lua_wait_idle(u);
+  return u->s;
 }
 
 int store_lua_failure(lua_State *L, store *s) {
@@ -164,7 +188,9 @@ static int l_open(lua_State *L) {
     lua_pop(L, 2);
   }
   db_ud *u = lua_newuserdata(L, sizeof *u);
-  u->s = NULL;
+  memset(u, 0, sizeof *u);
+  pthread_mutex_init(&u->mu, NULL);
+  pthread_cond_init(&u->idle, NULL);
   luaL_getmetatable(L, DB_MT);
   lua_setmetatable(L, -2);
   store_error err;
@@ -202,10 +228,23 @@ static int l_new_run_id(lua_State *L) {
 
 /* ---- db methods: lifecycle and runs ----------------------------------------------- */
 
+/* Waits for a group commit that holds the writer (a hard stop may close during one). */
 static int l_close(lua_State *L) {
   db_ud *u = luaL_checkudata(L, 1, DB_MT);
+  if (!u->s)
+    return 0;
+  store_lua_wait_idle(u);
+  store_close(u->reader);
   store_close(u->s);
-  u->s = NULL;
+  u->reader = u->s = NULL;
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  db_ud *u = luaL_checkudata(L, 1, DB_MT);
+  l_close(L);
+  pthread_cond_destroy(&u->idle);
+  pthread_mutex_destroy(&u->mu);
   return 0;
 }
 
@@ -252,7 +291,7 @@ static int l_run_create(lua_State *L) {
 }
 
 static int l_run_get(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *id = luaL_checkstring(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_RUN_GET);
   if (!st)
@@ -262,7 +301,7 @@ static int l_run_get(lua_State *L) {
 }
 
 static int l_run_latest_unfinished(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *path = luaL_checkstring(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_RUN_LATEST_UNFINISHED);
   if (!st)
@@ -272,7 +311,7 @@ static int l_run_latest_unfinished(lua_State *L) {
 }
 
 static int l_runs_list(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   int limit = 50;
   const char *path = NULL;
   if (!lua_isnoneornil(L, 2)) {
@@ -303,7 +342,7 @@ static int l_run_set_status(lua_State *L) {
 }
 
 static int l_run_step_counts(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *id = luaL_checkstring(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_RUN_STEP_COUNTS);
   if (!st)
@@ -330,7 +369,7 @@ static int l_run_step_counts(lua_State *L) {
 /* ---- steps and kv ------------------------------------------------------------------ */
 
 static int l_step_get(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = luaL_checkstring(L, 2);
   const char *key = luaL_checkstring(L, 3);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_STEP_GET);
@@ -342,7 +381,7 @@ static int l_step_get(lua_State *L) {
 }
 
 static int l_steps_load(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = luaL_checkstring(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_STEPS_LOAD);
   if (!st)
@@ -364,7 +403,7 @@ static int l_steps_load(lua_State *L) {
 }
 
 static int l_kv_get(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = luaL_checkstring(L, 2);
   const char *key = luaL_checkstring(L, 3);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_KV_GET);
@@ -385,7 +424,7 @@ static int l_kv_get(lua_State *L) {
 }
 
 static int l_kv_all(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = luaL_checkstring(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_KV_ALL);
   if (!st)
@@ -407,7 +446,7 @@ static int l_kv_all(lua_State *L) {
 
 /* db:step_events(run_id, key) -> { {at, event_json}, ... } oldest first */
 static int l_step_events(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = luaL_checkstring(L, 2);
   const char *key = luaL_checkstring(L, 3);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_STEP_EVENTS);
@@ -448,7 +487,7 @@ static int l_events_prune(lua_State *L) {
 
 /* db:audit_list{run_id, user, limit} -> rows, oldest first (the newest `limit` when given) */
 static int l_audit_list(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = opt_table_string(L, 2, "run_id", "audit_list");
   const char *user = opt_table_string(L, 2, "user", "audit_list");
   int limit = lua_istable(L, 2) ? store_lua_field_count(L, 2, "limit", -1, "audit_list") : -1;
@@ -493,7 +532,7 @@ static const char *check_dlq_state(lua_State *L, const char *state) {
 }
 
 static int l_dlq_list(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *run_id = opt_table_string(L, 2, "run_id", "dlq_list");
   const char *state = check_dlq_state(L, opt_table_string(L, 2, "state", "dlq_list"));
   int limit = lua_istable(L, 2) ? store_lua_field_count(L, 2, "limit", -1, "dlq_list") : -1;
@@ -507,7 +546,7 @@ static int l_dlq_list(lua_State *L) {
 }
 
 static int l_dlq_get(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_DLQ_GET);
   if (!st)
@@ -527,7 +566,7 @@ static int l_dlq_set_state(lua_State *L) {
 }
 
 static int l_dlq_count(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  store *s = store_lua_check_reader(L);
   const char *state = check_dlq_state(L, opt_table_string(L, 2, "state", "dlq_count"));
   const char *run_id = opt_table_string(L, 2, "run_id", "dlq_count");
   sqlite3_stmt *st = store_query_begin(s, STORE_Q_DLQ_COUNT);
@@ -557,7 +596,9 @@ static int l_dlq_prune(lua_State *L) {
 
 /* Test hook: lets specs force SQLITE_FULL (max_page_count) or SQLITE_READONLY (query_only). */
 static int l_pragma(lua_State *L) {
-  store *s = store_lua_check_db(L);
+  db_ud *u = store_lua_check_ud(L);
+  store_lua_wait_idle(u);
+  store *s = u->s;
   const char *name = luaL_checkstring(L, 2);
   lua_Integer v = luaL_checkinteger(L, 3);
   if (strcmp(name, "max_page_count") != 0 && strcmp(name, "query_only") != 0)
@@ -588,7 +629,7 @@ static const luaL_Reg db_methods[] = {
     {"step_get", l_step_get},
     {"steps_load", l_steps_load},
     {"apply", store_lua_apply},
-    {"sync", store_lua_sync},
+    {"apply_async", store_lua_apply_async},
     {"kv_get", l_kv_get},
     {"kv_all", l_kv_all},
     {"dlq_list", l_dlq_list},
@@ -609,7 +650,7 @@ int luaopen_scimrun_store(lua_State *L) {
   lua_newtable(L);
   luaL_register(L, NULL, db_methods);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_close);
+  lua_pushcfunction(L, l_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, l_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -1,6 +1,8 @@
 /*
  * store_lua: `require "scimrun.store"`, the Lua face of store.h. All calls are synchronous
- * but db:sync(), which suspends the calling task.
+ * but db:apply_async(), which suspends the calling task. Reads are made on a companion reader
+ * (store.h) of a writable store: they see every committed transaction and never wait for one
+ * on the thread pool.
  * Misuse (wrong argument type, unknown op/status/state, a closed or readonly db) raises;
  * operational failure returns nil, message (naming the state file), code ("SQLITE_FULL",
  * "LOCKED", "LINKED", "NOTFOUND", "EXISTS", "TOOBIG", ...).
@@ -18,12 +20,14 @@
  *   db:run_set_status(id, status, exit_code_or_nil) -> true
  *   db:run_step_counts(id) -> {started, completed, failed, compensated}
  *   db:step_get(run_id, key) -> step | nil;  db:steps_load(run_id) -> {[key] = step}
- *   db:apply(batch [, defer_sync]) -> true, ids, nil, unsynced  (one transaction; ids[i] =
+ *   db:apply(batch) -> true, ids, nil  (one transaction, durable when it returns; ids[i] =
  *     dead-letter id for dlq_add ops; the third value is the PostgreSQL store's fenced-off
- *     writes, always nil here). With defer_sync and durability "full" the log is not synced in
- *     the commit and unsynced is true: the batch is durable only after a later db:sync().
- *   db:sync() -> true | nil, err, "SYNC"  (in a task: fdatasync of the log on libuv's thread
- *     pool, the loop running meanwhile; true at once with durability "normal")
+ *     writes, always nil here). Waits for a db:apply_async under way to let the writer go.
+ *   db:apply_async(batch) -> true, ids | nil, err, code  (in a task: the same transaction on
+ *     libuv's thread pool, the loop running meanwhile, then at durability "full" the log's
+ *     fdatasync; code "SYNC" when that sync failed, and what it covered may be lost. One at a
+ *     time: a second call first waits for the first to let the writer go. Every other use of
+ *     the writer meanwhile waits the same way; reads do not.)
  *   db:kv_get(run_id, key) -> value_json | nil;  db:kv_all(run_id) -> {[key] = value_json}
  *   db:dlq_list{run_id, state, limit} -> array by id;  db:dlq_get(id) -> entry | nil
  *   db:dlq_set_state(id, state) -> true;  db:dlq_count{state, run_id} -> n
@@ -42,8 +46,8 @@
 #include <lua.h>
 
 int luaopen_scimrun_store(lua_State *L);
-/* Drops the tasks still waiting on a db:sync() (before sched_shutdown releases them); their
- * syncs finish on the thread pool and are freed when the loop closes. */
-void store_lua_sync_shutdown(void);
+/* Drops the tasks still waiting on a db:apply_async() (before sched_shutdown releases them);
+ * their commits finish on the thread pool and are freed when the loop closes. */
+void store_lua_async_shutdown(void);
 
 #endif

@@ -1,8 +1,8 @@
-/* store_lua_apply.c: db:apply(batch [, defer_sync]), many writes in one transaction (group
- * commit). With defer_sync and durability full, the log is not synced in the commit: the fourth
- * result is then true and the caller must db:sync() before it reports the batch durable. */
+/* store_lua_apply.c: db:apply(batch), many writes in one transaction (group commit), and the
+ * decoding of a batch that db:apply_async (store_lua_async.c) shares. */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store_lua_internal.h"
@@ -30,6 +30,11 @@ typedef struct {
   store_dlq_entry dlq;
   store_audit_entry audit;
 } batch_op;
+
+struct store_lua_batch {
+  int n;
+  batch_op ops[];
+};
 
 /* Reads batch[i] (on top of the stack) into op, raising on misuse. */
 static void decode_op(lua_State *L, int i, batch_op *op) {
@@ -135,11 +140,11 @@ static int run_op(store *s, const batch_op *op, int64_t *id) {
 }
 
 /* One transaction of every op; rolled back on the first failure. */
-static int write_batch(store *s, batch_op *ops, int n) {
+int store_lua_batch_write(store *s, store_lua_batch *b) {
   if (store_begin(s) != 0)
     return -1;
-  for (int i = 0; i < n; i++) {
-    if (run_op(s, &ops[i], &ops[i].id) != 0) {
+  for (int i = 0; i < b->n; i++) {
+    if (run_op(s, &b->ops[i], &b->ops[i].id) != 0) {
       store_rollback(s);
       return -1;
     }
@@ -151,47 +156,55 @@ static int write_batch(store *s, batch_op *ops, int n) {
   return 0;
 }
 
-int store_lua_apply(lua_State *L) {
-  store *s = store_lua_check_writable(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  int defer = lua_toboolean(L, 3) && store_durability_full(s);
-  lua_settop(L, 2);
-  int n = (int)lua_objlen(L, 2);
-  /* Decode everything first: misuse raises before the transaction starts. */
-  batch_op *ops = lua_newuserdata(L, (size_t)(n > 0 ? n : 1) * sizeof *ops);
-  memset(ops, 0, (size_t)(n > 0 ? n : 1) * sizeof *ops);
+/* The decoded ops live in a userdata left on the stack while decoding, so a misuse error
+ * frees them with it; the C copy returned is malloc'd once all are decoded. */
+store_lua_batch *store_lua_batch_decode(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  int n = (int)lua_objlen(L, idx);
+  size_t size = sizeof(store_lua_batch) + (size_t)(n > 0 ? n : 1) * sizeof(batch_op);
+  store_lua_batch *tmp = lua_newuserdata(L, size);
+  memset(tmp, 0, size);
+  tmp->n = n;
   for (int i = 1; i <= n; i++) {
-    lua_rawgeti(L, 2, i);
-    decode_op(L, i, &ops[i - 1]);
+    lua_rawgeti(L, idx, i);
+    decode_op(L, i, &tmp->ops[i - 1]);
     lua_pop(L, 1);
   }
-  lua_newtable(L); /* ids */
-  if (n == 0) {
-    lua_pushboolean(L, 1);
-    lua_insert(L, -2);
-    return 2;
-  }
-  if (defer && store_defer_sync(s, 1) != 0)
-    return store_lua_failure(L, s);
-  int rc = write_batch(s, ops, n);
-  /* Back to FULL whatever happened, so writes outside the group commit sync as before; a
-   * failure to restore it fails the batch too (its durability is then unknown). */
-  if (defer && store_defer_sync(s, 0) != 0)
-    rc = -1;
-  /* The log's descriptor, taken now that the commit wrote it (store.h, "Deferred sync"). */
-  if (rc == 0 && defer && store_wal_open(s) != 0)
-    rc = -1;
-  if (rc != 0)
-    return store_lua_failure(L, s);
-  for (int i = 0; i < n; i++) {
-    if (ops[i].kind == OP_DLQ_ADD) {
-      lua_pushnumber(L, (lua_Number)ops[i].id);
+  store_lua_batch *b = malloc(size);
+  if (!b)
+    luaL_error(L, "apply: out of memory");
+  memcpy(b, tmp, size);
+  lua_pop(L, 1);
+  return b;
+}
+
+void store_lua_batch_free(store_lua_batch *b) { free(b); }
+
+int store_lua_batch_size(const store_lua_batch *b) { return b->n; }
+
+void store_lua_batch_push_ids(lua_State *L, const store_lua_batch *b) {
+  lua_newtable(L);
+  for (int i = 0; i < b->n; i++) {
+    if (b->ops[i].kind == OP_DLQ_ADD) {
+      lua_pushnumber(L, (lua_Number)b->ops[i].id);
       lua_rawseti(L, -2, i + 1);
     }
   }
+}
+
+int store_lua_apply(lua_State *L) {
+  store *s = store_lua_check_writable(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  /* Decode everything first: misuse raises before the transaction starts. */
+  store_lua_batch *b = store_lua_batch_decode(L, 2);
+  if (b->n > 0 && store_lua_batch_write(s, b) != 0) {
+    store_lua_batch_free(b);
+    return store_lua_failure(L, s);
+  }
   lua_pushboolean(L, 1);
-  lua_insert(L, -2);
+  store_lua_batch_push_ids(L, b);
+  store_lua_batch_free(b);
   lua_pushnil(L); /* lost: fenced writes not made (the PostgreSQL store's worker mode only) */
-  lua_pushboolean(L, defer);
-  return 4;
+  return 3;
 }

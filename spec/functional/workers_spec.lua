@@ -56,7 +56,7 @@ describe("workers sharing one run in PostgreSQL", function()
     math.randomseed(os.time())
     local kills, all = 0, { live[1], live[2], live[3] }
     while kills < 10 do
-      scimrun.sleep(0.3 + math.random() * 0.9)
+      scimrun.sleep(0.2 + math.random() * 0.5)
       local alive = {}
       for _, pid in ipairs(live) do if proc.alive(pid) then alive[#alive + 1] = pid end end
       if #alive == 0 then break end -- the run finished

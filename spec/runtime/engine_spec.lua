@@ -61,13 +61,13 @@ local function override_db(engine, methods)
   return real
 end
 
--- The sizes of the batches the engine hands db:apply (one per transaction).
+-- The sizes of the batches the engine hands db:apply_async (one per transaction).
 local function count_applies(engine)
   local batches, db = {}, nil
   db = override_db(engine, {
-    apply = function(_, batch)
+    apply_async = function(_, batch)
       batches[#batches + 1] = #batch
-      return db:apply(batch)
+      return db:apply_async(batch)
     end,
   })
   return batches
@@ -349,9 +349,10 @@ describe("the group commit", function()
     local batches, real = {}, nil
     local restoring = true
     real = override_db(engine, {
-      apply = function(_, batch, defer)
+      apply_async = false, -- as the PostgreSQL store: db:apply, a task's round trip
+      apply = function(_, batch)
         batches[#batches + 1] = #batch
-        return real:apply(batch, defer)
+        return real:apply(batch)
       end,
       recovering = function() return restoring end,
     })
@@ -374,66 +375,59 @@ describe("the group commit", function()
     done(db)
   end)
 
-  -- The store's apply and sync seen through a proxy: what happened, in order.
-  local function watch_sync(engine, failing)
+  -- The store's commits on the thread pool seen through a proxy: what happened, in order.
+  local function watch_commits(engine, fail)
     local seen, db = {}, nil
     db = override_db(engine, {
-      apply = function(_, batch, defer)
-        local ok, ids, lost, unsynced = db:apply(batch, defer)
-        seen[#seen + 1] = unsynced and "written" or "written, nothing to sync"
-        return ok, ids, lost, unsynced
-      end,
-      sync = function()
-        seen[#seen + 1] = "sync"
-        if failing then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
-        local ok, err, code = db:sync()
-        seen[#seen + 1] = "synced"
-        return ok, err, code
+      apply_async = function(_, batch)
+        seen[#seen + 1] = "commit"
+        local ok, ids, code
+        if fail then ok, ids, code = fail(batch) else ok, ids, code = db:apply_async(batch) end
+        seen[#seen + 1] = ok and "committed" or "failed"
+        return ok, ids, code
       end,
     })
     return seen
   end
 
-  it("at durability full, wakes a step only after the log of its commit is synced", function()
+  it("wakes a step only once the commit of its start is durable", function()
     local engine, wf, db = new_engine()
-    local seen = watch_sync(engine)
+    local seen = watch_commits(engine)
     wf:step("one", function() seen[#seen + 1] = "ran" end)
     seen[#seen + 1] = "returned"
-    assert.are.same({ "written", "sync", "synced", "ran", "written", "sync", "synced", "returned" }, seen)
+    assert.are.same({ "commit", "committed", "ran", "commit", "committed", "returned" }, seen)
     assert.are.equal("completed", states(db, engine.run_id).one)
     done(db)
   end)
 
-  it("writes what was queued during a sync in one transaction after it, then syncs that", function()
+  it("writes what was queued during a commit in one transaction after it", function()
     local engine, wf, db = new_engine()
-    local seen = watch_sync(engine)
+    local seen = watch_commits(engine)
     local list = {}
     for i = 1, 20 do list[i] = i end
-    -- steps that end in different loop turns: several commits, fewer syncs (never more)
+    -- steps that end in different loop turns: several commits, never two at once
     wf:map(list, { concurrency = 20 }, function(x)
       for _ = 1, x % 4 do scimrun.sleep(0) end
       wf:step("s:" .. x, function() end)
     end)
-    local writes, syncs, syncing = 0, 0, false
+    local commits, under_way = 0, false
     for _, what in ipairs(seen) do
-      if what == "written" then
-        writes = writes + 1
-        assert.is_false(syncing, "a batch was written while a sync ran; it waits and goes in the next one")
-      elseif what == "sync" then
-        syncs, syncing = syncs + 1, true
-      elseif what == "synced" then
-        syncing = false
+      if what == "commit" then
+        assert.is_false(under_way, "a batch was handed over while a commit ran; it waits for the next one")
+        commits, under_way = commits + 1, true
+      else
+        under_way = false
       end
     end
-    assert.is_true(writes >= 2)
-    assert.is_true(syncs >= 1 and syncs <= writes)
+    assert.is_true(commits >= 2 and commits < 40) -- 40 writes, fewer transactions
     assert.are.equal(20, engine.stats.steps_run)
+    assert.are.equal(commits, engine.stats.commits)
     done(db)
   end)
 
-  it("fails the step and stops the run when the sync fails: nothing is reported durable", function()
+  it("fails the step and stops the run when the commit's sync fails: nothing is reported durable", function()
     local engine, wf, db = new_engine()
-    watch_sync(engine, true)
+    watch_commits(engine, function() return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end)
     local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
     assert.is_false(ok)
     assert.are.equal("store", err.class)
@@ -443,15 +437,28 @@ describe("the group commit", function()
     done(db)
   end)
 
+  it("stops the run when the store cannot write a batch, naming what to do", function()
+    local engine, wf, db = new_engine()
+    db:_pragma("query_only", 1)
+    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
+    db:_pragma("query_only", 0)
+    assert.is_false(ok)
+    assert.are.equal("store", err.class)
+    assert.matches("cannot write the state file: .*free space or fix permissions, then %-%-resume", err.detail)
+    assert.is_true(engine.stopping)
+    assert.is_nil(db:step_get(engine.run_id, "one"))
+    done(db)
+  end)
+
   it("after a failed sync writes nothing more: no step queued meanwhile is told it is durable", function()
     local engine, wf, db = new_engine()
-    local syncs = 0
+    local calls = 0
     override_db(engine, {
-      sync = function()
-        syncs = syncs + 1
+      apply_async = function(_, batch)
+        calls = calls + 1
         scimrun.sleep(0.05) -- a slow disk: other steps queue meanwhile
-        if syncs == 1 then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
-        return db:sync()
+        if calls == 1 then return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end
+        return db:apply_async(batch)
       end,
     })
     local ran, failed = {}, {}
@@ -464,11 +471,11 @@ describe("the group commit", function()
       end
     end
     scimrun.all(fns)
-    assert.are.same({}, ran) -- every step_start was awaiting a sync: none ran its work
+    assert.are.same({}, ran) -- every step_start was awaiting a commit: none ran its work
     assert.are.same({ "store", "store", "store" }, failed)
-    assert.are.equal(1, syncs)
+    assert.are.equal(1, calls)
     assert.matches("Input/output error", engine.fatal.detail)
-    assert.is_false(engine.syncing)
+    assert.is_false(engine.committing)
     done(db)
   end)
 
@@ -481,29 +488,52 @@ describe("the group commit", function()
     assert.are.equal(class, err.class)
     assert.matches(detail, err.detail)
     assert.is_true(engine.stopping)
-    assert.is_false(engine.syncing)
-    assert.are.same({}, engine.unsynced)
+    assert.is_false(engine.committing)
+    assert.are.same({}, engine.waiters)
     done(db)
   end
 
-  it("whose syncer raises (a closed store, a bug) wakes its steps with the error; none waits forever", function()
-    step_meets({ sync = function() error("state store is closed") end }, "store", "state store is closed")
+  it("whose committer raises (a closed store, a bug) wakes its steps with the error; none waits forever", function()
+    step_meets({ apply_async = function() error("state store is closed") end }, "internal",
+      "the group commit failed: .*state store is closed")
   end)
 
-  it("that raises (a bug) wakes its steps with the error and stops the run; none waits forever", function()
-    step_meets({ apply = function() error("attempt to get length of local 'lost'") end }, "internal",
-      "the group commit failed: .*length of local 'lost'")
+  it("that raises on the loop (a bug) wakes its steps with the error and stops the run; none waits forever", function()
+    step_meets({ apply_async = false, apply = function() error("attempt to get length of local 'lost'") end },
+      "internal", "the group commit failed: .*length of local 'lost'")
   end)
 
-  it("at durability normal, syncs nothing: the commit wakes its steps at once", function()
+  it("at a hard stop writes at once, on the loop, after the commit under way", function()
+    local engine, wf, db = new_engine()
+    local seen = watch_commits(engine)
+    local started = false
+    scimrun.spawn(function()
+      started = true
+      wf:step("under-way", function() end)
+    end)
+    while not started do scimrun.sleep(0) end
+    scimrun.sleep(0) -- the start of "under-way" is handed to the thread pool
+    assert.is_true(engine.committing)
+    engine:enqueue { op = "kv_put", key = "late", value_json = "1" }
+    engine:flush(true)
+    assert.are.same({}, engine.pending)
+    assert.are.equal("1", db:kv_get(engine.run_id, "late"))
+    assert.are.equal("started", db:step_get(engine.run_id, "under-way").state) -- committed first
+    while engine.committing or db:step_get(engine.run_id, "under-way").state ~= "completed" do scimrun.sleep(0.001) end
+    assert.are.equal("commit", seen[1])
+    done(db)
+  end)
+
+  it("at durability normal, commits on the thread pool too", function()
     n = n + 1
     local db = assert(store.open(("%s/s%d.db"):format(dir, n), { durability = "normal" }))
     assert(db:run_create { id = "r-normal", workflow_name = "spec", workflow_path = "/spec.lua", workflow_hash = "h" })
     local engine = workflow.engine { db = db, run_id = "r-normal", log = function() end }
     core.at_turn_end(function() engine:flush() end)
-    local seen = watch_sync(engine)
+    local seen = watch_commits(engine)
     engine:context { name = "spec" }:step("one", function() end)
-    assert.are.same({ "written, nothing to sync", "written, nothing to sync" }, seen)
+    assert.are.same({ "commit", "committed", "commit", "committed" }, seen)
+    assert.are.equal("completed", states(db, "r-normal").one)
     done(db)
   end)
 end)

@@ -203,28 +203,68 @@ describe("store steps and apply", function()
     assert.is_nil(db:step_get("r-1", "users.create:bob"))
   end)
 
-  it("defers the log's sync when asked at durability full, and db:sync() makes it durable", function()
-    local step = { { op = "step_start", run_id = "r-1", key = "deferred" } }
-    local ok, _, _, unsynced = db:apply(step)
+  it("writes a batch on the thread pool with db:apply_async, durable and readable when it returns", function()
+    local batch = {
+      { op = "step_start", run_id = "r-1", key = "async:1" },
+      { op = "dlq_add", run_id = "r-1", step_key = "async:1", operation = "users.create", class = "permanent" },
+      { op = "step_complete", run_id = "r-1", key = "async:1", result_json = "1", attempts = 1 },
+    }
+    local ok, ids = db:apply_async(batch)
     assert.is_true(ok)
-    assert.is_false(unsynced) -- not asked: synced in the commit, as before
-    local complete = { { op = "step_complete", run_id = "r-1", key = "deferred", result_json = "1" } }
-    ok, _, _, unsynced = db:apply(complete, true)
-    assert.is_true(ok)
-    assert.is_true(unsynced)
-    assert.are.equal("completed", db:step_get("r-1", "deferred").state) -- written, readable
-    assert.is_true(db:sync())
-    -- a sync suspends its task: outside one it is refused
-    local co = coroutine.create(function() return db:sync() end)
+    assert.is_nil(ids[1])
+    assert.is_number(ids[2]) -- the dead letter's id, as db:apply gives it
+    assert.are.equal("completed", db:step_get("r-1", "async:1").state)
+    assert.are.equal(ids[2], db:dlq_get(ids[2]).id)
+    -- it suspends its task: outside one it is refused, before anything is written
+    local co = coroutine.create(function()
+      return db:apply_async { { op = "step_start", run_id = "r-1", key = "x" } }
+    end)
     local cok, cerr = coroutine.resume(co)
     assert.is_false(cok)
-    assert.matches("db:sync", cerr)
+    assert.matches("db:apply_async", cerr)
+    assert.is_nil(db:step_get("r-1", "x"))
+    -- misuse raises as db:apply does, naming the op
+    assert.has_error(function() db:apply_async { { op = "step_start" } } end,
+      "apply: batch[1] (step_start): field 'run_id' must be a string (got nil)")
+  end)
+
+  it("rolls a failed db:apply_async back whole and names the file", function()
+    local ok, err, code = db:apply_async {
+      { op = "step_start", run_id = "r-1", key = "kept-out" },
+      { op = "step_start", run_id = "r-nope", key = "orphan" },
+    }
+    assert.is_nil(ok)
+    assert.matches("r%-nope", err)
+    assert.is_string(code)
+    assert.is_nil(db:step_get("r-1", "kept-out"))
+    db:_pragma("query_only", 1)
+    ok, err, code = db:apply_async { { op = "step_start", run_id = "r-1", key = "ro" } }
+    assert.is_nil(ok)
+    assert.matches("SQLITE_READONLY", code)
+    assert.matches(db:path(), err, 1, true)
+    db:_pragma("query_only", 0)
+    assert(db:apply_async { { op = "step_start", run_id = "r-1", key = "after" } })
+    assert.are.equal("started", db:step_get("r-1", "after").state)
+  end)
+
+  it("makes another write wait for a db:apply_async under way; reads see only what is committed", function()
+    local big = {}
+    for i = 1, 3000 do big[i] = { op = "step_start", run_id = "r-1", key = "big:" .. i } end
+    local queued, finished = false, false
+    scimrun.spawn(function()
+      queued = true -- the next call queues the commit before this task parks
+      assert(db:apply_async(big))
+      finished = true
+    end)
+    while not queued do scimrun.sleep(0) end
+    -- the writer belongs to the commit on the thread pool: this write waits for it, then lands
+    assert(db:apply { { op = "step_start", run_id = "r-1", key = "after-big" } })
+    assert.are.equal(3001, db:run_step_counts("r-1").started)
+    while not finished do scimrun.sleep(0.001) end
     local normal = assert(store.open(fresh_path(), { durability = "normal" }))
     new_run(normal, "r-n")
-    ok, _, _, unsynced = normal:apply({ { op = "step_start", run_id = "r-n", key = "deferred" } }, true)
-    assert.is_true(ok)
-    assert.is_false(unsynced) -- nothing to sync at durability normal
-    assert.is_true(normal:sync())
+    assert(normal:apply_async { { op = "step_start", run_id = "r-n", key = "k" } })
+    assert.are.equal("started", normal:step_get("r-n", "k").state)
     normal:close()
   end)
 

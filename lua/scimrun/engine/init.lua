@@ -38,10 +38,9 @@ function M.new(opts)
     dlq_pending = nil,  -- pending entries in the store, counted once, then kept up to date
     pending = {},       -- ops waiting for the next group commit
     waiters = {},       -- tasks parked until that commit
-    unsynced = {},      -- tasks whose commit is written, parked until its log is synced
-    syncing = false,    -- a syncer task is running (Engine:start_sync)
-    in_sync = nil,      -- the tasks of the sync under way
-    sync_error = nil,   -- a sync failed: nothing after it is written (Engine:sync_failed)
+    committing = false, -- a committer task is running (Engine:start_apply, SQLite)
+    in_commit = nil,    -- the tasks of the commit under way
+    sync_error = nil,   -- a commit or sync failed: nothing after it is written (Engine:sync_failed)
     session_started = scimrun.wall(),
     stopping = false,   -- a signal: no new steps (rollbacks excepted)
     draining = false,   -- a failure without continue-on-error: no new items

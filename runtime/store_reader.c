@@ -1,0 +1,44 @@
+/* store_reader.c: a read-only companion connection of an open writer (contract in store.h,
+ * "Companion reader"). */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+#define READER_BUSY_TIMEOUT_MS 5000
+
+store *store_open_reader_of(const store *w, store_error *err) {
+  store *r = calloc(1, sizeof *r);
+  if (!r || !(r->path = strdup(w->path)) || !(r->real = strdup(w->real))) {
+    if (r)
+      free(r->path);
+    free(r);
+    snprintf(err->code, sizeof err->code, "NOMEM");
+    snprintf(err->msg, sizeof err->msg, "out of memory");
+    return NULL;
+  }
+  r->lock_fd = -1;
+  r->wal_fd = -1;
+  r->readonly = 1;
+  r->max_value = w->max_value;
+  r->durability_normal = w->durability_normal;
+  /* The writer checked the file, its schema and its modes when it opened it: none of that is
+   * repeated (a quick_check reads the whole file). SQLite shares its locks between the two
+   * connections of this process, so closing this one drops none of the writer's. */
+  int rc = sqlite3_open_v2(r->real, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_extended_result_codes(r->db, 1);
+    sqlite3_busy_timeout(r->db, READER_BUSY_TIMEOUT_MS);
+    rc = sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+  }
+  if (rc != SQLITE_OK) {
+    snprintf(err->code, sizeof err->code, "CANTOPEN");
+    snprintf(err->msg, sizeof err->msg, "cannot open state file %s for reading: %s", w->path,
+             r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+    store_close(r);
+    return NULL;
+  }
+  return r;
+}
