@@ -78,6 +78,32 @@ describe("the console's row of a run", function()
     assert.are.same({ 90, 210, false }, { m.started_at, m.updated_at, m.finished })
   end)
 
+  it("counts nothing in flight of a worker whose row is older than its lease (killed), nor waits for it", function()
+    local live, killed = record.new { started_at = 100 }, record.new { started_at = 100 }
+    for _, rec in ipairs { live, killed } do
+      record.apply(rec, { type = "input", total = 300 }, 0)
+      record.apply(rec, { type = "run_items", done = 20, every = 10 }, 0) -- a heartbeat each 10 s: lease 30 s
+      record.apply(rec, { type = "rate", target = "scim.example", rps = 20 }, 0)
+      for _ = 1, 6 do record.apply(rec, { type = "item_start" }, 0) end -- 6 items in flight each
+    end
+    items(live, 4)
+    local rows = { ["console:a"] = record.encode(live, 160), ["console:b"] = record.encode(killed, 129) }
+    local m = record.read(store_with(rows), "r-1")
+    assert.are.same({ 12, 0, 40 }, { m.in_flight, m.gone, m.targets["scim.example"].rps }) -- 31 s: within 3 x 10 + 1
+    rows["console:b"] = record.encode(killed, 128) -- 32 s before the newest row: gone
+    m = record.read(store_with(rows), "r-1")
+    assert.are.same({ 6, 1, 20 }, { m.in_flight, m.gone, m.targets["scim.example"].rps })
+    assert.are.equal(4, m.mine) -- what each did still counts (the gone one: nothing)
+    live.finished = true
+    rows["console:a"] = record.encode(live, 160)
+    assert.is_true(record.read(store_with(rows), "r-1").finished) -- not held unfinished by the gone row
+    -- a row without heartbeats (a lone process's, an older scimrun's) is never taken for gone
+    killed.heartbeat = nil
+    rows["console:b"] = record.encode(killed, 0)
+    m = record.read(store_with(rows), "r-1")
+    assert.are.same({ 12, 0, false }, { m.in_flight, m.gone, m.finished })
+  end)
+
   it("reads a lone process's row as it was written, and nothing when there is none", function()
     local rec = record.new { started_at = 5 }
     record.apply(rec, { type = "input", total = 3 }, 0)

@@ -64,6 +64,7 @@ function M.apply(rec, ev, wall)
     rec.started = rec.started + 1
   elseif ty == "run_items" then
     rec.shared = { done = tonumber(ev.done) or 0, mine = rec.mine }
+    rec.heartbeat = tonumber(ev.every) -- the worker writes its row at least this often
   elseif ty == "input" then
     rec.total = (tonumber(rec.total) or 0) + (tonumber(ev.total) or 0)
   elseif ty == "failure" then
@@ -153,15 +154,31 @@ end
 local function max_of(a, b) return pick(math.max, a, b) end
 local function min_of(a, b) return pick(math.min, a, b) end
 
+-- A worker whose row has not been written for 3 heartbeats (its lease) is gone (killed, its
+-- machine lost): its items go back to the other workers, so its row's items in flight and its
+-- send rates count no more, and it does not hold the merged row unfinished. Measured against
+-- the newest row, not a clock: the console reads another process's rows.
+local function gone(r, newest)
+  local hb, at = tonumber(r.heartbeat), tonumber(r.updated_at)
+  return r.finished ~= true and hb ~= nil and at ~= nil and newest ~= nil and newest - at > 3 * hb + 1
+end
+
 -- One record of the rows of a run's workers: counts summed; done, total and times the
 -- highest (each worker's done is already the run's); a target's breaker the worst any worker
 -- saw, its rates and waits summed (each worker has its own limiter); finished once all are.
+-- A gone worker's row (above) adds what it did, not what it had in flight; m.gone counts them.
 function M.merge(rows)
   if #rows == 1 then return rows[1] end
   local m = M.new()
-  m.workers, m.finished = #rows, true
+  m.workers, m.finished, m.gone = #rows, true, 0
+  local newest
+  for _, r in ipairs(rows) do newest = max_of(newest, r.updated_at) end
   for _, r in ipairs(rows) do
-    for _, k in ipairs(SUMMED) do m[k] = num(m[k]) + num(r[k]) end
+    local is_gone = gone(r, newest)
+    if is_gone then m.gone = m.gone + 1 end
+    for _, k in ipairs(SUMMED) do
+      if not (is_gone and k == "in_flight") then m[k] = num(m[k]) + num(r[k]) end
+    end
     add_counts(m.outcomes, r.outcomes)
     add_counts(m.retries_by_class, r.retries_by_class)
     m.done = max_of(m.done, r.done)
@@ -169,7 +186,7 @@ function M.merge(rows)
     m.started_at = min_of(m.started_at, r.started_at)
     m.updated_at = max_of(m.updated_at, r.updated_at)
     m.resumed = m.resumed or r.resumed == true
-    m.finished = m.finished and r.finished == true
+    m.finished = m.finished and (r.finished == true or is_gone)
     for name, t in pairs(type(r.targets) == "table" and r.targets or {}) do
       local mt = m.targets[name]
       if not mt then
@@ -177,7 +194,7 @@ function M.merge(rows)
         m.targets[name] = mt
       end
       if (BREAKER_RANK[t.breaker] or 0) > (BREAKER_RANK[mt.breaker] or 0) then mt.breaker = t.breaker end
-      mt.rps, mt.waited_s = mt.rps + num(t.rps), mt.waited_s + num(t.waited_s)
+      mt.rps, mt.waited_s = mt.rps + (is_gone and 0 or num(t.rps)), mt.waited_s + num(t.waited_s)
       mt.breaker_since, mt.open_until = max_of(mt.breaker_since, t.breaker_since), max_of(mt.open_until, t.open_until)
     end
     if type(r.summary) == "table" then
