@@ -114,7 +114,8 @@ const char *store_wal_path(store *s); /* the -wal file beside what SQLite opened
 /* Companion reader (store_reader.c): a second, read-only connection to the file of the open
  * writer w, for reads made while w is busy on another thread (the Lua binding's group commit
  * on the thread pool). It sees every transaction w has committed, none in progress; it skips
- * the checks w made at open and takes no lock of its own. Close it with store_close() before
+ * the checks w made at open and takes no lock of its own, and is refused when w's resolved name
+ * no longer leads to w's file (device and inode). Close it with store_close() before
  * w. NULL with *err filled on failure. */
 store *store_open_reader_of(const store *w, store_error *err);
 

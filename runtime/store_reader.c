@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store_internal.h"
 
@@ -32,6 +33,20 @@ store *store_open_reader_of(const store *w, store_error *err) {
     sqlite3_extended_result_codes(r->db, 1);
     sqlite3_busy_timeout(r->db, READER_BUSY_TIMEOUT_MS);
     rc = sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+  }
+  /* Opened by name, maybe long after the writer: the name must still be the writer's file (a
+   * renamed or replaced state file would serve reads from another database). */
+  struct stat ws, rs;
+  if (rc == SQLITE_OK &&
+      (w->lock_fd < 0 || fstat(w->lock_fd, &ws) != 0 || stat(r->real, &rs) != 0 ||
+       ws.st_dev != rs.st_dev || ws.st_ino != rs.st_ino)) {
+    snprintf(err->code, sizeof err->code, "CANTOPEN");
+    snprintf(err->msg, sizeof err->msg,
+             "state file %s: its name no longer leads to the file being "
+             "written",
+             w->path);
+    store_close(r);
+    return NULL;
   }
   if (rc != SQLITE_OK) {
     snprintf(err->code, sizeof err->code, "CANTOPEN");

@@ -503,6 +503,17 @@ describe("the group commit", function()
       "internal", "the group commit failed: .*length of local 'lost'")
   end)
 
+  it("at a hard stop with no commit under way writes what is queued at once, on the loop", function()
+    -- a hard stop exits right after this flush: a committer task spawned now would never run
+    local engine, _, db = new_engine()
+    engine:enqueue { op = "kv_put", key = "queued", value_json = "1" }
+    engine:flush(true)
+    assert.are.same({}, engine.pending)
+    assert.are.equal("1", db:kv_get(engine.run_id, "queued")) -- no loop turn since
+    assert.is_false(engine.committing)
+    done(db)
+  end)
+
   it("at a hard stop writes at once, on the loop, after the commit under way", function()
     local engine, wf, db = new_engine()
     local seen = watch_commits(engine)

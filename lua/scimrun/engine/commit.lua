@@ -31,14 +31,15 @@ function Engine:flush(force)
   -- task) would run a second reconnect window of its own, blocking the loop, that task with
   -- it: the writes wait for a later turn, and meet the restored connection or the verdict.
   if self:store_recovering() then return end
-  self:write_pending()
+  self:write_pending(force)
 end
 
 function Engine:store_recovering() return self.db.recovering ~= nil and self.db:recovering() end
 
-function Engine:write_pending()
+function Engine:write_pending(force)
   if self.sync_error then return self:sync_failed() end -- nothing more after a failed commit
-  if self.db.apply_async and not self.committing then return self:start_apply() end
+  -- a hard stop (force) writes on the loop, now: it exits right after, no committer would run
+  if self.db.apply_async and not self.committing and not force then return self:start_apply() end
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
   local ok, err = pcall(self.commit_batch, self, batch, waiters)
@@ -129,9 +130,8 @@ function Engine:apply_rounds()
       if code ~= "SYNC" then self:write_failed(ids_or_err, code) end
       return self:sync_failed(ids_or_err)
     end
-    local waiters = self.in_commit
+    for _, w in ipairs(self.in_commit) do pcall(scimrun.wake, w.co, true, ids_or_err[w.index]) end
     self.in_commit = nil
-    for _, w in ipairs(waiters) do scimrun.wake(w.co, true, ids_or_err[w.index]) end
   end
 end
 
