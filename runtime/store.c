@@ -16,7 +16,6 @@
 #include "log.h"
 #include "store_internal.h"
 
-#define BUSY_TIMEOUT_MS 5000
 #define N_MIGRATIONS store_migration_count
 
 int store_schema_version(void) { return N_MIGRATIONS; }
@@ -574,10 +573,7 @@ static int check_schema(store *s) {
   return migrate(s, version);
 }
 
-store *store_open(const char *path, const store_options *opt, store_error *err) {
-  store_options o = {0, 0, 0};
-  if (opt)
-    o = *opt;
+store *store_alloc(const char *path, store_error *err) {
   store *s = calloc(1, sizeof *s);
   if (!s || !(s->path = strdup(path))) {
     free(s);
@@ -587,6 +583,16 @@ store *store_open(const char *path, const store_options *opt, store_error *err) 
   }
   s->lock_fd = -1;
   s->wal_fd = -1;
+  return s;
+}
+
+store *store_open(const char *path, const store_options *opt, store_error *err) {
+  store_options o = {0, 0, 0};
+  if (opt)
+    o = *opt;
+  store *s = store_alloc(path, err);
+  if (!s)
+    return NULL;
   s->readonly = o.readonly != 0;
   s->max_value = o.max_value_bytes ? o.max_value_bytes : STORE_MAX_VALUE_BYTES;
   s->durability_normal = o.durability_normal;

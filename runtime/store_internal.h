@@ -57,6 +57,13 @@ struct store {
   char err[768];
 };
 
+/* How long a connection waits for another's lock before SQLITE_BUSY. */
+#define BUSY_TIMEOUT_MS 5000
+
+/* A store with its path copied and no descriptor open, or NULL with *err set ("NOMEM");
+ * store_close() frees it. */
+store *store_alloc(const char *path, store_error *err);
+
 /* The cached prepared statement for id (prepared on first use), or NULL with the error set. */
 sqlite3_stmt *store_stmt(store *s, int id);
 /* Steps a bound write once, resets it and clears its bindings; run_id names the run in a

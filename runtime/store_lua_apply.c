@@ -194,7 +194,6 @@ void store_lua_batch_push_ids(lua_State *L, const store_lua_batch *b) {
 
 int store_lua_apply(lua_State *L) {
   store *s = store_lua_check_writable(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   /* Decode everything first: misuse raises before the transaction starts. */
   store_lua_batch *b = store_lua_batch_decode(L, 2);

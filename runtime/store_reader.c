@@ -8,20 +8,16 @@
 
 #include "store_internal.h"
 
-#define READER_BUSY_TIMEOUT_MS 5000
-
 store *store_open_reader_of(const store *w, store_error *err) {
-  store *r = calloc(1, sizeof *r);
-  if (!r || !(r->path = strdup(w->path)) || !(r->real = strdup(w->real))) {
-    if (r)
-      free(r->path);
-    free(r);
+  store *r = store_alloc(w->path, err);
+  if (!r)
+    return NULL;
+  if (!(r->real = strdup(w->real))) {
+    store_close(r);
     snprintf(err->code, sizeof err->code, "NOMEM");
     snprintf(err->msg, sizeof err->msg, "out of memory");
     return NULL;
   }
-  r->lock_fd = -1;
-  r->wal_fd = -1;
   r->readonly = 1;
   r->max_value = w->max_value;
   r->durability_normal = w->durability_normal;
@@ -31,7 +27,7 @@ store *store_open_reader_of(const store *w, store_error *err) {
   int rc = sqlite3_open_v2(r->real, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(r->db, 1);
-    sqlite3_busy_timeout(r->db, READER_BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(r->db, BUSY_TIMEOUT_MS);
     rc = sqlite3_exec(r->db, "PRAGMA query_only = 1", NULL, NULL, NULL);
   }
   /* Opened by name, maybe long after the writer: the name must still be the writer's file (a

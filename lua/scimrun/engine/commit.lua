@@ -39,7 +39,7 @@ function Engine:store_recovering() return self.db.recovering ~= nil and self.db:
 function Engine:write_pending(force)
   if self.sync_error then return self:sync_failed() end -- nothing more after a failed commit
   -- a hard stop (force) writes on the loop, now: it exits right after, no committer would run
-  if self.db.apply_async and not self.committing and not force then return self:start_apply() end
+  if self.db.apply_async and not force then return self:start_apply() end
   local batch, waiters = self.pending, self.waiters
   self.pending, self.waiters = {}, {}
   local ok, err = pcall(self.commit_batch, self, batch, waiters)
