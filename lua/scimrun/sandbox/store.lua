@@ -286,22 +286,35 @@ function Store:groups_of(id)
   return out
 end
 
--- A fresh id: 128 random bits from /dev/urandom formatted as a UUID (v4 layout).
-local urandom
+-- A fresh id: 128 random bits from /dev/urandom formatted as a UUID (v4 layout). The bytes
+-- come from a 4 KiB pool (one read per 256 ids) and are formatted through a byte -> hex table:
+-- a read and a 16-argument format per id cost the sandbox a tenth of its CPU.
+local HEX = {}
+for i = 0, 255 do HEX[i] = ("%02x"):format(i) end
+local urandom, pool, pool_at = nil, "", 1
+
+local function random_bytes16()
+  if pool_at + 15 > #pool then
+    if urandom == nil then urandom = io.open("/dev/urandom", "rb") or false end
+    pool = urandom and urandom:read(4096) or ""
+    if #pool < 16 then
+      local t = {}
+      for i = 1, 4096 do t[i] = string.char(math.random(0, 255)) end
+      pool = table.concat(t)
+    end
+    pool_at = 1
+  end
+  local at = pool_at
+  pool_at = at + 16
+  return pool:byte(at, at + 15)
+end
+
 function Store:new_id()
   self.serial = self.serial + 1
-  if urandom == nil then urandom = io.open("/dev/urandom", "rb") or false end
-  local bytes = urandom and urandom:read(16)
-  if not bytes or #bytes ~= 16 then
-    local t = {}
-    for i = 1, 16 do t[i] = string.char(math.random(0, 255)) end
-    bytes = table.concat(t)
-  end
-  local b = { bytes:byte(1, 16) }
-  b[7] = 0x40 + b[7] % 16
-  b[9] = 0x80 + b[9] % 64
-  local hex = ("%02x"):rep(16):format(unpack(b))
-  return ("%s-%s-%s-%s-%s"):format(hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16), hex:sub(17, 20), hex:sub(21, 32))
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16 = random_bytes16()
+  return HEX[b1] .. HEX[b2] .. HEX[b3] .. HEX[b4] .. "-" .. HEX[b5] .. HEX[b6] .. "-"
+    .. HEX[0x40 + b7 % 16] .. HEX[b8] .. "-" .. HEX[0x80 + b9 % 64] .. HEX[b10] .. "-"
+    .. HEX[b11] .. HEX[b12] .. HEX[b13] .. HEX[b14] .. HEX[b15] .. HEX[b16]
 end
 
 function Store:commit()
