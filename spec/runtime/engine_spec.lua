@@ -208,6 +208,26 @@ describe("a step", function()
     done(db)
   end)
 
+
+  it("of a fresh run reads the store only for keys it started; a duplicate is still refused", function()
+    local engine, wf, db = new_engine { fresh_run = true }
+    local reads = {}
+    override_db(engine, { step_get = function(_, run_id, key)
+      reads[#reads + 1] = key
+      return db:step_get(run_id, key)
+    end })
+    assert.are.equal(1, wf:step("a", function() return 1 end))
+    assert.are.equal(2, wf:step("b", function() return 2 end))
+    assert.are.same({}, reads) -- new keys: nothing to look up
+    local ok, err = pcall(wf.step, wf, "a", function() return 3 end)
+    assert.is_false(ok)
+    assert.matches('duplicate step key "a"', tostring(err.detail))
+    assert.are.same({ "a" }, reads)
+    -- a resume is no fresh run: it looks every key up and replays what is recorded
+    local _, wf2 = resume(engine)
+    assert.are.equal(2, wf2:step("b", function() return 20 end))
+    done(db)
+  end)
   it("that fails is recorded failed; a resume fails it again unrun, --retry-failed runs it", function()
     local engine, wf, db = new_engine()
     local ok, err = pcall(wf.step, wf, "b", function()

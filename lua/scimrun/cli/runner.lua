@@ -357,14 +357,24 @@ local function wire(r)
     interval = tonumber(os.getenv("SCIMRUN_PROGRESS_INTERVAL")) or 10 }
   require("scimrun.observe.event_log").attach(stream, { answers = r.verbosity >= 2,
     retries = (pmode ~= "tty" or r.verbosity >= 1) and "info" or "debug" })
+  -- A run this process created, that no other process writes, holds only the values saved here:
+  -- they are kept in memory (until deleted: in-flight backoffs, the budget and breakers) and
+  -- each SCIM call's deadline lookup reads no database.
+  local saved = (not r.resumed and not o.worker) and {} or nil
   r.ex = require("scimrun.resilience.retry").executor {
     policy = r.pol, seed = o.seed, events = stream, log = false,
     state = {
-      load = function(key) local v = db:kv_get(run.id, key); return v and cjson.decode(v) end,
+      load = function(key)
+        local v
+        if saved then v = saved[key] else v = db:kv_get(run.id, key) end
+        return v and cjson.decode(v)
+      end,
       save = function(key, value)
         -- budget, breaker and backoff deadlines ride on the next group commit (no transaction
         -- of their own); lost in a crash, they cost at most an early retry
-        enqueue { op = "kv_put", key = key, value_json = value ~= nil and cjson.encode(value) or nil }
+        local json = value ~= nil and cjson.encode(value) or nil
+        if saved then saved[key] = json end
+        enqueue { op = "kv_put", key = key, value_json = json }
       end,
     },
   }
@@ -396,7 +406,7 @@ local function wire(r)
   require("scimrun.engine.step_history").attach(stream, enqueue)
   local def = r.def
   r.engine = workflow.engine {
-    db = db, run_id = run.id, params = r.params,
+    db = db, run_id = run.id, params = r.params, fresh_run = not r.resumed and not o.worker,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,
