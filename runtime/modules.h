@@ -17,6 +17,7 @@
 #include "sha256.h"
 #include "signals.h"
 #include "store_lua.h"
+#include "utf8_check.h"
 
 #define SCIMRUN_C_MODULES(X)                                                                       \
   X("scimrun.core", luaopen_scimrun_core)                                                          \
@@ -30,6 +31,7 @@
   X("scimrun.fs", luaopen_scimrun_fs)                                                              \
   X("scimrun.sha256", luaopen_scimrun_sha256)                                                      \
   X("scimrun.httpdate", luaopen_scimrun_httpdate)                                                  \
-  X("scimrun.pg", luaopen_scimrun_pg)
+  X("scimrun.pg", luaopen_scimrun_pg)                                                              \
+  X("scimrun.utf8", luaopen_scimrun_utf8)
 
 #endif
