@@ -3,7 +3,10 @@
 -- engine's items. Counters are derived from the stream (events.tally), so the summary, the
 -- report and `policy simulate` cannot disagree about what happened.
 --
---   local s = events.new()          s:subscribe(fn) -> unsubscribe   s:emit(ev)
+--   local s = events.new()          s:subscribe(fn [, types]) -> unsubscribe   s:emit(ev)
+--     types: the event types fn reads, as a list or a set ({ "write" }, { write = true }); fn
+--     is called for those only (without types, for every event). A run emits about seven
+--     events a user: each reader declaring what it reads spares the others' calls.
 --   local t = events.tally(s)       t.attempts, t.retries, ... (see TALLY below)
 -- An event is a table with a `type`; it never holds a secret (no headers, no bodies).
 -- A subscriber that raises is dropped with one warning: a broken reader must not stop a run.
@@ -12,16 +15,40 @@ local M = {}
 local Stream = {}
 Stream.__index = Stream
 
-function M.new() return setmetatable({ subs = {} }, Stream) end
+function M.new() return setmetatable({ subs = {}, routes = {} }, Stream) end
 
-function Stream:subscribe(fn)
-  local entry = { fn = fn }
+local function type_set(types)
+  if types == nil then return nil end
+  local set = {}
+  for k, v in pairs(types) do
+    if type(k) == "number" then set[v] = true elseif v then set[k] = true end
+  end
+  return set
+end
+
+function Stream:subscribe(fn, types)
+  local entry = { fn = fn, types = type_set(types) }
   self.subs[#self.subs + 1] = entry
+  self.routes = {} -- rebuilt per type at the next emit
   return function() entry.fn = nil end
 end
 
-function Stream:emit(ev)
+-- The subscribers of one event type, in subscription order.
+function Stream:route(ty)
+  local list = {}
   for _, entry in ipairs(self.subs) do
+    if entry.types == nil or entry.types[ty] then list[#list + 1] = entry end
+  end
+  self.routes[ty] = list
+  return list
+end
+
+function Stream:emit(ev)
+  local ty = ev.type
+  if ty == nil then ty = false end
+  local list = self.routes[ty] or self:route(ty)
+  for i = 1, #list do
+    local entry = list[i]
     local fn = entry.fn
     if fn then
       local ok, err = pcall(fn, ev)
@@ -99,7 +126,7 @@ end
 -- A tally kept up to date by a subscription to the stream.
 function M.tally(stream)
   local t = M.new_tally()
-  stream:subscribe(function(ev) M.count(t, ev) end)
+  stream:subscribe(function(ev) M.count(t, ev) end, HANDLERS)
   return t
 end
 

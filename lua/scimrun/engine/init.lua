@@ -75,7 +75,7 @@ function M.new(opts)
         class = "auth", op = ev.op, method = ev.method, url = ev.url, status = ev.status, rule = ev.rule,
         detail = ev.detail, suggest = ev.suggest, target = ev.target, credential = ev.credential,
         auth_stop = true, from_event = true }) end
-    end)
+    end, { "auth_stop" })
   end
   if dl.retention_days and self.db then self:prune_dead_letters(dl.retention_days) end
   return self

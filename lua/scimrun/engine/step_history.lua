@@ -28,7 +28,7 @@ function M.attach(stream, enqueue)
     for _, held in ipairs(step.held or {}) do keep(step, held) end
     step.held = nil
     keep(step, ev)
-  end)
+  end, { "attempt", "failure", "success", "give_up", "adopted", "wait" })
 end
 
 return M

@@ -63,7 +63,7 @@ function M.attach(stream, o)
   stream:subscribe(function(ev)
     if ev.type ~= "write" or ev.dry_run then return end
     for _, row in ipairs(M.rows(ev)) do o.enqueue(row) end
-  end)
+  end, { "write" })
 end
 
 -- Deletes rows older than the retention (audit.retention_days). Returns the number deleted,

@@ -68,7 +68,7 @@ function M.open(stream, o)
     if ev.type ~= "write" or not self.f then return end
     self.f:write(M.line(ev, o.run_id), "\n")
     self.count = self.count + 1
-  end)
+  end, { "write" })
   return self
 end
 

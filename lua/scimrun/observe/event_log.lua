@@ -44,7 +44,7 @@ function M.attach(stream, opts)
                  { target = ev.target, rps = rate > 0 and round2(rate) or nil })
       end
     end
-  end)
+  end, { "success", "failure", "breaker", "refused", "rate" })
 end
 
 return M

@@ -90,7 +90,7 @@ function M.attach(stream, get_policy, o)
     elseif ty == "run_finished" and on and on.run_finished then
       self:call("run_finished", on.run_finished, copy(ev))
     end
-  end)
+  end, { "breaker", "dead_letter", "run_finished" })
   return self
 end
 

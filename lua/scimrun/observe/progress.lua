@@ -30,7 +30,8 @@ function M.new(o)
     total = nil, started_items = 0, done = 0, failed = 0, dead_letters = 0, interrupted = 0,
     retries = 0, retries_by_class = {}, targets = {}, samples = {}, dirty = true, stopped = false,
   }, P)
-  o.stream:subscribe(function(ev) self:on_event(ev) end)
+  o.stream:subscribe(function(ev) self:on_event(ev) end,
+    { "item", "item_start", "input", "run_items", "failure", "breaker", "rate", "wait" })
   return self
 end
 

@@ -246,7 +246,9 @@ end
 function R:attach(stream)
   if not (self.path or self.port or self.always) then return self end
   self:read_last_success()
-  self.unsubscribe = stream:subscribe(function(ev) self:on_event(ev) end)
+  self.unsubscribe = stream:subscribe(function(ev) self:on_event(ev) end,
+    { "attempt", "success", "failure", "give_up", "adopted", "breaker", "wait", "rate", "item", "dead_letter",
+      "run_started", "run_finished" })
   return self
 end
 

@@ -131,7 +131,7 @@ function M.attach(stream, o)
       last = t
       o.enqueue { op = "kv_put", key = k, value_json = encode(rec, wall()) }
     end
-  end)
+  end, { "run_finished", "item", "item_start", "run_items", "input", "failure", "breaker", "rate", "wait" })
 end
 
 local BREAKER_RANK = { closed = 1, half_open = 2, open = 3 }

@@ -93,7 +93,7 @@ function Worker:start()
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
       if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
-    end)
+    end, { "breaker" })
   end
 end
 
