@@ -18,8 +18,9 @@ static struct {
   int json;
   enum log_level min;
   char *secrets[MAX_SECRETS];
+  size_t secret_len[MAX_SECRETS];
   int nsecrets;
-} G = {0, LOG_INFO, {0}, 0};
+} G = {0, LOG_INFO, {0}, {0}, 0};
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -40,7 +41,11 @@ void log_add_secret(const char *secret) {
   for (int i = 0; i < G.nsecrets; i++)
     if (strcmp(G.secrets[i], secret) == 0)
       return;
-  G.secrets[G.nsecrets++] = strdup(secret);
+  char *copy = strdup(secret);
+  if (!copy)
+    return;
+  G.secret_len[G.nsecrets] = strlen(copy);
+  G.secrets[G.nsecrets++] = copy;
 }
 
 void log_clear_secrets(void) {
@@ -80,8 +85,32 @@ static int whole_at(const char *s, size_t len, size_t i, size_t sl) {
   return (i == 0 || !token_char(s[i - 1])) && (i + sl == len || !token_char(s[i + sl]));
 }
 
+/* Could s hold what log_redact replaces: "bearer " (any case) or a registered secret? Most
+ * strings hold neither (the SCIM client redacts every attribute value it records): they skip
+ * the byte-by-byte rewrite and its copy. */
+static int redaction_needed(const char *s, size_t len) {
+  for (size_t i = 0; i + 7 <= len; i++)
+    if ((s[i] | 0x20) == 'b' && strncasecmp(s + i, "bearer ", 7) == 0)
+      return 1;
+  for (int k = 0; k < G.nsecrets; k++) {
+    size_t sl = G.secret_len[k];
+    const char *first = G.secrets[k];
+    for (const char *p = s; sl <= len - (size_t)(p - s);) {
+      p = memchr(p, first[0], len - (size_t)(p - s) - sl + 1);
+      if (!p)
+        break;
+      if (memcmp(p, first, sl) == 0)
+        return 1;
+      p++;
+    }
+  }
+  return 0;
+}
+
 char *log_redact(const char *s) {
   size_t len = strlen(s);
+  if (!redaction_needed(s, len))
+    return strdup(s);
   /* worst case each byte starts a replacement of a longer marker: bound generously */
   size_t cap = len * 2 + sizeof REDACTED + 1;
   char *out = malloc(cap);
@@ -105,7 +134,7 @@ char *log_redact(const char *s) {
       continue;
     }
     for (int k = 0; k < G.nsecrets; k++) {
-      size_t sl = strlen(G.secrets[k]);
+      size_t sl = G.secret_len[k];
       if (sl <= len - i && memcmp(s + i, G.secrets[k], sl) == 0 &&
           (sl >= SHORT_SECRET || whole_at(s, len, i, sl))) {
         memcpy(out + o, REDACTED, sizeof REDACTED - 1);
@@ -302,7 +331,13 @@ static int l_add_secret(lua_State *L) {
 }
 
 static int l_redact(lua_State *L) {
-  char *r = log_redact(luaL_checkstring(L, 1));
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (!redaction_needed(s, len)) {
+    lua_settop(L, 1); /* the string itself: nothing copied or interned again */
+    return 1;
+  }
+  char *r = log_redact(s);
   lua_pushstring(L, r ? r : REDACTED);
   free(r);
   return 1;
