@@ -46,11 +46,14 @@ function M.rows(ev)
   end
   local out = {}
   local key = members.added and "added" or "removed"
+  -- one row per member: its changes_json written directly, not a table encoded per row
+  local head = '[{"attribute":"members","' .. key .. '":['
   for _, id in ipairs(members[key]) do
     local row = {}
     for k, v in pairs(base) do row[k] = v end
+    local text = encode(id)
     row.member_id = tostring(id)
-    row.changes_json = encode { { attribute = "members", [key] = { id } } }
+    row.changes_json = text and head .. text .. "]}]" or nil
     out[#out + 1] = row
   end
   return out

@@ -16,13 +16,29 @@ M.SECRET = "(secret)"
 
 local SKIP = { schemas = true, id = true, meta = true }
 
-local function secret_name(name) return type(name) == "string" and name:lower():find("password", 1, true) ~= nil end
+-- Attribute names are few and asked for every value recorded: the answers are kept (a bounded
+-- table: cleared past 1,000 names).
+local secret_names, n_secret_names = {}, 0
+local function secret_name(name)
+  if type(name) ~= "string" then return false end
+  local s = secret_names[name]
+  if s == nil then
+    s = name:lower():find("password", 1, true) ~= nil
+    if n_secret_names >= 1000 then secret_names, n_secret_names = {}, 0 end
+    secret_names[name], n_secret_names = s, n_secret_names + 1
+  end
+  return s
+end
 
+local log_redact -- scimrun.log.redact, once the runtime has it
 function M.redact(s)
   if type(s) ~= "string" then return s end
-  local log = rawget(_G, "scimrun") and scimrun.log
-  if log and log.redact then return log.redact(s) end
-  return s
+  if not log_redact then
+    local log = rawget(_G, "scimrun") and scimrun.log
+    log_redact = log and log.redact
+    if not log_redact then return s end
+  end
+  return log_redact(s)
 end
 
 -- A deep copy without secrets.
