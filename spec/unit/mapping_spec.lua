@@ -182,6 +182,32 @@ describe("mapping.valid_email", function()
     end
     assert.is_false((mapping.valid_email(42)))
   end)
+  it("answers as the full rule-by-rule check does, for addresses made of the characters that matter", function()
+    local full = require("scimrun.mapping.email").full_check
+    local parts = { "a", "b", "Z", "9", "ab", "com", ".", "-", "_", "+", "@", " ", "\195\169", "(",
+                    "x" .. ("y"):rep(62), "co", "1" }
+    local rng = 12345
+    local function pick()
+      rng = (rng * 1103515245 + 12345) % 2147483648
+      return parts[rng % #parts + 1]
+    end
+    local checked, valid = 0, 0
+    local function run(n)
+      local t = {}
+      for i = 1, n do t[i] = pick() end
+      return table.concat(t)
+    end
+    for _ = 1, 20000 do
+      -- LOCAL@DOMAIN.TLD from random pieces (so many are valid), some with a stray piece after
+      local s = run(1 + rng % 3) .. "@" .. run(1 + rng % 2) .. "." .. run(1 + rng % 2)
+      if rng % 5 == 0 then s = s .. pick() end
+      local ok, why = mapping.valid_email(s)
+      local ok2, why2 = full(s)
+      assert.are.same({ ok2, why2 }, { ok, why }, s)
+      checked, valid = checked + 1, valid + (ok and 1 or 0)
+    end
+    assert.is_true(valid > 100, "too few valid addresses generated: " .. valid) -- the fast path ran
+  end)
 end)
 
 describe("mapping over the example data", function()
