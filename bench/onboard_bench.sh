@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end onboarding: users (examples/data/generate.lua) created and added to one group by
-# examples/onboard.lua with the DEFAULT policy (no --policy; the workflow's concurrency, 64,
+# examples/onboard.lua with the DEFAULT policy (no --policy; the workflow's concurrency, 256,
 # unless CONCURRENCY is set) and by bench/python_onboard.py (sequential requests + tenacity,
 # 100 members per PATCH: what a careful team runs today), each against its own fresh server,
 # in several scenarios. Prints users/s and the ratio scimrun/python per scenario, the requests
@@ -26,7 +26,7 @@
 #      ROWS=10000 (scimmy: 1000)  PY_FAULT_ROWS=500  RL_ROWS=600  RATE=30  PC_ROWS=2000
 #      FAULTS=503:0.04,429:0.02@retry-after=1,reset:0.02,lost:0.02
 #      R429=429:0.03@retry-after=1  PATCHCOST=50us  PATCHCOST_ALL= (1: add patchcost:PATCHCOST
-#      to every sandbox scenario, a "real-server-like" run)  CONCURRENCY= (workflow default 64)
+#      to every sandbox scenario, a "real-server-like" run)  CONCURRENCY= (workflow default 256)
 #      DURABILITY=full (or "full normal")  POLICY= (a tuned policy: one more scimrun row per
 #      scenario, labelled with it, e.g. POLICY=bench/policy-bench.lua)  RUN_TIMEOUT=1800 (s)
 # The sequential script waits out every retry delay in turn, so with faults it runs the first
@@ -203,7 +203,7 @@ run_scimrun() {
   local scen=$1 faults=$2 rows=$3 dur=$4 policy=${5:-} csvf label
   csvf=$(csv_of "$rows")
   if [ -n "$policy" ]; then label="scimrun policy=$(basename "$policy" .lua)"; else label="scimrun default"; fi
-  label="$label c=${CONCURRENCY:-64} $dur"
+  label="$label c=${CONCURRENCY:-256} $dur"
   start_server "$faults"
   local s0 t0 t1 rc=0
   s0=$(cpu_of "$SRV_PID")
@@ -247,7 +247,7 @@ run_python() {
   stop_server
 }
 
-echo "onboard_bench: target $TARGET; scimrun policy default${POLICY:+ (and $POLICY)}, concurrency ${CONCURRENCY:-64 (workflow default)}, durability $DURABILITY; seed 1"
+echo "onboard_bench: target $TARGET; scimrun policy default${POLICY:+ (and $POLICY)}, concurrency ${CONCURRENCY:-256 (workflow default)}, durability $DURABILITY; seed 1"
 for s in $SCENARIOS; do
   read -r srows prows < <(scenario_rows "$s")
   f=$(scenario_faults "$s")
