@@ -228,6 +228,25 @@ describe("a step", function()
     assert.are.equal(2, wf2:step("b", function() return 20 end))
     done(db)
   end)
+
+  it("of a fresh run remembers at most KNOWN_KEYS_MAX keys, then looks every key up", function()
+    local engine, wf, db = new_engine { fresh_run = true }
+    engine.KNOWN_KEYS_MAX = 2
+    local reads = 0
+    override_db(engine, { step_get = function(_, run_id, key)
+      reads = reads + 1
+      return db:step_get(run_id, key)
+    end })
+    for _, k in ipairs { "a", "b", "c" } do wf:step(k, function() return k end) end
+    assert.are.equal(0, reads) -- "c" started after the limit: the set is dropped
+    assert.is_nil(engine.known_keys)
+    wf:step("d", function() return "d" end)
+    assert.are.equal(1, reads)
+    local ok, err = pcall(wf.step, wf, "c", function() return 3 end)
+    assert.is_false(ok)
+    assert.matches('duplicate step key "c"', tostring(err.detail))
+    done(db)
+  end)
   it("that fails is recorded failed; a resume fails it again unrun, --retry-failed runs it", function()
     local engine, wf, db = new_engine()
     local ok, err = pcall(wf.step, wf, "b", function()

@@ -48,9 +48,11 @@ function M.new(opts)
     fatal = nil,        -- an error that stops the whole run (store failure)
     inflight_keys = {}, -- keys of steps running in this process right now
     -- A run this process created, that no other process writes (SQLite's lock, PostgreSQL's
-    -- lock_run; not --worker): the keys of the steps it started, the only ones its store holds.
-    -- Memory grows with the steps (about 100 bytes each), as the input preflight's does.
+    -- lock_run; not --worker): the keys of the steps it started, the only ones its store holds
+    -- (Engine:step_once). At most KNOWN_KEYS_MAX of them (about 100 bytes each): past that,
+    -- every step looks its key up again and memory stays flat.
     known_keys = opts.fresh_run and {} or nil,
+    n_known_keys = 0,
     stats = { steps_run = 0, steps_replayed = 0, steps_recovered = 0, items = 0, succeeded = 0,
               failed = 0, skipped = 0, created = 0, updated = 0, adopted = 0, compensated = 0,
               compensation_failed = 0, dead_lettered = 0, commits = 0, dlq_pruned = 0, auth_stopped = 0,

@@ -7,6 +7,9 @@ local outcome = require "scimrun.engine.outcome"
 
 local Engine = {} -- methods, mixed into the engine by scimrun.engine
 
+-- The step keys a fresh run remembers (engine.known_keys), about 10 MB of them at most.
+Engine.KNOWN_KEYS_MAX = 100000
+
 local function encode_result(key, value, limit)
   local ok, json = pcall(cjson.encode, { v = value })
   if not ok then
@@ -163,7 +166,14 @@ function Engine:run_step(key, fn, opts, rec, attempts)
     end
   end
   attempts = attempts + 1
-  if self.known_keys then self.known_keys[key] = true end
+  local known = self.known_keys
+  if known then
+    if self.n_known_keys >= self.KNOWN_KEYS_MAX then
+      self.known_keys = nil -- a very large run: memory stays flat, each step looks its key up
+    else
+      known[key], self.n_known_keys = true, self.n_known_keys + 1
+    end
+  end
   self:commit { op = "step_start", key = key, attempts = attempts }
   self.stats.steps_run = self.stats.steps_run + 1
   local ctx = scimrun.ctx()
