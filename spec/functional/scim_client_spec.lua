@@ -517,15 +517,22 @@ describe("SCIM client", function()
 
   it("after prefetch, finds a renamed user by externalId from memory", function()
     local all = { user("u6", "fay.old", { externalId = "E6" }), user("u7", "gus", { externalId = "E7" }) }
-    local sp, name = scenario { list(all, { totalResults = 2 }), list(all), { status = 204 } }
+    local sp, name = scenario { list(all, { totalResults = 2 }), list(all), { status = 204 },
+                                { status = 200, body = user("u6", "fay.new", { externalId = "E6" }) } }
     assert.equal(2, sp.users:prefetch())
     local u, _, outcome = sp.users:ensure { userName = "fay.new", externalId = "E6" }
     assert.equal("updated", outcome)
     assert.equal("fay.new", u.userName)
     assert.equal(3, stats(name).count) -- count, one page, the PATCH: no lookup
-    -- the copy follows the rename
+    -- the copy follows the rename, keeping the written user as its id: found again by the new
+    -- name with one GET of it, not by the old name
     assert.equal("u6", (sp.users:find_by("userName", "FAY.NEW")).id)
+    assert.equal(4, stats(name).count)
     assert.is_nil((sp.users:find_by("userName", "fay.old")))
+    assert.equal(4, stats(name).count)
+    -- the unchanged prefetched user is still answered from memory
+    assert.equal("u7", (sp.users:find_by("externalId", "E7")).id)
+    assert.equal(4, stats(name).count)
   end)
 
   it("goes on by userName when the provider refuses filters on externalId", function()

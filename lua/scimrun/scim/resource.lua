@@ -279,10 +279,15 @@ function R:prefetch(opts)
   return n
 end
 
--- Keeps the prefetched copy up to date: `old` (the resource as it was) leaves it, `r` enters.
+-- Keeps the prefetched copy up to date: `old` (the resource as it was) leaves it, `r` enters,
+-- as its id only (`__slim`), under the values it is looked up by: a run creating 100,000 users
+-- held ~170 MB of whole resources here. A lookup that lands on such an entry reads the
+-- resource again (R:find_by: one GET, rare, as the preflight refuses an input naming one
+-- identity twice).
 function R:_index_add(r, old)
   local ix = self._index
   if not ix then return end
+  local entry = type(r) == "table" and r.id ~= nil and { id = r.id, __slim = true } or r
   for a, one in pairs(ix.by) do
     local ov = type(old) == "table" and patch.get_ci(old, a)
     if present(ov) then
@@ -298,7 +303,7 @@ function R:_index_add(r, old)
       end
     end
     local v = type(r) == "table" and patch.get_ci(r, a)
-    if present(v) then one.map[index_key(v, one.ci)] = r end
+    if present(v) then one.map[index_key(v, one.ci)] = entry end
   end
 end
 
@@ -311,7 +316,19 @@ function R:find_by(attr, value, opts)
   if one and not (opts and opts.fresh) then
     local hit = one.map[index_key(value, one.ci)]
     if hit == nil then return nil end -- the prefetched copy holds none: the common answer
-    found = hit.__matches or { hit }
+    found = {}
+    for _, r in ipairs(hit.__matches or { hit }) do
+      if r.__slim then -- written by this connection: kept as its id, read again
+        local full, gerr = self:get(r.id, { op = op })
+        if full then
+          found[#found + 1] = full
+        elseif gerr.status ~= 404 then -- a resource deleted since is simply not found
+          return nil, gerr
+        end
+      else
+        found[#found + 1] = r
+      end
+    end
   else
     found, err = self:_search(op, filter.eq(attr, value))
   end
