@@ -7,12 +7,13 @@ local log = require "scimrun.log"
 -- Progress and summaries must interleave with the log (stderr) in order, even through a pipe.
 io.stdout:setvbuf("line")
 
--- The garbage collector starts a cycle when the heap has grown to 4x (LuaJIT's default: 2x)
+-- The garbage collector starts a cycle when the heap has grown to 8x (LuaJIT's default: 2x)
 -- what the last cycle left alive. Each cycle marks what is alive and sweeps the whole heap, so
--- this spends about 40% less collector time per byte a run allocates (the collector was a
--- quarter of the event loop's CPU in a 10,000-user onboarding, bench/README.md) for a peak
--- heap of about twice the default's.
-collectgarbage("setpause", 400)
+-- the collector's work per byte a run allocates is about (1 + p) / (p - 1) at pause p: half the
+-- default's here (it was a quarter of the event loop's CPU in a 10,000-user onboarding,
+-- bench/README.md). What a run keeps alive is small (7.5 MB after 10,000 users): the peak RSS
+-- of that run is ~100 MB (65 MB at 4x).
+collectgarbage("setpause", 800)
 
 -- Task-local context (like OpenResty's ngx.ctx, but inherited): scimrun.ctx() is a table of
 -- the running task; a task spawned from it sees its spawner's fields (reads fall through to the
