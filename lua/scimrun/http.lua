@@ -7,10 +7,13 @@ local transport = require "scimrun._http"
 
 local M = {}
 
+-- A response's header names are lower-cased by the transport: any case finds them, and a
+-- reader that knows this table (__lowercase_keys) need not scan it for another spelling.
 local headers_mt = {
   __index = function(t, k)
     if type(k) == "string" then return rawget(t, k:lower()) end
   end,
+  __lowercase_keys = true,
 }
 
 function M.request(opts)

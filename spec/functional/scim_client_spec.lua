@@ -535,6 +535,17 @@ describe("SCIM client", function()
     assert.equal(4, stats(name).count)
   end)
 
+  it("reads a response's rate-limit headers whatever their case, and nothing the response lacks", function()
+    local retry = require "scimrun.resilience.retry"
+    local classify = require "scimrun.resilience.classify"
+    script("quota", { { status = 200, body = "{}", headers = { ["X-RateLimit-Remaining"] = "42",
+                                                                ["X-RateLimit-Reset"] = "30" } } })
+    local res = assert(http.request { url = srv.url .. "/seq/quota" })
+    assert.are.same({ 42, 30 }, { retry.server_quota(res.headers, 1700000000) })
+    assert.are.equal("42", classify.header_value(res.headers, "x-ratelimit-REMAINING"))
+    assert.is_nil(classify.header_value(res.headers, "RateLimit"))
+  end)
+
   it("goes on by userName when the provider refuses filters on externalId", function()
     local sp, name = scenario {
       list {}, { status = 400, body = { status = "400", scimType = "invalidFilter", detail = "no such attribute" } },

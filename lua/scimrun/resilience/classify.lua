@@ -73,6 +73,8 @@ local function header_value(headers, name)
   if type(headers) ~= "table" then return nil end
   local v = headers[name]
   if v ~= nil then return v end
+  local mt = getmetatable(headers)
+  if mt and mt.__lowercase_keys then return nil end -- a response's: looked up in any case already
   local lname = name:lower()
   for k, x in pairs(headers) do
     if type(k) == "string" and k:lower() == lname then return x end

@@ -89,7 +89,7 @@ function M.server_quota(headers, wall)
   if not remaining then
     for _, prefix in ipairs({ "RateLimit-", "X-RateLimit-" }) do
       local r = tonumber(classify.header_value(headers, prefix .. "Remaining") or "")
-      local t = classify.header_value(headers, prefix .. "Reset")
+      local t = r and classify.header_value(headers, prefix .. "Reset")
       if r and t then
         local n = tonumber(t)
         if n and n > 1e12 then n = n / 1000 end -- epoch milliseconds
@@ -579,25 +579,33 @@ end
 
 -- Waits until this target may be sent to: a server's "nothing left until the reset" first,
 -- then the place booked on the bucket (M.book), booked again if a cut voided it.
+-- A call waits until `at`: the target's limit binds until then (Executor:queued).
+local function queue_until(tg, at)
+  if at > (tg.queued_until or 0) then tg.queued_until = at end
+end
+
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
-  -- a call waits until `at`: the target's limit binds until then (Executor:queued)
-  local function queued_until(at)
-    if at > (tg.queued_until or 0) then tg.queued_until = at end
+  -- the rate change callback of M.book, made once per target (not a closure per call)
+  local on_rate = tg.on_rate_change
+  if not on_rate then
+    on_rate = function(rate) self:_rate_changed(tg, tg.pacing_op, rate, tg.pacing_at) end
+    tg.on_rate_change = on_rate
   end
   while true do
     local now = clock.now()
-    local w, reset = M.book(tg, now, rl, function(rate) self:_rate_changed(tg, op, rate, now) end)
+    tg.pacing_op, tg.pacing_at = op, now
+    local w, reset = M.book(tg, now, rl, on_rate)
     if not w then
       self:_emit({ type = "wait", reason = "rate_limit_reset", op = op, target = tg.name, seconds = reset, t = now })
-      queued_until(now + reset)
+      queue_until(tg, now + reset)
       clock.sleep(reset)
     elseif w <= 0 then
       return
     else
       local rate, gen = tg.booked_rate, tg.booked_gen
       self:_emit({ type = "wait", reason = "rate_limit", op = op, target = tg.name, seconds = w, t = now })
-      queued_until(now + w)
+      queue_until(tg, now + w)
       clock.sleep(w)
       if not M.booking_void(tg, rate, gen, clock.now()) then return end
     end
