@@ -9,7 +9,8 @@ describe("log.redact", function()
 
   it("replaces a registered secret wherever it appears", function()
     assert.are.equal("token=[REDACTED]&x=1", log.redact("token=s3cr3t-token-for-the-redact-spec&x=1"))
-    assert.are.equal("[REDACTED][REDACTED]", log.redact("s3cr3t-token-for-the-redact-specs3cr3t-token-for-the-redact-spec"))
+    local twice = ("s3cr3t-token-for-the-redact-spec"):rep(2)
+    assert.are.equal("[REDACTED][REDACTED]", log.redact(twice))
   end)
 
   it("replaces a bearer credential in any case", function()
