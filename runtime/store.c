@@ -636,7 +636,13 @@ store *store_open(const char *path, const store_options *opt, store_error *err) 
                         o.durability_normal ? "PRAGMA synchronous = NORMAL"
                                             : "PRAGMA synchronous = FULL",
                         "open") != 0 ||
-             exec_fixed(s, "PRAGMA foreign_keys = ON", "open") != 0) {
+             exec_fixed(s, "PRAGMA foreign_keys = ON", "open") != 0 ||
+             /* A checkpoint every 4,000 log pages (16 MB; SQLite's default is 1,000): it runs
+              * inside the group commit that crosses the mark, and pages a run rewrites in every
+              * commit (index interiors, the tables' last leaves) are copied once per
+              * checkpoint. The commits of a 10,000-user onboarding spent 22% less time writing
+              * (bench/README.md). The log is removed when the store closes. */
+             exec_fixed(s, "PRAGMA wal_autocheckpoint = 4000", "open") != 0) {
     goto fail;
   }
   return s;
