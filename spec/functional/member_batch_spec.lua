@@ -365,13 +365,15 @@ describe("membership coalescing in-process", function()
   -- in it: a lone caller used to take its turn and send a PATCH of one member.
   it("a lone caller waits for the batch ahead that backs off instead of sending alone", function()
     local gid, ids = fixture(6)
-    -- (the first two go at once; their PATCH is refused at 0.1 s and sent again at 0.5 s)
+    -- (the first two go at once; their PATCH is refused at 0.1 s and sent again at 0.5 s; a
+    -- window of 0.25 s from the second batch's turn, so the last three join it even on a loaded
+    -- machine: with 0.1 s, a run beside the other suites once sent the third caller alone)
     local calls = staged(gid, ids, { 0, 0, 0.15, 0.55, 0.56, 0.57 }, function(opts)
       scimrun.sleep(0.1) -- on the wire, then refused: it sleeps out the server's delay
       if opts.on_backoff then opts.on_backoff(true) end
       scimrun.sleep(0.4)
       if opts.on_backoff then opts.on_backoff(false) end
-    end)
+    end, 0.25)
     assert.are.equal(2, #calls)
     assert.are.equal(4, #calls[2].payload.Operations[1].value)
   end)
