@@ -107,10 +107,8 @@ static int redaction_needed(const char *s, size_t len) {
   return 0;
 }
 
-char *log_redact(const char *s) {
-  size_t len = strlen(s);
-  if (!redaction_needed(s, len))
-    return strdup(s);
+/* The byte-by-byte rewrite of s (len bytes up to its NUL), for text redaction_needed flagged. */
+static char *redact_copy(const char *s, size_t len) {
   /* worst case each byte starts a replacement of a longer marker: bound generously */
   size_t cap = len * 2 + sizeof REDACTED + 1;
   char *out = malloc(cap);
@@ -158,6 +156,11 @@ char *log_redact(const char *s) {
   }
   out[o] = 0;
   return out;
+}
+
+char *log_redact(const char *s) {
+  size_t len = strlen(s);
+  return redaction_needed(s, len) ? redact_copy(s, len) : strdup(s);
 }
 
 static void json_string(FILE *f, const char *s) {
@@ -337,7 +340,7 @@ static int l_redact(lua_State *L) {
     lua_settop(L, 1); /* the string itself: nothing copied or interned again */
     return 1;
   }
-  char *r = log_redact(s);
+  char *r = redact_copy(s, strlen(s)); /* up to a NUL, as log_redact */
   lua_pushstring(L, r ? r : REDACTED);
   free(r);
   return 1;

@@ -63,11 +63,15 @@ size_t utf8_invalid_at(const unsigned char *s, size_t len) {
 static int l_invalid_at(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  size_t at = utf8_invalid_at((const unsigned char *)s, len);
+  lua_Integer init = luaL_optinteger(L, 2, 1);
+  if (init < 1)
+    init = 1;
+  size_t from = (size_t)init - 1;
+  size_t at = from < len ? utf8_invalid_at((const unsigned char *)s + from, len - from) : 0;
   if (at == 0)
     lua_pushnil(L);
   else
-    lua_pushnumber(L, (lua_Number)at);
+    lua_pushnumber(L, (lua_Number)(at + from));
   return 1;
 }
 

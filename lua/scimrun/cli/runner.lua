@@ -279,6 +279,8 @@ local function find_or_create_run(r)
   local run = run_to_resume(r)
   if run == "done" then return false end
   r.resumed = run ~= nil
+  -- created here, and written by no other process (the state file's lock, or lock_run below)
+  r.fresh_run = not r.resumed and not r.o.worker
   if run then
     check_resumable(r, run)
     r.pol, r.snap = resumed_policy(r.db, run, r.o, r.pol, r.load_policy, r.cli)
@@ -360,7 +362,7 @@ local function wire(r)
   -- A run this process created, that no other process writes, holds only the values saved here:
   -- they are kept in memory (until deleted: in-flight backoffs, the budget and breakers) and
   -- each SCIM call's deadline lookup reads no database.
-  local saved = (not r.resumed and not o.worker) and {} or nil
+  local saved = r.fresh_run and {} or nil
   r.ex = require("scimrun.resilience.retry").executor {
     policy = r.pol, seed = o.seed, events = stream, log = false,
     state = {
@@ -406,7 +408,7 @@ local function wire(r)
   require("scimrun.engine.step_history").attach(stream, enqueue)
   local def = r.def
   r.engine = workflow.engine {
-    db = db, run_id = run.id, params = r.params, fresh_run = not r.resumed and not o.worker,
+    db = db, run_id = run.id, params = r.params, fresh_run = r.fresh_run,
     retry_failed = o.retry_failed, continue_on_error = o.continue_on_error or def.options.continue_on_error,
     concurrency = o.concurrency or def.options.concurrency,
     max_failed_items = def.options.max_failed_items,

@@ -577,13 +577,13 @@ function M.booking_void(tg, rate, gen, now)
   return r2 < 0 or r2 < rate
 end
 
--- Waits until this target may be sent to: a server's "nothing left until the reset" first,
--- then the place booked on the bucket (M.book), booked again if a cut voided it.
 -- A call waits until `at`: the target's limit binds until then (Executor:queued).
 local function queue_until(tg, at)
   if at > (tg.queued_until or 0) then tg.queued_until = at end
 end
 
+-- Waits until this target may be sent to: a server's "nothing left until the reset" first,
+-- then the place booked on the bucket (M.book), booked again if a cut voided it.
 function Executor:_pace(tg, op)
   local clock, rl = self.clock, self.policy.rate_limit
   -- the rate change callback of M.book, made once per target (not a closure per call)
