@@ -85,12 +85,14 @@ return scimrun.workflow {
           end,
         })
         -- Always a step, so one a crash left in doubt is settled: already a member (the group
-        -- was read at the start) is skipped, and answers the in-doubt check too.
+        -- was read at the start) is skipped. No recover check: adding a member again is
+        -- harmless, so a step in doubt simply runs again, and the step does not wait for its
+        -- start to be durable before it joins the membership batch.
         local already = members[user.id] and { group_id = group.id, count = 0 } or nil
         wf:step("member:" .. p.group .. ":" .. key, function()
           if already then return already end
           return sp.groups:add_members(group.id, { user.id }) -- notes updated
-        end, { recover = function() return already end })
+        end)
       end)
     end)
   end,

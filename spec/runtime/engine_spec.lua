@@ -368,15 +368,33 @@ describe("the task context", function()
 end)
 
 describe("the group commit", function()
+  -- a step with a recover check: its start is durable before its function runs
+  local GUARDED = { recover = function() end }
+
   it("puts every step finishing in one loop turn in one transaction", function()
     local engine, wf, db = new_engine()
     local batches = count_applies(engine)
     local list = {}
     for i = 1, 50 do list[i] = i end
-    wf:map(list, { concurrency = 50 }, function(x) wf:step("g:" .. x, function() return x end) end)
-    -- 50 starts in one transaction, 50 completions in the next
+    local recover = function() end
+    wf:map(list, { concurrency = 50 }, function(x)
+      wf:step("g:" .. x, function() return x end, { recover = recover })
+    end)
+    -- steps with a recover check: 50 starts in one transaction, 50 completions in the next
     assert.are.same({ 50, 50 }, batches)
     assert.are.equal(2, engine.stats.commits)
+    assert.are.equal("completed", states(db, engine.run_id)["g:50"])
+    done(db)
+  end)
+
+  it("writes the start of a step without a recover check with its completion: one transaction", function()
+    local engine, wf, db = new_engine()
+    local batches = count_applies(engine)
+    local list = {}
+    for i = 1, 50 do list[i] = i end
+    wf:map(list, { concurrency = 50 }, function(x) wf:step("g:" .. x, function() return x end) end)
+    assert.are.same({ 100 }, batches)
+    assert.are.equal(1, engine.stats.commits)
     assert.are.equal("completed", states(db, engine.run_id)["g:50"])
     done(db)
   end)
@@ -409,7 +427,7 @@ describe("the group commit", function()
       scimrun.sleep(0.005)
     end
     assert.is_true(finished)
-    assert.are.same({ 1, 1 }, batches) -- the step's start, then its completion
+    assert.are.same({ 2 }, batches) -- the step's start and its completion
     assert.are.equal("completed", states(db, engine.run_id)["a"])
     done(db)
   end)
@@ -429,12 +447,23 @@ describe("the group commit", function()
     return seen
   end
 
-  it("wakes a step only once the commit of its start is durable", function()
+  it("runs a step with a recover check only once the commit of its start is durable", function()
+    local engine, wf, db = new_engine()
+    local seen = watch_commits(engine)
+    wf:step("one", function() seen[#seen + 1] = "ran" end, { recover = function() end })
+    seen[#seen + 1] = "returned"
+    assert.are.same({ "commit", "committed", "ran", "commit", "committed", "returned" }, seen)
+    assert.are.equal("completed", states(db, engine.run_id).one)
+    done(db)
+  end)
+
+  it("runs a step without one at once, and returns once its start and completion are durable", function()
+    -- without recover, a step in doubt is run again on resume, as one never started is
     local engine, wf, db = new_engine()
     local seen = watch_commits(engine)
     wf:step("one", function() seen[#seen + 1] = "ran" end)
     seen[#seen + 1] = "returned"
-    assert.are.same({ "commit", "committed", "ran", "commit", "committed", "returned" }, seen)
+    assert.are.same({ "ran", "commit", "committed", "returned" }, seen)
     assert.are.equal("completed", states(db, engine.run_id).one)
     done(db)
   end)
@@ -467,7 +496,7 @@ describe("the group commit", function()
   it("fails the step and stops the run when the commit's sync fails: nothing is reported durable", function()
     local engine, wf, db = new_engine()
     watch_commits(engine, function() return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end)
-    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
+    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end, GUARDED)
     assert.is_false(ok)
     assert.are.equal("store", err.class)
     assert.matches("syncing its log failed", err.detail)
@@ -476,10 +505,24 @@ describe("the group commit", function()
     done(db)
   end)
 
+  it("fails a step without a recover check whose commit fails: it ran, nothing of it is recorded", function()
+    local engine, wf, db = new_engine()
+    watch_commits(engine, function() return nil, "state file x: syncing its log failed: Input/output error", "SYNC" end)
+    local ran = false
+    local ok, err = pcall(wf.step, wf, "one", function() ran = true end)
+    assert.is_false(ok)
+    assert.is_true(ran) -- on resume it runs again, as a step in doubt without recover does
+    assert.are.equal("store", err.class)
+    assert.matches("syncing its log failed", err.detail)
+    assert.is_true(engine.stopping)
+    assert.is_nil(db:step_get(engine.run_id, "one"))
+    done(db)
+  end)
+
   it("stops the run when the store cannot write a batch, naming what to do", function()
     local engine, wf, db = new_engine()
     db:_pragma("query_only", 1)
-    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end)
+    local ok, err = pcall(wf.step, wf, "one", function() error("must not run") end, GUARDED)
     db:_pragma("query_only", 0)
     assert.is_false(ok)
     assert.are.equal("store", err.class)
@@ -505,7 +548,7 @@ describe("the group commit", function()
     for i = 1, 3 do
       fns[i] = function()
         scimrun.sleep(i == 1 and 0 or 0.01)
-        local ok, err = pcall(wf.step, wf, "s" .. i, function() ran[#ran + 1] = i end)
+        local ok, err = pcall(wf.step, wf, "s" .. i, function() ran[#ran + 1] = i end, { recover = function() end })
         if not ok then failed[#failed + 1] = err.class end
       end
     end
@@ -522,7 +565,7 @@ describe("the group commit", function()
   local function step_meets(methods, class, detail)
     local engine, wf, db = new_engine()
     override_db(engine, methods)
-    local ok, err = pcall(wf.step, wf, "x", function() error("must not run") end)
+    local ok, err = pcall(wf.step, wf, "x", function() error("must not run") end, GUARDED)
     assert.is_false(ok)
     assert.are.equal(class, err.class)
     assert.matches(detail, err.detail)
@@ -559,7 +602,7 @@ describe("the group commit", function()
     local started = false
     scimrun.spawn(function()
       started = true
-      wf:step("under-way", function() end)
+      wf:step("under-way", function() end, { recover = function() end })
     end)
     while not started do scimrun.sleep(0) end
     scimrun.sleep(0) -- the start of "under-way" is handed to the thread pool
@@ -582,7 +625,7 @@ describe("the group commit", function()
     core.at_turn_end(function() engine:flush() end)
     local seen = watch_commits(engine)
     engine:context { name = "spec" }:step("one", function() end)
-    assert.are.same({ "commit", "committed", "commit", "committed" }, seen)
+    assert.are.same({ "commit", "committed" }, seen) -- its start and completion
     assert.are.equal("completed", states(db, "r-normal").one)
     done(db)
   end)

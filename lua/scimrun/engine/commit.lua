@@ -168,8 +168,8 @@ function Engine:enqueue(op)
   self.pending[#self.pending + 1] = op
 end
 
--- Queues one write and parks until it is durable. Raises when the store failed.
-function Engine:commit(op)
+-- Queues one write of the running task for the next group commit without waiting for it.
+function Engine:commit_later(op)
   if self.fatal then error(self.fatal, 0) end
   op.run_id = self.run_id
   if self.worker and CLAIMED[op.op] then
@@ -177,6 +177,11 @@ function Engine:commit(op)
     op.claim = item and item.claim or nil
   end
   self.pending[#self.pending + 1] = op
+end
+
+-- Queues one write and parks until it is durable. Raises when the store failed.
+function Engine:commit(op)
+  self:commit_later(op)
   self.waiters[#self.waiters + 1] = { co = coroutine.running(), index = #self.pending }
   local ok, id_or_err = scimrun.park()
   if not ok and id_or_err == LEASE_LOST then

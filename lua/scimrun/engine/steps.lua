@@ -1,6 +1,7 @@
--- Checkpointed steps: wf:step records `started`, runs the function (its retried operations
--- keyed for the retry layer, bounded by timeouts.step), commits the result or the failure; on a
--- resume a recorded result is returned without running again, a step in doubt is recovered.
+-- Checkpointed steps: wf:step records `started` (durable before the function runs only for a
+-- step with a recover check), runs the function (its retried operations keyed for the retry
+-- layer, bounded by timeouts.step), commits the result or the failure; on a resume a recorded
+-- result is returned without running again, a step in doubt is recovered.
 local cjson = require "cjson"
 local errors = require "scimrun.errors"
 local outcome = require "scimrun.engine.outcome"
@@ -174,7 +175,11 @@ function Engine:run_step(key, fn, opts, rec, attempts)
       known[key], self.n_known_keys = true, self.n_known_keys + 1
     end
   end
-  self:commit { op = "step_start", key = key, attempts = attempts }
+  -- The start record is what the in-doubt path finds after a crash. With a recover check it
+  -- must be durable before fn runs; without one a step in doubt is simply run again, as one
+  -- never started is, so the start rides on the next group commit (with the result at latest).
+  local start = { op = "step_start", key = key, attempts = attempts }
+  if opts.recover then self:commit(start) else self:commit_later(start) end
   self.stats.steps_run = self.stats.steps_run + 1
   local ctx = scimrun.ctx()
   local outer_step = ctx.step
