@@ -66,11 +66,17 @@ end
 function M.from_attrs(attrs, opts)
   local out = {}
   if type(attrs) ~= "table" then return out end
-  for _, k in ipairs(sorted_keys(attrs)) do
-    local v = attrs[k]
-    local c = { attribute = k, after = secret_name(k) and M.SECRET or clean(v) }
-    if not (opts and opts.replace) then c.before = NULL end
-    out[#out + 1] = c
+  local replace = opts and opts.replace
+  local keys = sorted_keys(attrs)
+  for i = 1, #keys do
+    local k = keys[i]
+    local after = secret_name(k) and M.SECRET or clean(attrs[k])
+    -- each entry built whole (a field added later grows the table: a second allocation)
+    if replace then
+      out[i] = { attribute = k, after = after }
+    else
+      out[i] = { attribute = k, after = after, before = NULL }
+    end
   end
   return out
 end
