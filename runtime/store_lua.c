@@ -64,34 +64,51 @@ int store_lua_failure(lua_State *L, store *s) {
 
 /* ---- table fields ------------------------------------------------------------------ */
 
-/* Returns t[field] as a string (NULL when nil and optional). The string stays valid while
- * the table at idx is alive and unchanged. */
-const char *store_lua_field_string(lua_State *L, int idx, const char *field, int required,
-                                   const char *ctx) {
+/* Raises "<where>: field '<field>' <what>" with the context formatted only now. */
+static void field_error(lua_State *L, const store_lua_where *w, const char *field,
+                        const char *what) {
+  if (w->op)
+    luaL_error(L, "apply: batch[%d] (%s): field '%s' %s", w->index, w->op, field, what);
+  luaL_error(L, "%s: field '%s' %s", w->what, field, what);
+}
+
+const char *store_lua_string_at(lua_State *L, int idx, const char *field, int required,
+                                const store_lua_where *w) {
   lua_getfield(L, idx, field);
   const char *v = NULL;
   if (lua_type(L, -1) == LUA_TSTRING)
     v = lua_tostring(L, -1);
   else if (!lua_isnil(L, -1) || required)
-    luaL_error(L, "%s: field '%s' must be a string (got %s)", ctx, field, luaL_typename(L, -1));
+    field_error(L, w, field, lua_pushfstring(L, "must be a string (got %s)", luaL_typename(L, -1)));
   lua_pop(L, 1);
   return v;
 }
 
-/* Returns t[field] as a non-negative integer, or dflt when nil. */
-int store_lua_field_count(lua_State *L, int idx, const char *field, int dflt, const char *ctx) {
+int store_lua_count_at(lua_State *L, int idx, const char *field, int dflt,
+                       const store_lua_where *w) {
   lua_getfield(L, idx, field);
   int v = dflt;
   if (lua_type(L, -1) == LUA_TNUMBER) {
     lua_Number n = lua_tonumber(L, -1);
     if (n < 0 || n > 2147483647.0)
-      luaL_error(L, "%s: field '%s' must be a non-negative integer", ctx, field);
+      field_error(L, w, field, "must be a non-negative integer");
     v = (int)n;
   } else if (!lua_isnil(L, -1)) {
-    luaL_error(L, "%s: field '%s' must be a number (got %s)", ctx, field, luaL_typename(L, -1));
+    field_error(L, w, field, lua_pushfstring(L, "must be a number (got %s)", luaL_typename(L, -1)));
   }
   lua_pop(L, 1);
   return v;
+}
+
+const char *store_lua_field_string(lua_State *L, int idx, const char *field, int required,
+                                   const char *ctx) {
+  const store_lua_where w = {ctx, 0, NULL};
+  return store_lua_string_at(L, idx, field, required, &w);
+}
+
+int store_lua_field_count(lua_State *L, int idx, const char *field, int dflt, const char *ctx) {
+  const store_lua_where w = {ctx, 0, NULL};
+  return store_lua_count_at(L, idx, field, dflt, &w);
 }
 
 static const char *opt_table_string(lua_State *L, int idx, const char *field, const char *ctx) {

@@ -36,49 +36,6 @@ struct store_lua_batch {
   batch_op ops[];
 };
 
-/* Where a refused op is: formatted into "apply: batch[i] (name)" only for the error (a group
- * commit decodes hundreds of ops on the loop; two snprintf calls an op were a microsecond of
- * the loop per user). */
-typedef struct {
-  int i;
-  const char *name;
-} op_where;
-
-static void op_fail(lua_State *L, const op_where *w, const char *field, const char *what) {
-  luaL_error(L, "apply: batch[%d] (%s): field '%s' must be %s (got %s)", w->i, w->name, field, what,
-             luaL_typename(L, -1));
-}
-
-/* t[field] as a string (NULL when nil and optional), as store_lua_field_string. */
-static const char *op_string(lua_State *L, int t, const char *field, int required,
-                             const op_where *w) {
-  lua_getfield(L, t, field);
-  const char *v = NULL;
-  if (lua_type(L, -1) == LUA_TSTRING)
-    v = lua_tostring(L, -1);
-  else if (!lua_isnil(L, -1) || required)
-    op_fail(L, w, field, "a string");
-  lua_pop(L, 1);
-  return v;
-}
-
-/* t[field] as a non-negative integer, or dflt when nil, as store_lua_field_count. */
-static int op_count(lua_State *L, int t, const char *field, int dflt, const op_where *w) {
-  lua_getfield(L, t, field);
-  int v = dflt;
-  if (lua_type(L, -1) == LUA_TNUMBER) {
-    lua_Number n = lua_tonumber(L, -1);
-    if (n < 0 || n > 2147483647.0)
-      luaL_error(L, "apply: batch[%d] (%s): field '%s' must be a non-negative integer", w->i,
-                 w->name, field);
-    v = (int)n;
-  } else if (!lua_isnil(L, -1)) {
-    op_fail(L, w, field, "a number");
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 /* Reads batch[i] (on top of the stack) into op, raising on misuse. */
 static void decode_op(lua_State *L, int i, batch_op *op) {
   char ctx[64];
@@ -100,29 +57,30 @@ static void decode_op(lua_State *L, int i, batch_op *op) {
       op->kind = k;
   if (op->kind < 0)
     luaL_error(L, "apply: batch[%d]: unknown op '%s'", i, name);
-  const op_where w = {i, name}, *ctx_w = &w;
-  op->run_id = op_string(L, t, "run_id", 1, ctx_w);
+  /* the error's context ("apply: batch[i] (op)") is formatted only for a refused field */
+  const store_lua_where w = {NULL, i, name}, *ctx_w = &w;
+  op->run_id = store_lua_string_at(L, t, "run_id", 1, ctx_w);
   switch (op->kind) {
   case OP_STEP_START:
   case OP_STEP_COMPLETE:
   case OP_STEP_FAIL:
   case OP_STEP_COMPENSATED:
   case OP_KV_PUT:
-    op->key = op_string(L, t, "key", 1, ctx_w);
-    op->attempts = op_count(L, t, "attempts", -1, ctx_w);
+    op->key = store_lua_string_at(L, t, "key", 1, ctx_w);
+    op->attempts = store_lua_count_at(L, t, "attempts", -1, ctx_w);
     if (op->kind == OP_STEP_COMPLETE)
-      op->json = op_string(L, t, "result_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "result_json", 0, ctx_w);
     else if (op->kind == OP_STEP_FAIL)
-      op->json = op_string(L, t, "error_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "error_json", 0, ctx_w);
     else if (op->kind == OP_KV_PUT)
-      op->json = op_string(L, t, "value_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "value_json", 0, ctx_w);
     break;
   case OP_EVENT_ADD:
-    op->key = op_string(L, t, "key", 1, ctx_w);
-    op->json = op_string(L, t, "event_json", 1, ctx_w);
+    op->key = store_lua_string_at(L, t, "key", 1, ctx_w);
+    op->json = store_lua_string_at(L, t, "event_json", 1, ctx_w);
     break;
   case OP_RUN_STATUS:
-    op->status = op_string(L, t, "status", 1, ctx_w);
+    op->status = store_lua_string_at(L, t, "status", 1, ctx_w);
     if (!store_run_status_valid(op->status))
       luaL_error(L, "apply: batch[%d] (%s): unknown run status '%s'", i, name, op->status);
     lua_getfield(L, t, "exit_code");
@@ -135,35 +93,35 @@ static void decode_op(lua_State *L, int i, batch_op *op) {
   case OP_AUDIT_ADD: {
     store_audit_entry *a = &op->audit;
     a->run_id = op->run_id;
-    a->item = op_string(L, t, "item", 0, ctx_w);
-    a->operation = op_string(L, t, "operation", 1, ctx_w);
-    a->method = op_string(L, t, "method", 0, ctx_w);
-    a->target = op_string(L, t, "target", 0, ctx_w);
-    a->resource_type = op_string(L, t, "resource_type", 0, ctx_w);
-    a->resource_id = op_string(L, t, "resource_id", 0, ctx_w);
-    a->resource_name = op_string(L, t, "resource_name", 0, ctx_w);
-    a->member_id = op_string(L, t, "member_id", 0, ctx_w);
-    a->changes_json = op_string(L, t, "changes_json", 0, ctx_w);
-    a->result = op_string(L, t, "result", 1, ctx_w);
-    a->detail = op_string(L, t, "detail", 0, ctx_w);
-    a->status = op_count(L, t, "status", -1, ctx_w);
+    a->item = store_lua_string_at(L, t, "item", 0, ctx_w);
+    a->operation = store_lua_string_at(L, t, "operation", 1, ctx_w);
+    a->method = store_lua_string_at(L, t, "method", 0, ctx_w);
+    a->target = store_lua_string_at(L, t, "target", 0, ctx_w);
+    a->resource_type = store_lua_string_at(L, t, "resource_type", 0, ctx_w);
+    a->resource_id = store_lua_string_at(L, t, "resource_id", 0, ctx_w);
+    a->resource_name = store_lua_string_at(L, t, "resource_name", 0, ctx_w);
+    a->member_id = store_lua_string_at(L, t, "member_id", 0, ctx_w);
+    a->changes_json = store_lua_string_at(L, t, "changes_json", 0, ctx_w);
+    a->result = store_lua_string_at(L, t, "result", 1, ctx_w);
+    a->detail = store_lua_string_at(L, t, "detail", 0, ctx_w);
+    a->status = store_lua_count_at(L, t, "status", -1, ctx_w);
     break;
   }
   case OP_DLQ_ADD: {
     store_dlq_entry *e = &op->dlq;
     e->run_id = op->run_id;
-    e->step_key = op_string(L, t, "step_key", 0, ctx_w);
-    e->operation = op_string(L, t, "operation", 0, ctx_w);
-    e->method = op_string(L, t, "method", 0, ctx_w);
-    e->url = op_string(L, t, "url", 0, ctx_w);
-    e->request_body = op_string(L, t, "request_body", 0, ctx_w);
-    e->class_ = op_string(L, t, "class", 0, ctx_w);
-    e->scim_type = op_string(L, t, "scim_type", 0, ctx_w);
-    e->last_error = op_string(L, t, "last_error", 0, ctx_w);
-    e->suggest = op_string(L, t, "suggest", 0, ctx_w);
-    e->rule = op_string(L, t, "rule", 0, ctx_w);
-    e->status = op_count(L, t, "status", -1, ctx_w);
-    e->attempts = op_count(L, t, "attempts", 0, ctx_w);
+    e->step_key = store_lua_string_at(L, t, "step_key", 0, ctx_w);
+    e->operation = store_lua_string_at(L, t, "operation", 0, ctx_w);
+    e->method = store_lua_string_at(L, t, "method", 0, ctx_w);
+    e->url = store_lua_string_at(L, t, "url", 0, ctx_w);
+    e->request_body = store_lua_string_at(L, t, "request_body", 0, ctx_w);
+    e->class_ = store_lua_string_at(L, t, "class", 0, ctx_w);
+    e->scim_type = store_lua_string_at(L, t, "scim_type", 0, ctx_w);
+    e->last_error = store_lua_string_at(L, t, "last_error", 0, ctx_w);
+    e->suggest = store_lua_string_at(L, t, "suggest", 0, ctx_w);
+    e->rule = store_lua_string_at(L, t, "rule", 0, ctx_w);
+    e->status = store_lua_count_at(L, t, "status", -1, ctx_w);
+    e->attempts = store_lua_count_at(L, t, "attempts", 0, ctx_w);
     lua_getfield(L, t, "is_compensation");
     e->is_compensation = lua_toboolean(L, -1);
     lua_getfield(L, t, "first_failed_at");

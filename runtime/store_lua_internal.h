@@ -41,6 +41,17 @@ const char *store_lua_field_string(lua_State *L, int idx, const char *field, int
                                    const char *ctx);
 /* t[field] as a non-negative integer, or dflt when nil. */
 int store_lua_field_count(lua_State *L, int idx, const char *field, int dflt, const char *ctx);
+/* The same with the context given as where: `what`, or when `op` is set "apply: batch[index]
+ * (op)", formatted only when a field is refused (a group commit decodes hundreds of ops). */
+typedef struct {
+  const char *what;
+  int index;
+  const char *op;
+} store_lua_where;
+const char *store_lua_string_at(lua_State *L, int idx, const char *field, int required,
+                                const store_lua_where *w);
+int store_lua_count_at(lua_State *L, int idx, const char *field, int dflt,
+                       const store_lua_where *w);
 
 /* A decoded batch (store_lua_apply.c). Its strings point into the batch table, which must stay
  * alive and unchanged while it is used. */
