@@ -48,9 +48,13 @@ function M.rows(ev)
   local key = members.added and "added" or "removed"
   -- one row per member: its changes_json written directly, not a table encoded per row
   local head = '[{"attribute":"members","' .. key .. '":['
-  for _, id in ipairs(members[key]) do
-    local row = {}
-    for k, v in pairs(base) do row[k] = v end
+  local ids = members[key]
+  for i, id in ipairs(ids) do
+    local row = base -- the last (usually the only) member's row is base itself
+    if i < #ids then
+      row = {}
+      for k, v in pairs(base) do row[k] = v end
+    end
     local text = encode(id)
     row.member_id = tostring(id)
     row.changes_json = text and head .. text .. "]}]" or nil
