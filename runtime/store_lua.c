@@ -67,9 +67,11 @@ int store_lua_failure(lua_State *L, store *s) {
 /* Raises "<where>: field '<field>' <what>" with the context formatted only now. */
 static void field_error(lua_State *L, const store_lua_where *w, const char *field,
                         const char *what) {
+  if (w->what)
+    luaL_error(L, "%s: field '%s' %s", w->what, field, what);
   if (w->op)
     luaL_error(L, "apply: batch[%d] (%s): field '%s' %s", w->index, w->op, field, what);
-  luaL_error(L, "%s: field '%s' %s", w->what, field, what);
+  luaL_error(L, "apply: batch[%d]: field '%s' %s", w->index, field, what);
 }
 
 const char *store_lua_string_at(lua_State *L, int idx, const char *field, int required,

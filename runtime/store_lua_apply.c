@@ -1,7 +1,6 @@
 /* store_lua_apply.c: db:apply(batch), many writes in one transaction (group commit), and the
  * decoding of a batch that db:apply_async (store_lua_async.c) shares. */
 #include <lauxlib.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,49 +37,41 @@ struct store_lua_batch {
 
 /* Reads batch[i] (on top of the stack) into op, raising on misuse. */
 static void decode_op(lua_State *L, int i, batch_op *op) {
-  char ctx[64];
-  if (!lua_istable(L, -1)) {
-    snprintf(ctx, sizeof ctx, "apply: batch[%d]", i);
-    luaL_error(L, "%s must be a table", ctx);
-  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "apply: batch[%d] must be a table", i);
   int t = lua_gettop(L);
-  lua_getfield(L, t, "op");
-  const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lua_pop(L, 1);
-  if (!name) {
-    snprintf(ctx, sizeof ctx, "apply: batch[%d]", i);
-    store_lua_field_string(L, t, "op", 1, ctx); /* raises, naming what it got */
-  }
+  /* errors name "apply: batch[i]", then "apply: batch[i] (op)", formatted only when raised */
+  const store_lua_where at_i = {NULL, i, NULL};
+  const char *name = store_lua_string_at(L, t, "op", 1, &at_i);
   op->kind = -1;
   for (int k = 0; OP_NAMES[k]; k++)
     if (strcmp(name, OP_NAMES[k]) == 0)
       op->kind = k;
   if (op->kind < 0)
     luaL_error(L, "apply: batch[%d]: unknown op '%s'", i, name);
-  /* the error's context ("apply: batch[i] (op)") is formatted only for a refused field */
-  const store_lua_where w = {NULL, i, name}, *ctx_w = &w;
-  op->run_id = store_lua_string_at(L, t, "run_id", 1, ctx_w);
+  const store_lua_where w = {NULL, i, name};
+  op->run_id = store_lua_string_at(L, t, "run_id", 1, &w);
   switch (op->kind) {
   case OP_STEP_START:
   case OP_STEP_COMPLETE:
   case OP_STEP_FAIL:
   case OP_STEP_COMPENSATED:
   case OP_KV_PUT:
-    op->key = store_lua_string_at(L, t, "key", 1, ctx_w);
-    op->attempts = store_lua_count_at(L, t, "attempts", -1, ctx_w);
+    op->key = store_lua_string_at(L, t, "key", 1, &w);
+    op->attempts = store_lua_count_at(L, t, "attempts", -1, &w);
     if (op->kind == OP_STEP_COMPLETE)
-      op->json = store_lua_string_at(L, t, "result_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "result_json", 0, &w);
     else if (op->kind == OP_STEP_FAIL)
-      op->json = store_lua_string_at(L, t, "error_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "error_json", 0, &w);
     else if (op->kind == OP_KV_PUT)
-      op->json = store_lua_string_at(L, t, "value_json", 0, ctx_w);
+      op->json = store_lua_string_at(L, t, "value_json", 0, &w);
     break;
   case OP_EVENT_ADD:
-    op->key = store_lua_string_at(L, t, "key", 1, ctx_w);
-    op->json = store_lua_string_at(L, t, "event_json", 1, ctx_w);
+    op->key = store_lua_string_at(L, t, "key", 1, &w);
+    op->json = store_lua_string_at(L, t, "event_json", 1, &w);
     break;
   case OP_RUN_STATUS:
-    op->status = store_lua_string_at(L, t, "status", 1, ctx_w);
+    op->status = store_lua_string_at(L, t, "status", 1, &w);
     if (!store_run_status_valid(op->status))
       luaL_error(L, "apply: batch[%d] (%s): unknown run status '%s'", i, name, op->status);
     lua_getfield(L, t, "exit_code");
@@ -93,35 +84,35 @@ static void decode_op(lua_State *L, int i, batch_op *op) {
   case OP_AUDIT_ADD: {
     store_audit_entry *a = &op->audit;
     a->run_id = op->run_id;
-    a->item = store_lua_string_at(L, t, "item", 0, ctx_w);
-    a->operation = store_lua_string_at(L, t, "operation", 1, ctx_w);
-    a->method = store_lua_string_at(L, t, "method", 0, ctx_w);
-    a->target = store_lua_string_at(L, t, "target", 0, ctx_w);
-    a->resource_type = store_lua_string_at(L, t, "resource_type", 0, ctx_w);
-    a->resource_id = store_lua_string_at(L, t, "resource_id", 0, ctx_w);
-    a->resource_name = store_lua_string_at(L, t, "resource_name", 0, ctx_w);
-    a->member_id = store_lua_string_at(L, t, "member_id", 0, ctx_w);
-    a->changes_json = store_lua_string_at(L, t, "changes_json", 0, ctx_w);
-    a->result = store_lua_string_at(L, t, "result", 1, ctx_w);
-    a->detail = store_lua_string_at(L, t, "detail", 0, ctx_w);
-    a->status = store_lua_count_at(L, t, "status", -1, ctx_w);
+    a->item = store_lua_string_at(L, t, "item", 0, &w);
+    a->operation = store_lua_string_at(L, t, "operation", 1, &w);
+    a->method = store_lua_string_at(L, t, "method", 0, &w);
+    a->target = store_lua_string_at(L, t, "target", 0, &w);
+    a->resource_type = store_lua_string_at(L, t, "resource_type", 0, &w);
+    a->resource_id = store_lua_string_at(L, t, "resource_id", 0, &w);
+    a->resource_name = store_lua_string_at(L, t, "resource_name", 0, &w);
+    a->member_id = store_lua_string_at(L, t, "member_id", 0, &w);
+    a->changes_json = store_lua_string_at(L, t, "changes_json", 0, &w);
+    a->result = store_lua_string_at(L, t, "result", 1, &w);
+    a->detail = store_lua_string_at(L, t, "detail", 0, &w);
+    a->status = store_lua_count_at(L, t, "status", -1, &w);
     break;
   }
   case OP_DLQ_ADD: {
     store_dlq_entry *e = &op->dlq;
     e->run_id = op->run_id;
-    e->step_key = store_lua_string_at(L, t, "step_key", 0, ctx_w);
-    e->operation = store_lua_string_at(L, t, "operation", 0, ctx_w);
-    e->method = store_lua_string_at(L, t, "method", 0, ctx_w);
-    e->url = store_lua_string_at(L, t, "url", 0, ctx_w);
-    e->request_body = store_lua_string_at(L, t, "request_body", 0, ctx_w);
-    e->class_ = store_lua_string_at(L, t, "class", 0, ctx_w);
-    e->scim_type = store_lua_string_at(L, t, "scim_type", 0, ctx_w);
-    e->last_error = store_lua_string_at(L, t, "last_error", 0, ctx_w);
-    e->suggest = store_lua_string_at(L, t, "suggest", 0, ctx_w);
-    e->rule = store_lua_string_at(L, t, "rule", 0, ctx_w);
-    e->status = store_lua_count_at(L, t, "status", -1, ctx_w);
-    e->attempts = store_lua_count_at(L, t, "attempts", 0, ctx_w);
+    e->step_key = store_lua_string_at(L, t, "step_key", 0, &w);
+    e->operation = store_lua_string_at(L, t, "operation", 0, &w);
+    e->method = store_lua_string_at(L, t, "method", 0, &w);
+    e->url = store_lua_string_at(L, t, "url", 0, &w);
+    e->request_body = store_lua_string_at(L, t, "request_body", 0, &w);
+    e->class_ = store_lua_string_at(L, t, "class", 0, &w);
+    e->scim_type = store_lua_string_at(L, t, "scim_type", 0, &w);
+    e->last_error = store_lua_string_at(L, t, "last_error", 0, &w);
+    e->suggest = store_lua_string_at(L, t, "suggest", 0, &w);
+    e->rule = store_lua_string_at(L, t, "rule", 0, &w);
+    e->status = store_lua_count_at(L, t, "status", -1, &w);
+    e->attempts = store_lua_count_at(L, t, "attempts", 0, &w);
     lua_getfield(L, t, "is_compensation");
     e->is_compensation = lua_toboolean(L, -1);
     lua_getfield(L, t, "first_failed_at");

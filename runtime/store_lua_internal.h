@@ -41,8 +41,9 @@ const char *store_lua_field_string(lua_State *L, int idx, const char *field, int
                                    const char *ctx);
 /* t[field] as a non-negative integer, or dflt when nil. */
 int store_lua_field_count(lua_State *L, int idx, const char *field, int dflt, const char *ctx);
-/* The same with the context given as where: `what`, or when `op` is set "apply: batch[index]
- * (op)", formatted only when a field is refused (a group commit decodes hundreds of ops). */
+/* The same with the context given as where: `what`, else "apply: batch[index] (op)", or
+ * "apply: batch[index]" without an op, formatted only when a field is refused (a group commit
+ * decodes hundreds of ops). */
 typedef struct {
   const char *what;
   int index;

@@ -404,7 +404,7 @@ local function wire(r)
   r.diff, derr = require("scimrun.observe.diff").open(stream, { path = o.diff, run_id = run.id })
   if derr then fail_start(r, "%s", derr) end
   r.rep = report.new { path = o.report, run_id = run.id, workflow = r.def.name }
-  stream:subscribe(function(ev) if ev.type == "item" then r.rep:item(ev.record) end end, { "item" })
+  stream:subscribe(function(ev) r.rep:item(ev.record) end, { "item" })
   require("scimrun.engine.step_history").attach(stream, enqueue)
   local def = r.def
   r.engine = workflow.engine {

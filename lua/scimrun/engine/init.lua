@@ -73,10 +73,10 @@ function M.new(opts)
   -- before the failing item's error has even come back.
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
-      if ev.type == "auth_stop" then self:auth_stop(errors.new {
+      self:auth_stop(errors.new {
         class = "auth", op = ev.op, method = ev.method, url = ev.url, status = ev.status, rule = ev.rule,
         detail = ev.detail, suggest = ev.suggest, target = ev.target, credential = ev.credential,
-        auth_stop = true, from_event = true }) end
+        auth_stop = true, from_event = true })
     end, { "auth_stop" })
   end
   if dl.retention_days and self.db then self:prune_dead_letters(dl.retention_days) end

@@ -68,7 +68,7 @@ end
 function M.attach(stream, o)
   if o.dry_run then return end
   stream:subscribe(function(ev)
-    if ev.type ~= "write" or ev.dry_run then return end
+    if ev.dry_run then return end
     for _, row in ipairs(M.rows(ev)) do o.enqueue(row) end
   end, { "write" })
 end

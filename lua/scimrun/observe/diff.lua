@@ -65,7 +65,7 @@ function M.open(stream, o)
   ffi.C.chmod(o.path, 384) -- 0600
   local self = setmetatable({ f = f, path = o.path, count = 0 }, Diff)
   self.unsubscribe = stream:subscribe(function(ev)
-    if ev.type ~= "write" or not self.f then return end
+    if not self.f then return end
     self.f:write(M.line(ev, o.run_id), "\n")
     self.count = self.count + 1
   end, { "write" })

@@ -92,7 +92,7 @@ function Worker:start()
   self:set_live(claims.heartbeat(self.db, self.run_id, self.id, self.lease))
   if self.executor and self.executor.events then
     self.executor.events:subscribe(function(ev)
-      if ev.type == "breaker" and ev.state == "open" and not ev.shared then self:share_breaker(ev) end
+      if ev.state == "open" and not ev.shared then self:share_breaker(ev) end
     end, { "breaker" })
   end
 end
